@@ -1,0 +1,57 @@
+//! Command-line interface: one file per command.
+
+mod demo;
+mod dev_broker;
+mod run;
+mod topology;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "keyflow", version, about = "Stateful, exactly-once workflow state machines over Kafka topics")]
+pub struct Cli {
+    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an instance of the application against a Kafka cluster.
+    Run(run::Args),
+    /// Run the example end to end on an in-process broker and print what happened.
+    Demo(demo::Args),
+    /// Run an in-process Kafka-protocol broker (librdkafka's mock cluster) and print its address.
+    DevBroker(dev_broker::Args),
+    /// Inspect topologies.
+    #[command(subcommand)]
+    Topology(topology::Command),
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Any failure, with context, for the binary to print.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::DevBroker(a) => dev_broker::run(a),
+        Command::Topology(c) => topology::run(c),
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` wins over `-v`.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "keyflow=info,warn",
+        1 => "keyflow=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,50 @@
+//! `keyflow run --config <file>`: one instance of the application, until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::kafka::{self, Provisioner as _};
+use crate::runtime::Instance;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML configuration; `KEYFLOW_*` environment variables override it.
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config, std::env::vars())?;
+    anyhow::ensure!(!config.bootstrap_servers.is_empty(), "bootstrap.servers is required by `keyflow run`");
+    let t = &config.topology;
+    let topology = crate::builtin::by_name(&t.builtin, &t.input, &t.output, t.sla_ms).map_err(anyhow::Error::msg)?;
+    tracing::info!(config = ?config, "starting");
+    if config.provision_topics {
+        let partitions = kafka::source_partitions(&config, &topology)?;
+        kafka::AdminProvisioner::new(&config)?.ensure(&kafka::internal_topics(&config, &topology, partitions)).context("provisioning internal topics")?;
+    }
+    let instance = Instance::start(config, topology)?;
+    let stop = instance.stopper();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Wait for a signal on a small runtime; the stream thread does the work.
+    let status = instance.status();
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                    if !status.snapshot().running && instance.is_finished() { break }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    stop();
+    instance.join()?;
+    Ok(ExitCode::SUCCESS)
+}

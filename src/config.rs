@@ -1,0 +1,377 @@
+//! Configuration: one TOML file plus `KEYFLOW_*` environment overrides, named as Kafka Streams
+//! names things (`application.id`, `processing.guarantee`, `state.dir`, `commit.interval.ms`).
+//!
+//! ```toml
+//! application.id = "doc-approval"
+//! bootstrap.servers = "kafka-1:9092,kafka-2:9092"
+//! processing.guarantee = "exactly_once_v2"
+//!
+//! [topology]
+//! builtin = "status-tracker"
+//!
+//! [consumer]            # passed to librdkafka as they are
+//! fetch.min.bytes = 1
+//! ```
+//!
+//! An environment variable `KEYFLOW_COMMIT_INTERVAL_MS=500` sets `commit.interval.ms`;
+//! `KEYFLOW_CONSUMER_FETCH_MIN_BYTES=1` sets `fetch.min.bytes` in `[consumer]`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::runtime::Guarantee;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Sections whose keys are not flattened into the top level.
+const SECTIONS: [&str; 3] = ["topology", "consumer", "producer"];
+
+/// librdkafka settings keyflow owns: setting them in `[consumer]`/`[producer]` is an error.
+const MANAGED: [&str; 8] = [
+    "group.id",
+    "group.instance.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "isolation.level",
+    "transactional.id",
+    "bootstrap.servers",
+    "enable.partition.eof",
+];
+
+/// librdkafka pass-through settings. `Debug` redacts secrets.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaProps(pub BTreeMap<String, String>);
+
+impl fmt::Debug for KafkaProps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in &self.0 {
+            let secret = ["password", "secret", "jaas", "token", "key.pem", "credentials"].iter().any(|s| k.contains(s));
+            m.entry(k, &if secret { "<redacted>" } else { v.as_str() });
+        }
+        m.finish()
+    }
+}
+
+/// Which topology `keyflow run` runs.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyConfig {
+    /// A topology that ships with keyflow. Default `status-tracker`.
+    #[serde(default = "default_builtin")]
+    pub builtin: String,
+    /// Input topic. Default `events`.
+    #[serde(default = "default_input")]
+    pub input: String,
+    /// Output topic. Default `statuses`.
+    #[serde(default = "default_output")]
+    pub output: String,
+    /// SLA before escalation, ms of stream time. Default 48 h.
+    #[serde(rename = "sla.ms", default = "default_sla")]
+    pub sla_ms: i64,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        Self { builtin: default_builtin(), input: default_input(), output: default_output(), sla_ms: default_sla() }
+    }
+}
+
+fn default_builtin() -> String {
+    "status-tracker".into()
+}
+fn default_input() -> String {
+    "events".into()
+}
+fn default_output() -> String {
+    "statuses".into()
+}
+fn default_sla() -> i64 {
+    48 * 3600 * 1000
+}
+
+/// The whole configuration of an instance.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Consumer group id, prefix of internal topics and of the transactional id. Required.
+    #[serde(rename = "application.id")]
+    pub application_id: String,
+    /// Kafka brokers. Required for `keyflow run`.
+    #[serde(rename = "bootstrap.servers", default)]
+    pub bootstrap_servers: String,
+    /// `at_least_once` (default) or `exactly_once_v2`.
+    #[serde(rename = "processing.guarantee", default)]
+    pub processing_guarantee: Guarantee,
+    /// Where RocksDB stores live: `<state.dir>/<application.id>/0_<partition>/<store>`. Default `state`.
+    #[serde(rename = "state.dir", default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// How often to commit. Default 100 ms under exactly-once, 30 s otherwise (as Kafka Streams).
+    #[serde(rename = "commit.interval.ms", default)]
+    commit_interval_ms: Option<u64>,
+    /// A stable id for this instance: enables static membership (`group.instance.id`), so a
+    /// restarted instance gets its partitions back without a rebalance. Default: none.
+    #[serde(rename = "instance.id", default)]
+    pub instance_id: Option<String>,
+    /// Dead-letter topic. Default `<application.id>-dlq`.
+    #[serde(rename = "dlq.topic", default)]
+    dlq_topic: Option<String>,
+    /// How often wall-clock timers are checked. Default 1000 ms.
+    #[serde(rename = "wall.clock.punctuation.interval.ms", default = "default_punctuation")]
+    punctuation_interval_ms: u64,
+    /// Timeout of blocking Kafka calls (transactions, flush, offset commit). Default 30000 ms.
+    #[serde(rename = "kafka.call.timeout.ms", default = "default_call_timeout")]
+    call_timeout_ms: u64,
+    /// Create missing internal topics (changelogs, DLQ) at start. Default true.
+    #[serde(rename = "topics.provision", default = "default_true")]
+    pub provision_topics: bool,
+    /// Replication factor of created internal topics. Default 3 (use 1 on a dev broker).
+    #[serde(rename = "replication.factor", default = "default_replication")]
+    pub replication_factor: NonZeroUsize,
+    #[serde(default)]
+    pub topology: TopologyConfig,
+    /// librdkafka consumer settings, passed through.
+    #[serde(default)]
+    pub consumer: KafkaProps,
+    /// librdkafka producer settings, passed through.
+    #[serde(default)]
+    pub producer: KafkaProps,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+fn default_punctuation() -> u64 {
+    1000
+}
+fn default_call_timeout() -> u64 {
+    30_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_replication() -> NonZeroUsize {
+    NonZeroUsize::new(3).expect("3 > 0")
+}
+
+impl Config {
+    /// Reads `path`, applies `KEYFLOW_*` variables from `env`, validates.
+    ///
+    /// # Errors
+    /// [`Error`] naming the file, the key or the rule broken.
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string(), env)
+    }
+
+    /// Like [`Config::load`], from text.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Error> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Syntax { path: origin.to_owned(), message: e.to_string() })?;
+        let mut flat = flatten_top(table)?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("KEYFLOW_") else { continue };
+            let dotted = rest.to_ascii_lowercase().replace('_', ".");
+            let value = parse_env_value(&value);
+            match SECTIONS.iter().find(|s| dotted.starts_with(&format!("{s}."))) {
+                Some(section) => {
+                    let key = dotted[section.len() + 1..].to_owned();
+                    let t = flat.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    if let toml::Value::Table(t) = t {
+                        t.insert(key, value);
+                    }
+                }
+                None => {
+                    flat.insert(dotted, value);
+                }
+            }
+        }
+        for section in ["consumer", "producer"] {
+            if let Some(toml::Value::Table(t)) = flat.get_mut(section) {
+                let strings: toml::Table = std::mem::take(t)
+                    .into_iter()
+                    .map(|(k, v)| (k, toml::Value::String(match v { toml::Value::String(s) => s, other => other.to_string() })))
+                    .collect();
+                *t = strings;
+            }
+        }
+        let config: Config = toml::Value::Table(flat).try_into().map_err(|e: toml::de::Error| Error::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if self.application_id.is_empty() || !self.application_id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return bad(format!("application.id `{}` must be non-empty and use only letters, digits, `.`, `_`, `-`", self.application_id));
+        }
+        if self.commit_interval_ms == Some(0) {
+            return bad("commit.interval.ms must be at least 1".into());
+        }
+        if self.punctuation_interval_ms == 0 {
+            return bad("wall.clock.punctuation.interval.ms must be at least 1".into());
+        }
+        if self.topology.sla_ms <= 0 {
+            return bad("topology.sla.ms must be positive".into());
+        }
+        for (section, props) in [("consumer", &self.consumer), ("producer", &self.producer)] {
+            if let Some(k) = props.0.keys().find(|k| MANAGED.contains(&k.as_str())) {
+                return bad(format!("[{section}] {k} is set by keyflow; remove it (see README, configuration)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A minimal config for the embedded demo and tests.
+    pub fn for_application(application_id: &str, bootstrap_servers: &str, state_dir: &Path) -> Config {
+        let mut c = Config::parse(&format!("application.id = \"{application_id}\""), "defaults", []).expect("valid defaults");
+        c.bootstrap_servers = bootstrap_servers.to_owned();
+        c.state_dir = state_dir.to_owned();
+        c
+    }
+
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms.unwrap_or(match self.processing_guarantee {
+            Guarantee::ExactlyOnceV2 => 100,
+            Guarantee::AtLeastOnce => 30_000,
+        }))
+    }
+
+    pub fn set_commit_interval(&mut self, interval: Duration) {
+        self.commit_interval_ms = Some(interval.as_millis().max(1) as u64);
+    }
+
+    pub fn dlq_topic(&self) -> String {
+        self.dlq_topic.clone().unwrap_or_else(|| format!("{}-dlq", self.application_id))
+    }
+
+    pub fn punctuation_interval(&self) -> Duration {
+        Duration::from_millis(self.punctuation_interval_ms)
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+
+    /// `<state.dir>/<application.id>`.
+    pub fn app_state_dir(&self) -> PathBuf {
+        self.state_dir.join(&self.application_id)
+    }
+}
+
+/// Turns nested tables made by dotted keys (`commit.interval.ms = 1` is `{commit: {interval:
+/// {ms: 1}}}` in TOML) back into dotted names, keeping the sections as tables.
+fn flatten_top(table: toml::Table) -> Result<toml::Table, Error> {
+    let mut out = toml::Table::new();
+    for (k, v) in table {
+        if SECTIONS.contains(&k.as_str()) {
+            let toml::Value::Table(inner) = v else {
+                return Err(Error::Invalid(format!("`{k}` must be a table ([{k}])")));
+            };
+            let mut flat = toml::Table::new();
+            flatten_into(&mut flat, "", inner);
+            out.insert(k, toml::Value::Table(flat));
+        } else {
+            flatten_into(&mut out, "", toml::Table::from_iter([(k, v)]));
+        }
+    }
+    Ok(out)
+}
+
+fn flatten_into(out: &mut toml::Table, prefix: &str, table: toml::Table) {
+    for (k, v) in table {
+        let name = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(t) => flatten_into(out, &name, t),
+            other => {
+                out.insert(name, other);
+            }
+        }
+    }
+}
+
+/// An environment value as TOML if it reads as a number or boolean, else as a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => v,
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+application.id = "docs"
+bootstrap.servers = "k1:9092"
+processing.guarantee = "exactly_once_v2"
+commit.interval.ms = 250
+
+[topology]
+input = "in"
+sla.ms = 1000
+
+[producer]
+linger.ms = 5
+sasl.password = "hunter2"
+"#;
+
+    #[test]
+    fn dotted_kafka_streams_names_parse_and_env_overrides_win() {
+        let env = [("KEYFLOW_COMMIT_INTERVAL_MS".to_string(), "500".to_string()), ("KEYFLOW_CONSUMER_FETCH_MIN_BYTES".into(), "1".into()), ("OTHER".into(), "x".into())];
+        let c = Config::parse(FILE, "test", env).unwrap();
+        assert_eq!(c.application_id, "docs");
+        assert_eq!(c.processing_guarantee, Guarantee::ExactlyOnceV2);
+        assert_eq!(c.commit_interval(), Duration::from_millis(500));
+        assert_eq!(c.topology.input, "in");
+        assert_eq!(c.topology.sla_ms, 1000);
+        assert_eq!(c.producer.0["linger.ms"], "5");
+        assert_eq!(c.consumer.0["fetch.min.bytes"], "1");
+        assert_eq!(c.dlq_topic(), "docs-dlq");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let c = Config::parse(FILE, "test", []).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn unknown_keys_bad_values_and_managed_settings_are_clear_errors() {
+        let e = Config::parse("application.id = \"a\"\ncommit.intervall.ms = 5", "t", []).unwrap_err().to_string();
+        assert!(e.contains("unknown field `commit.intervall.ms`"), "{e}");
+        let e = Config::parse("application.id = \"a\"\nprocessing.guarantee = \"exactly_once\"", "t", []).unwrap_err().to_string();
+        assert!(e.contains("unknown variant `exactly_once`"), "{e}");
+        let e = Config::parse("application.id = \"a\"\n[consumer]\ngroup.id = \"x\"", "t", []).unwrap_err().to_string();
+        assert!(e.contains("group.id is set by keyflow"), "{e}");
+        let e = Config::parse("application.id = \"a b\"", "t", []).unwrap_err().to_string();
+        assert!(e.contains("application.id"), "{e}");
+        let e = Config::parse("bootstrap.servers = \"x\"", "t", []).unwrap_err().to_string();
+        assert!(e.contains("missing field `application.id`"), "{e}");
+        let defaults = Config::parse("application.id = \"a\"", "t", []).unwrap();
+        assert_eq!(defaults.commit_interval(), Duration::from_secs(30));
+        assert_eq!(defaults.state_dir, PathBuf::from("state"));
+    }
+}

@@ -1,0 +1,211 @@
+//! The Kafka edge: client settings keyflow owns, and topic provisioning through one abstraction
+//! (the admin API on a real broker, `create_topic` on librdkafka's mock cluster, whose admin API
+//! does not answer CreateTopics).
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::ClientConfig;
+
+use crate::config::Config;
+use crate::runtime::Guarantee;
+use crate::state::{changelog_topic, TIMER_STORE};
+use crate::topology::Topology;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create Kafka client: {0}")]
+    Client(rdkafka::error::KafkaError),
+    #[error("cannot read metadata of topic `{topic}`: {detail}")]
+    Metadata { topic: String, detail: String },
+    #[error("cannot create topic `{topic}`: {detail}")]
+    CreateTopic { topic: String, detail: String },
+    #[error("source topics are not co-partitioned: {0}")]
+    CoPartitioning(String),
+}
+
+/// A topic keyflow needs to exist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    /// Compacted (changelogs) or deleted by retention.
+    pub compacted: bool,
+}
+
+/// Creates topics that do not exist yet; existing ones are left as they are.
+pub trait Provisioner {
+    /// # Errors
+    /// [`Error::CreateTopic`].
+    fn ensure(&self, topics: &[TopicSpec]) -> Result<(), Error>;
+}
+
+/// Provisioning through the admin API (real Kafka, tansu).
+pub struct AdminProvisioner {
+    admin: AdminClient<DefaultClientContext>,
+    replication: i32,
+    timeout: Duration,
+}
+
+impl AdminProvisioner {
+    /// # Errors
+    /// [`Error::Client`].
+    pub fn new(config: &Config) -> Result<Self, Error> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &config.bootstrap_servers);
+        for (k, v) in &config.producer.0 {
+            if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+                c.set(k, v);
+            }
+        }
+        let admin = c.create().map_err(Error::Client)?;
+        Ok(Self { admin, replication: config.replication_factor.get() as i32, timeout: config.call_timeout() })
+    }
+}
+
+impl Provisioner for AdminProvisioner {
+    fn ensure(&self, topics: &[TopicSpec]) -> Result<(), Error> {
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| {
+                let n = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(self.replication));
+                if t.compacted { n.set("cleanup.policy", "compact") } else { n }
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(self.timeout));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::CreateTopic { topic: "*".into(), detail: e.to_string() })?;
+        let results = rt
+            .block_on(self.admin.create_topics(new.iter(), &opts))
+            .map_err(|e| Error::CreateTopic { topic: "*".into(), detail: e.to_string() })?;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(Error::CreateTopic { topic, detail: code.to_string() }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Provisioning on librdkafka's in-process mock cluster.
+pub struct MockProvisioner<'a, C: rdkafka::ClientContext>(pub &'a MockCluster<'a, C>);
+
+impl<C: rdkafka::ClientContext> Provisioner for MockProvisioner<'_, C> {
+    fn ensure(&self, topics: &[TopicSpec]) -> Result<(), Error> {
+        for t in topics {
+            // The mock has no compaction; it keeps every changelog record, which restores the same state.
+            self.0.create_topic(&t.name, t.partitions, 1).map_err(|e| Error::CreateTopic { topic: t.name.clone(), detail: e.to_string() })?;
+        }
+        Ok(())
+    }
+}
+
+/// Partition count of each source topic, checked to be equal (tasks span partition `p` of every
+/// source topic, so the topics must be co-partitioned, as in Kafka Streams).
+///
+/// # Errors
+/// [`Error::Metadata`] when a topic is missing, [`Error::CoPartitioning`] when counts differ.
+pub fn source_partitions(config: &Config, topology: &Topology) -> Result<i32, Error> {
+    let consumer: BaseConsumer = base_client_config(config).create().map_err(Error::Client)?;
+    let mut counts = Vec::new();
+    for topic in topology.source_topics() {
+        let md = consumer
+            .fetch_metadata(Some(&topic), config.call_timeout())
+            .map_err(|e| Error::Metadata { topic: topic.clone(), detail: e.to_string() })?;
+        let n = md.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len() as i32);
+        if n == 0 {
+            return Err(Error::Metadata { topic, detail: "topic does not exist (create it before starting keyflow)".into() });
+        }
+        counts.push((topic, n));
+    }
+    let first = counts[0].1;
+    if counts.iter().any(|(_, n)| *n != first) {
+        return Err(Error::CoPartitioning(counts.iter().map(|(t, n)| format!("{t}: {n}")).collect::<Vec<_>>().join(", ")));
+    }
+    Ok(first)
+}
+
+/// The internal topics of an application: one compacted changelog per store (timers included),
+/// partitioned like the sources, and the dead-letter topic.
+pub fn internal_topics(config: &Config, topology: &Topology, partitions: i32) -> Vec<TopicSpec> {
+    let mut t: Vec<TopicSpec> = topology
+        .stores()
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain([TIMER_STORE])
+        .map(|s| TopicSpec { name: changelog_topic(&config.application_id, s), partitions, compacted: true })
+        .collect();
+    t.push(TopicSpec { name: config.dlq_topic(), partitions, compacted: false });
+    t
+}
+
+fn base_client_config(config: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.bootstrap_servers);
+    c
+}
+
+/// The group consumer. Offsets are committed only by the commit protocol.
+pub fn group_consumer_config(config: &Config, topology: &Topology) -> ClientConfig {
+    let mut c = base_client_config(config);
+    // Cooperative-sticky does not keep partition p of several topics together; range does, so a
+    // topology with several source topics (a task spans all of them) uses range.
+    let strategy = if topology.source_topics().len() > 1 { "range" } else { "cooperative-sticky" };
+    c.set("group.id", &config.application_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", strategy)
+        .set("isolation.level", isolation(config));
+    if let Some(id) = &config.instance_id {
+        c.set("group.instance.id", id);
+    }
+    for (k, v) in &config.consumer.0 {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A consumer that reads changelogs by assignment, without a group.
+pub fn restore_consumer_config(config: &Config) -> ClientConfig {
+    let mut c = base_client_config(config);
+    c.set("group.id", format!("{}-restore", config.application_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", isolation(config));
+    for (k, v) in &config.consumer.0 {
+        if k != "partition.assignment.strategy" {
+            c.set(k, v);
+        }
+    }
+    c
+}
+
+/// The instance's producer: transactional under exactly-once, idempotent always.
+pub fn producer_config(config: &Config) -> ClientConfig {
+    let mut c = base_client_config(config);
+    c.set("enable.idempotence", "true")
+        // Java's default partitioner, so keyflow and Java producers agree on a key's partition.
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
+    if config.processing_guarantee == Guarantee::ExactlyOnceV2 {
+        let suffix = config.instance_id.clone().unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+        c.set("transactional.id", format!("{}-{suffix}", config.application_id));
+    }
+    for (k, v) in &config.producer.0 {
+        c.set(k, v);
+    }
+    c
+}
+
+fn isolation(config: &Config) -> &'static str {
+    match config.processing_guarantee {
+        Guarantee::ExactlyOnceV2 => "read_committed",
+        Guarantee::AtLeastOnce => "read_uncommitted",
+    }
+}

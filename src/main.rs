@@ -1,0 +1,15 @@
+//! The `keyflow` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = keyflow::cli::Cli::parse();
+    keyflow::cli::init_tracing(cli.verbose);
+    match keyflow::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

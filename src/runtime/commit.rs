@@ -1,0 +1,122 @@
+//! The commit protocol, in one place. Both guarantees persist the same things; they differ in
+//! what makes them atomic.
+//!
+//! **exactly_once_v2** — one transaction per commit interval, covering all of the instance's tasks:
+//! 1. `SendChangelog` / `SendMarkers`: every dirty store's uncommitted writes, then its position
+//!    marker, go to its changelog inside the open transaction (outputs and dead letters are already
+//!    in it: the collector put them there while processing).
+//! 2. `FlushChangelog`: wait until every record of the transaction is acknowledged; this also
+//!    yields the changelog offsets for the checkpoint.
+//! 3. `SendOffsets`: the consumed offsets (last processed + 1) join the transaction, with the
+//!    consumer group's metadata so a zombie of an older generation is fenced.
+//! 4. `CommitTransaction`: outputs, changelog and offsets become visible at once, or not at all.
+//! 5. `WriteCheckpoint`: the tasks are marked committed (their positions can no longer be rewound
+//!    past this commit), then each store writes its state, the next changelog offset and its
+//!    position in one RocksDB `WriteBatch`. A crash before this only means restoring a little more
+//!    from the changelog; a failed write marks the task corrupted (wipe, restore); a crash before
+//!    step 4 aborts everything and the inputs are processed again.
+//!
+//! **at_least_once** — the same order, made safe by flushes instead of a transaction:
+//! 1. `FlushOutputs`: outputs and dead letters are acknowledged first, so the guard below can never
+//!    hide an input whose output was lost.
+//! 2. `SendChangelog` + `FlushChangelog`: the data records are durable.
+//! 3. `SendMarkers` + `FlushMarkers`: only now the position markers, so a marker in the changelog
+//!    vouches for the data of every store of its task (restore takes the furthest marker).
+//! 4. `WriteCheckpoint`: as above.
+//! 5. `CommitOffsets`: the consumed offsets. A crash before this re-delivers inputs, and the
+//!    applied-offset guard keeps them from being applied to state twice.
+//!
+//! State is never written to RocksDB before the log has it, and offsets are never committed
+//! before the state they cover.
+
+use std::collections::BTreeMap;
+
+use super::collector::{Collector, Transaction};
+use super::log::{Log, SourceOffset};
+use super::task::{Task, TaskState};
+use super::{Error, Guarantee, Step};
+
+/// Sees each step before it runs. Production passes [`NoFaults`]; the test driver injects crashes.
+pub(crate) trait Probe {
+    fn before(&mut self, step: Step) -> Result<(), Error>;
+}
+
+/// The production probe: never interferes.
+pub(crate) struct NoFaults;
+
+impl Probe for NoFaults {
+    fn before(&mut self, _: Step) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Commits every running task that needs it. Returns how many tasks were committed.
+///
+/// # Errors
+/// A classified [`Error`]; the caller recovers (see `runtime::error`). On error nothing of this
+/// commit is in local state, so rolling the tasks back is always safe.
+pub(crate) fn commit(tasks: &mut BTreeMap<i32, Task>, log: &mut dyn Log, txn: &mut Transaction, probe: &mut dyn Probe) -> Result<usize, Error> {
+    let committing: Vec<i32> = tasks.values().filter(|t| t.state() == TaskState::Running && t.commit_needed()).map(Task::partition).collect();
+    if committing.is_empty() && !txn.is_open() {
+        return Ok(0);
+    }
+    let offsets: Vec<SourceOffset> = committing.iter().flat_map(|p| tasks[p].offsets_to_commit()).collect();
+    match txn.guarantee() {
+        Guarantee::ExactlyOnceV2 => {
+            probe.before(Step::SendChangelog)?;
+            for p in &committing {
+                tasks[p].send_changelog(&mut Collector::new(log, txn))?;
+            }
+            probe.before(Step::SendMarkers)?;
+            for p in &committing {
+                tasks[p].send_markers(&mut Collector::new(log, txn))?;
+            }
+            probe.before(Step::FlushChangelog)?;
+            txn.ensure_open(log)?; // a commit of offsets alone still needs a transaction
+            log.flush()?;
+            probe.before(Step::SendOffsets)?;
+            if !offsets.is_empty() {
+                log.send_offsets_to_transaction(&offsets)?;
+            }
+            probe.before(Step::CommitTransaction)?;
+            log.commit_transaction()?;
+            txn.closed();
+        }
+        Guarantee::AtLeastOnce => {
+            probe.before(Step::FlushOutputs)?;
+            log.flush()?;
+            probe.before(Step::SendChangelog)?;
+            for p in &committing {
+                tasks[p].send_changelog(&mut Collector::new(log, txn))?;
+            }
+            probe.before(Step::FlushChangelog)?;
+            log.flush()?;
+            probe.before(Step::SendMarkers)?;
+            for p in &committing {
+                tasks[p].send_markers(&mut Collector::new(log, txn))?;
+            }
+            probe.before(Step::FlushMarkers)?;
+            log.flush()?;
+        }
+    }
+    // Kafka now holds this commit (the transaction, or the flushed changelog and markers).
+    // From here on a failure must never rewind the tasks to before it: a local write that fails
+    // leaves the task corrupted, to be restored from the changelog, which has the commit.
+    for p in &committing {
+        tasks.get_mut(p).expect("committing tasks exist").mark_committed();
+    }
+    let delivered = log.take_delivered();
+    for (i, p) in committing.iter().enumerate() {
+        let persisted = probe.before(Step::WriteCheckpoint).and_then(|()| tasks.get_mut(p).expect("committing tasks exist").persist_local(&delivered));
+        match persisted {
+            Ok(()) => {}
+            Err(e @ Error::Crash(_)) => return Err(e),
+            Err(e) => return Err(Error::TaskCorrupted { partitions: committing[i..].to_vec(), reason: format!("local checkpoint failed: {e}") }),
+        }
+    }
+    if txn.guarantee() == Guarantee::AtLeastOnce && !offsets.is_empty() {
+        probe.before(Step::CommitOffsets)?;
+        log.commit_offsets(&offsets)?;
+    }
+    Ok(committing.len())
+}

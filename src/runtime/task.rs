@@ -1,0 +1,556 @@
+//! A task: one partition of the topology (partition `p` of every source topic), with its own
+//! processors, stores and timers.
+//!
+//! ```text
+//!   open ──> Restoring ──(changelogs caught up)──> Running ──close──> Closed
+//!               ^                                     │
+//!               └──────(corrupted: wipe stores)───────┘
+//! ```
+//!
+//! A task never talks to Kafka itself: inputs are handed to it, and everything it emits goes
+//! through the [`Collector`] it is handed, so it is the same code under the runtime and the test
+//! driver.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::dlq::{self, ErrorClass};
+use crate::processor::{self, Context, Processor};
+use crate::record::{InputRecord, OutputRecord, Record, RecordMetadata};
+use crate::state::{self, changelog_topic, ChangelogEntry, Position, Store, TimeKind, Timer, TimerStore, TIMER_STORE};
+use crate::topology::{NodeKind, Topology};
+
+use super::collector::Collector;
+use super::Error;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    Restoring,
+    Running,
+    Closed,
+}
+
+/// What became of one input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Processed,
+    /// At or below the applied-offset guard: already part of the state.
+    Skipped,
+    DeadLettered,
+}
+
+/// Counters a task keeps for metrics and the demo's summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskStats {
+    pub processed: u64,
+    pub skipped: u64,
+    pub dead_lettered: u64,
+    pub timers_fired: u64,
+}
+
+enum Input {
+    Record(Record),
+    Timer(Timer),
+}
+
+pub(crate) struct Task {
+    partition: i32,
+    state: TaskState,
+    topology: Topology,
+    /// By node index; `None` for sources and sinks.
+    processors: Vec<Option<Box<dyn Processor>>>,
+    stores: HashMap<String, Store>,
+    timers: TimerStore,
+    /// Store name -> changelog topic, the timer store included.
+    changelogs: BTreeMap<String, String>,
+    /// Position including uncommitted work; `committed` as of the last commit or restore.
+    position: Position,
+    committed: Position,
+    /// Next offset to consume per source topic (last processed + 1); `None` until first input.
+    next_offsets: BTreeMap<String, i64>,
+    committed_next_offsets: BTreeMap<String, i64>,
+    commit_needed: bool,
+    /// Id of the commit being prepared; every changelog record of it carries this id.
+    commit_id: u64,
+    /// Stores whose restored marker lagged the task's position, with the commit that vouched for
+    /// their data: the next commit first writes them that marker, so a later restore finds it.
+    repair_markers: BTreeMap<String, Option<u64>>,
+    dlq_topic: String,
+    stats: TaskStats,
+}
+
+impl Task {
+    /// Opens the task's stores under `<state_dir>/0_<partition>/` and instantiates its processors.
+    ///
+    /// # Errors
+    /// [`Error::TaskCorrupted`] if a store cannot be opened.
+    pub fn open(partition: i32, topology: &Topology, application_id: &str, task_dir: &Path, dlq_topic: &str) -> Result<Task, Error> {
+        let corrupted = |source: state::Error| Error::corrupted(partition, &source);
+        let mut stores = HashMap::new();
+        let mut changelogs = BTreeMap::new();
+        for spec in topology.stores() {
+            stores.insert(spec.name.clone(), Store::open(&spec.name, &task_dir.join(&spec.name)).map_err(corrupted)?);
+            changelogs.insert(spec.name.clone(), changelog_topic(application_id, &spec.name));
+        }
+        let timers = TimerStore::new(Store::open(TIMER_STORE, &task_dir.join(TIMER_STORE)).map_err(corrupted)?);
+        changelogs.insert(TIMER_STORE.to_owned(), changelog_topic(application_id, TIMER_STORE));
+        let processors = topology
+            .nodes()
+            .iter()
+            .map(|n| match &n.kind {
+                NodeKind::Processor { supplier, .. } => Some(supplier()),
+                _ => None,
+            })
+            .collect();
+        let mut task = Task {
+            partition,
+            state: TaskState::Restoring,
+            topology: topology.clone(),
+            processors,
+            stores,
+            timers,
+            changelogs,
+            position: Position::default(),
+            committed: Position::default(),
+            next_offsets: BTreeMap::new(),
+            committed_next_offsets: BTreeMap::new(),
+            commit_needed: false,
+            commit_id: rand::random(),
+            repair_markers: BTreeMap::new(),
+            dlq_topic: dlq_topic.to_owned(),
+            stats: TaskStats::default(),
+        };
+        task.reload_position();
+        Ok(task)
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    pub fn state(&self) -> TaskState {
+        self.state
+    }
+
+    pub fn stats(&self) -> TaskStats {
+        self.stats
+    }
+
+    pub fn commit_needed(&self) -> bool {
+        self.commit_needed
+    }
+
+    /// The committed position (what a restart would resume from).
+    pub fn committed_position(&self) -> &Position {
+        &self.committed
+    }
+
+    /// `(store, changelog topic, checkpoint)` for each store, the timer store included.
+    pub fn changelogs(&self) -> Vec<(String, String, Option<i64>)> {
+        self.changelogs
+            .iter()
+            .map(|(store, topic)| (store.clone(), topic.clone(), self.store(store).and_then(Store::checkpoint)))
+            .collect()
+    }
+
+    fn store(&self, name: &str) -> Option<&Store> {
+        if name == TIMER_STORE {
+            Some(self.timers.store())
+        } else {
+            self.stores.get(name)
+        }
+    }
+
+    /// Reads a committed-or-pending value from a user store (for queries and tests).
+    ///
+    /// # Errors
+    /// State errors.
+    pub fn get(&self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, state::Error> {
+        match self.stores.get(store) {
+            Some(s) => s.get(key),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` entries of a user store, in key order.
+    ///
+    /// # Errors
+    /// State errors.
+    pub fn scan(&self, store: &str, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, state::Error> {
+        match self.stores.get(store) {
+            Some(s) => s.range(b"", b"\xff", limit),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Applies restored changelog records to `store`.
+    ///
+    /// # Errors
+    /// [`Error::TaskCorrupted`].
+    pub fn restore(&mut self, store: &str, entries: &[ChangelogEntry]) -> Result<(), Error> {
+        let partition = self.partition;
+        let s = if store == TIMER_STORE { Some(self.timers.store_mut()) } else { self.stores.get_mut(store) };
+        match s {
+            Some(s) => s.restore(entries).map_err(|source| Error::corrupted(partition, &source)),
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes a store's local data so it is restored from the beginning of its changelog.
+    ///
+    /// # Errors
+    /// [`Error::TaskCorrupted`] if even that fails.
+    pub fn wipe_store(&mut self, store: &str) -> Result<(), Error> {
+        let partition = self.partition;
+        let corrupted = |source: state::Error| Error::corrupted(partition, &source);
+        let s = if store == TIMER_STORE { Some(self.timers.store_mut()) } else { self.stores.get_mut(store) };
+        if let Some(s) = s {
+            s.wipe().map_err(corrupted)?;
+        }
+        self.reload_position();
+        Ok(())
+    }
+
+    /// Restoration is complete: decides, per store, about the data after its last marker (see
+    /// `Store::finish_restore`), and the task may process.
+    ///
+    /// # Errors
+    /// [`Error::TaskCorrupted`].
+    pub fn finish_restore(&mut self) -> Result<(), Error> {
+        let mut furthest = self.timers.store().position().clone();
+        for s in self.stores.values() {
+            furthest.merge(s.position());
+        }
+        let all = || self.stores.values().chain([self.timers.store()]);
+        let vouched = all().find(|s| s.position() == &furthest).and_then(Store::last_commit);
+        let partition = self.partition;
+        for name in self.changelogs.keys() {
+            let store = if name == TIMER_STORE { self.timers.store_mut() } else { self.stores.get_mut(name).expect("known store") };
+            let lagging = store.position() != &furthest;
+            store.finish_restore(if lagging { vouched } else { None }).map_err(|source| Error::corrupted(partition, &source))?;
+            if lagging {
+                self.repair_markers.insert(name.clone(), vouched);
+            }
+        }
+        self.reload_position();
+        self.state = TaskState::Running;
+        Ok(())
+    }
+
+    fn reload_position(&mut self) {
+        let mut p = self.timers.store().position().clone();
+        for s in self.stores.values() {
+            p.merge(s.position());
+        }
+        self.position = p.clone();
+        self.committed = p;
+    }
+
+    /// Processes one input. Its state writes, outputs and timers all happen, or (when a processor
+    /// rejects it) none do and the input becomes a dead letter.
+    ///
+    /// # Errors
+    /// [`Error::TaskCorrupted`] for state failures, [`Error::Fatal`] for topology bugs, and
+    /// whatever the collector raises.
+    pub fn process(&mut self, input: &InputRecord, wall_clock: i64, out: &mut Collector<'_>) -> Result<Outcome, Error> {
+        debug_assert_eq!(self.state, TaskState::Running, "a task processes only once restored");
+        self.committed_next_offsets.entry(input.topic.clone()).or_insert(input.offset);
+        self.next_offsets.insert(input.topic.clone(), input.offset + 1);
+        self.commit_needed = true;
+        if self.position.has_applied(&input.topic, input.offset) {
+            self.stats.skipped += 1;
+            return Ok(Outcome::Skipped);
+        }
+        self.position.applied.insert(input.topic.clone(), input.offset);
+
+        let Some(source) = self.topology.source_for(&input.topic) else {
+            return Err(Error::Fatal(format!("task {} got a record from `{}`, which no source reads", self.partition, input.topic)));
+        };
+        let (key_serde, value_serde, source_name) = match &self.topology.nodes()[source].kind {
+            NodeKind::Source { key_serde, value_serde, .. } => (*key_serde, *value_serde, self.topology.nodes()[source].name.clone()),
+            _ => unreachable!("source_for returns source nodes"),
+        };
+        let decoded = key_serde
+            .deserialize("key", input.key.as_deref())
+            .and_then(|key| Ok((key, value_serde.deserialize("value", input.value.as_deref())?)));
+        let (key, value) = match decoded {
+            Ok(kv) => kv,
+            Err(e) => {
+                self.stats.dead_lettered += 1;
+                let stage = format!("source:{source_name}");
+                out.send(&dlq::dead_letter(&self.dlq_topic, input, ErrorClass::Deserialization, &e.to_string(), &stage, 1, wall_clock))?;
+                return Ok(Outcome::DeadLettered);
+            }
+        };
+        self.position.stream_time = self.position.stream_time.max(input.timestamp);
+        let record = Record { key, value, timestamp: input.timestamp, headers: input.headers.clone() };
+        let metadata = RecordMetadata { topic: input.topic.clone(), partition: input.partition, offset: Some(input.offset), timestamp: input.timestamp };
+
+        let outcome = match self.run(source, Input::Record(record), &metadata, wall_clock) {
+            Ok(outputs) => {
+                for o in &outputs {
+                    out.send(o)?;
+                }
+                self.stats.processed += 1;
+                Outcome::Processed
+            }
+            Err((stage, processor::Error::BadRecord(msg))) => {
+                self.stats.dead_lettered += 1;
+                out.send(&dlq::dead_letter(&self.dlq_topic, input, ErrorClass::Processing, &msg, &stage, 1, wall_clock))?;
+                Outcome::DeadLettered
+            }
+            Err((_, e)) => return Err(self.escalate(e)),
+        };
+        self.fire_timers(TimeKind::StreamTime, self.position.stream_time, wall_clock, out)?;
+        Ok(outcome)
+    }
+
+    /// Fires every timer of `kind` due at `now`, in due order. Each fired timer is removed in the
+    /// same commit as its effects.
+    ///
+    /// # Errors
+    /// As [`Task::process`].
+    pub fn fire_timers(&mut self, kind: TimeKind, now: i64, wall_clock: i64, out: &mut Collector<'_>) -> Result<usize, Error> {
+        let mut fired = 0;
+        loop {
+            let due = self.timers.due(kind, now, 64).map_err(|source| Error::corrupted(self.partition, &source))?;
+            if due.is_empty() {
+                return Ok(fired);
+            }
+            for timer in due {
+                let Some(node) = self.topology.nodes().iter().position(|n| n.name == timer.node) else {
+                    tracing::warn!(node = %timer.node, key = %timer.key, "dropping a timer of a processor the topology no longer has");
+                    self.timers.cancel(&timer.node, &timer.name, &timer.key).map_err(|source| Error::corrupted(self.partition, &source))?;
+                    self.end_record(true);
+                    continue;
+                };
+                self.commit_needed = true;
+                self.timers.cancel(&timer.node, &timer.name, &timer.key).map_err(|source| Error::corrupted(self.partition, &source))?;
+                let metadata = RecordMetadata { topic: String::new(), partition: self.partition, offset: None, timestamp: timer.due };
+                let (timer_node, timer_name, key) = (timer.node.clone(), timer.name.clone(), timer.key.clone());
+                match self.run(node, Input::Timer(timer), &metadata, wall_clock) {
+                    Ok(outputs) => {
+                        for o in &outputs {
+                            out.send(o)?;
+                        }
+                    }
+                    Err((stage, processor::Error::BadRecord(msg))) => {
+                        // The failed run dropped the timer's removal with its other effects; remove it
+                        // again on its own, since firing it again would only fail again.
+                        self.timers.cancel(&timer_node, &timer_name, &key).map_err(|source| Error::corrupted(self.partition, &source))?;
+                        self.end_record(true);
+                        self.stats.dead_lettered += 1;
+                        out.send(&dlq::dead_timer(&self.dlq_topic, &key, &msg, &stage, wall_clock))?;
+                    }
+                    Err((_, e)) => return Err(self.escalate(e)),
+                }
+                self.stats.timers_fired += 1;
+                fired += 1;
+            }
+        }
+    }
+
+    fn escalate(&self, e: processor::Error) -> Error {
+        match e {
+            processor::Error::State(source) => Error::corrupted(self.partition, &source),
+            other => Error::Fatal(other.to_string()),
+        }
+    }
+
+    /// Runs `input` into node `start` and everything downstream, depth first. On success the
+    /// record layers join the commit layer; on failure they are dropped. Returns the serialized
+    /// sink outputs, or the failing stage with its error.
+    fn run(&mut self, start: usize, input: Input, metadata: &RecordMetadata, wall_clock: i64) -> Result<Vec<OutputRecord>, (String, processor::Error)> {
+        let result = self.run_inner(start, input, metadata, wall_clock);
+        self.end_record(result.is_ok());
+        result
+    }
+
+    fn end_record(&mut self, ok: bool) {
+        for s in self.stores.values_mut() {
+            s.end_record(ok);
+        }
+        self.timers.store_mut().end_record(ok);
+    }
+
+    fn run_inner(&mut self, start: usize, input: Input, metadata: &RecordMetadata, wall_clock: i64) -> Result<Vec<OutputRecord>, (String, processor::Error)> {
+        let topology = self.topology.clone();
+        let nodes = topology.nodes();
+        let mut outputs = Vec::new();
+        let mut stack: Vec<(usize, Input)> = vec![(start, input)];
+        while let Some((idx, input)) = stack.pop() {
+            let node = &nodes[idx];
+            let fail = |e| (node.name.clone(), e);
+            match &node.kind {
+                NodeKind::Source { .. } => {
+                    let Input::Record(r) = input else { unreachable!("timers belong to processors") };
+                    for &c in node.children.iter().rev() {
+                        stack.push((c, Input::Record(r.clone())));
+                    }
+                }
+                NodeKind::Processor { stores, .. } => {
+                    let mut forwarded = Vec::new();
+                    let mut ctx = Context {
+                        node: &node.name,
+                        metadata,
+                        stores: &mut self.stores,
+                        connected: stores,
+                        timers: &mut self.timers,
+                        forwarded: &mut forwarded,
+                        wall_clock,
+                        stream_time: self.position.stream_time,
+                    };
+                    let p = self.processors[idx].as_mut().expect("processor nodes have processors");
+                    match input {
+                        Input::Record(r) => p.process(&mut ctx, r),
+                        Input::Timer(t) => p.on_timer(&mut ctx, t),
+                    }
+                    .map_err(fail)?;
+                    for (target, r) in forwarded.into_iter().rev() {
+                        match target {
+                            None => {
+                                for &c in node.children.iter().rev() {
+                                    stack.push((c, Input::Record(r.clone())));
+                                }
+                            }
+                            Some(child) => {
+                                let c = node.children.iter().copied().find(|&c| nodes[c].name == child).ok_or_else(|| {
+                                    fail(processor::Error::Topology(format!("`{}` forwarded to `{child}`, which is not its child", node.name)))
+                                })?;
+                                stack.push((c, Input::Record(r)));
+                            }
+                        }
+                    }
+                }
+                NodeKind::Sink { topic, key_serde, value_serde } => {
+                    let Input::Record(r) = input else { unreachable!("timers belong to processors") };
+                    let bad = |e: crate::serde::Error| fail(processor::Error::BadRecord(format!("sink cannot encode: {e}")));
+                    outputs.push(OutputRecord {
+                        topic: topic.clone(),
+                        partition: None,
+                        key: key_serde.serialize("key", &r.key).map_err(bad)?,
+                        value: value_serde.serialize("value", &r.value).map_err(bad)?,
+                        timestamp: Some(r.timestamp),
+                        headers: r.headers,
+                    });
+                }
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Commit step: sends every dirty store's uncommitted writes to its changelog, preceded by
+    /// any repair marker a restore asked for.
+    pub fn send_changelog(&self, out: &mut Collector<'_>) -> Result<(), Error> {
+        for (name, topic) in &self.changelogs {
+            if let Some(&vouched) = self.repair_markers.get(name) {
+                out.send(&state_marker(topic, self.partition, &self.committed, vouched))?;
+            }
+            let store = self.store(name).expect("changelogs name existing stores");
+            for (key, value) in store.pending_writes() {
+                out.send(&OutputRecord {
+                    topic: topic.clone(),
+                    partition: Some(self.partition),
+                    key: Some(key.to_vec()),
+                    value: value.map(<[u8]>::to_vec),
+                    timestamp: None,
+                    headers: commit_headers(self.commit_id),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commit step: sends the position marker to every store's changelog, so every store's last
+    /// marker is the task's position and a restore can tell completed commits from broken ones.
+    pub fn send_markers(&self, out: &mut Collector<'_>) -> Result<(), Error> {
+        for topic in self.changelogs.values() {
+            out.send(&state_marker(topic, self.partition, &self.position, Some(self.commit_id)))?;
+        }
+        Ok(())
+    }
+
+    /// The consumed offsets to commit: next offset per source topic processed since ever.
+    pub fn offsets_to_commit(&self) -> Vec<super::SourceOffset> {
+        self.next_offsets
+            .iter()
+            .map(|(topic, &next)| super::SourceOffset { topic: topic.clone(), partition: self.partition, next_offset: next })
+            .collect()
+    }
+
+    /// Commit step, as soon as Kafka holds the commit: the positions it covers become the
+    /// committed ones, so no later failure can rewind this task to before it.
+    pub fn mark_committed(&mut self) {
+        self.committed = self.position.clone();
+        self.committed_next_offsets = self.next_offsets.clone();
+        self.commit_needed = false;
+    }
+
+    /// Commit step: persists state, checkpoint and the committed position, per store in one
+    /// `WriteBatch`.
+    ///
+    /// # Errors
+    /// [`Error::TaskCorrupted`]: local state may now lag the changelog and must be restored.
+    pub fn persist_local(&mut self, delivered: &super::Delivered) -> Result<(), Error> {
+        let partition = self.partition;
+        for (name, topic) in &self.changelogs {
+            let next = delivered.get(&(topic.clone(), partition)).map(|o| o + 1);
+            let store = if name == TIMER_STORE { self.timers.store_mut() } else { self.stores.get_mut(name).expect("known store") };
+            store.persist_commit(next, &self.committed, self.commit_id).map_err(|source| Error::corrupted(partition, &source))?;
+        }
+        self.repair_markers.clear();
+        self.commit_id = rand::random();
+        Ok(())
+    }
+
+    /// Drops everything since the last commit and returns where each source must be rewound to.
+    pub fn rollback(&mut self) -> Vec<super::SourceOffset> {
+        for s in self.stores.values_mut() {
+            s.rollback();
+        }
+        self.timers.store_mut().rollback();
+        self.position = self.committed.clone();
+        self.next_offsets = self.committed_next_offsets.clone();
+        self.commit_needed = false;
+        // The attempt is over; records it may have left in a changelog keep its id and are
+        // dropped by any restore, since no marker of that id will follow.
+        self.commit_id = rand::random();
+        self.committed_next_offsets
+            .iter()
+            .map(|(topic, &next)| super::SourceOffset { topic: topic.clone(), partition: self.partition, next_offset: next })
+            .collect()
+    }
+
+    /// The earliest wall-clock timer, to know when to wake up.
+    pub fn next_wall_timer(&self) -> Option<i64> {
+        self.timers.next_due(TimeKind::WallClock).ok().flatten()
+    }
+
+    pub fn close(&mut self) {
+        self.state = TaskState::Closed;
+    }
+
+    /// Estimated keys per user store (for metrics).
+    pub fn store_sizes(&self) -> Vec<(String, u64)> {
+        self.stores.iter().map(|(n, s)| (n.clone(), s.estimated_keys())).collect()
+    }
+}
+
+fn commit_headers(commit: u64) -> crate::record::Headers {
+    let mut headers = crate::record::Headers::new();
+    headers.insert(state::COMMIT_HEADER, commit.to_be_bytes().to_vec());
+    headers
+}
+
+fn state_marker(topic: &str, partition: i32, position: &Position, commit: Option<u64>) -> OutputRecord {
+    let mut headers = commit.map(commit_headers).unwrap_or_default();
+    headers.insert(state::MARKER_HEADER, state::MARKER_FORMAT);
+    OutputRecord {
+        topic: topic.to_owned(),
+        partition: Some(partition),
+        key: Some(state::MARKER_KEY.to_vec()),
+        value: Some(position.encode()),
+        timestamp: None,
+        headers,
+    }
+}

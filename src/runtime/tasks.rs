@@ -1,0 +1,168 @@
+//! The active tasks of one instance and the transaction they share: routing inputs, firing
+//! wall-clock timers, committing and rolling back. The production task manager and the test
+//! driver both drive an instance through this type, so they run the same code.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::record::InputRecord;
+use crate::state::TimeKind;
+use crate::topology::Topology;
+
+use super::collector::{Collector, Transaction};
+use super::commit::{self, Probe};
+use super::log::{Log, SourceOffset};
+use super::task::{Outcome, Task, TaskState, TaskStats};
+use super::{Error, Guarantee};
+
+pub(crate) struct Tasks {
+    topology: Topology,
+    application_id: String,
+    state_dir: PathBuf,
+    dlq_topic: String,
+    tasks: BTreeMap<i32, Task>,
+    txn: Transaction,
+    /// Counters of tasks that were closed, so totals survive rebalances.
+    closed_stats: TaskStats,
+}
+
+impl Tasks {
+    pub fn new(topology: Topology, application_id: &str, state_dir: PathBuf, dlq_topic: &str, guarantee: Guarantee) -> Self {
+        Self {
+            topology,
+            application_id: application_id.to_owned(),
+            state_dir,
+            dlq_topic: dlq_topic.to_owned(),
+            tasks: BTreeMap::new(),
+            txn: Transaction::new(guarantee),
+            closed_stats: TaskStats::default(),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn application_id(&self) -> &str {
+        &self.application_id
+    }
+
+    pub fn guarantee(&self) -> Guarantee {
+        self.txn.guarantee()
+    }
+
+    /// Opens the task for `partition` in the Restoring state (if not open yet).
+    ///
+    /// # Errors
+    /// [`Error::TaskCorrupted`] when its stores cannot be opened.
+    pub fn open(&mut self, partition: i32) -> Result<&mut Task, Error> {
+        if !self.tasks.contains_key(&partition) {
+            let dir = self.state_dir.join(format!("0_{partition}"));
+            let task = Task::open(partition, &self.topology, &self.application_id, &dir, &self.dlq_topic)?;
+            self.tasks.insert(partition, task);
+        }
+        Ok(self.tasks.get_mut(&partition).expect("just inserted"))
+    }
+
+    pub fn get(&self, partition: i32) -> Option<&Task> {
+        self.tasks.get(&partition)
+    }
+
+    pub fn get_mut(&mut self, partition: i32) -> Option<&mut Task> {
+        self.tasks.get_mut(&partition)
+    }
+
+    pub fn partitions(&self) -> Vec<i32> {
+        self.tasks.keys().copied().collect()
+    }
+
+    pub fn all_running(&self) -> bool {
+        self.tasks.values().all(|t| t.state() == TaskState::Running)
+    }
+
+    /// Closes and forgets a task (after it was committed, or dirty when it was lost).
+    pub fn close(&mut self, partition: i32) {
+        if let Some(mut t) = self.tasks.remove(&partition) {
+            t.rollback();
+            t.close();
+            let s = t.stats();
+            self.closed_stats.processed += s.processed;
+            self.closed_stats.skipped += s.skipped;
+            self.closed_stats.dead_lettered += s.dead_lettered;
+            self.closed_stats.timers_fired += s.timers_fired;
+        }
+    }
+
+    /// Totals over open and closed tasks.
+    pub fn stats(&self) -> TaskStats {
+        let mut s = self.closed_stats;
+        for t in self.tasks.values() {
+            let ts = t.stats();
+            s.processed += ts.processed;
+            s.skipped += ts.skipped;
+            s.dead_lettered += ts.dead_lettered;
+            s.timers_fired += ts.timers_fired;
+        }
+        s
+    }
+
+    /// Routes one input to its task.
+    ///
+    /// # Errors
+    /// [`Error::Fatal`] for an input of a partition this instance has no task for; task errors.
+    pub fn process(&mut self, input: &InputRecord, wall_clock: i64, log: &mut dyn Log) -> Result<Outcome, Error> {
+        let Some(task) = self.tasks.get_mut(&input.partition) else {
+            return Err(Error::Fatal(format!("no task for {}-{}", input.topic, input.partition)));
+        };
+        task.process(input, wall_clock, &mut Collector::new(log, &mut self.txn))
+    }
+
+    /// Fires the wall-clock timers due at `now` in every running task.
+    ///
+    /// # Errors
+    /// Task errors.
+    pub fn fire_wall_clock_timers(&mut self, now: i64, log: &mut dyn Log) -> Result<usize, Error> {
+        let mut fired = 0;
+        for task in self.tasks.values_mut().filter(|t| t.state() == TaskState::Running) {
+            fired += task.fire_timers(TimeKind::WallClock, now, now, &mut Collector::new(log, &mut self.txn))?;
+        }
+        Ok(fired)
+    }
+
+    /// The earliest wall-clock timer over all running tasks.
+    pub fn next_wall_clock_timer(&self) -> Option<i64> {
+        self.tasks.values().filter(|t| t.state() == TaskState::Running).filter_map(Task::next_wall_timer).min()
+    }
+
+    /// Runs the commit protocol over all running tasks.
+    ///
+    /// # Errors
+    /// See [`commit::commit`].
+    pub fn commit(&mut self, log: &mut dyn Log, probe: &mut dyn Probe) -> Result<usize, Error> {
+        commit::commit(&mut self.tasks, log, &mut self.txn, probe)
+    }
+
+    pub fn commit_needed(&self) -> bool {
+        self.txn.is_open() || self.tasks.values().any(Task::commit_needed)
+    }
+
+    /// Aborts the open transaction (if any) and rolls every task back to its last commit.
+    /// Returns the source positions the consumer must rewind to.
+    pub fn rollback(&mut self, log: &mut dyn Log) -> Vec<SourceOffset> {
+        if self.txn.is_open() {
+            if let Err(e) = log.abort_transaction() {
+                // A fenced or broken producer cannot abort; its transaction is aborted by the
+                // broker when the next producer with this transactional.id initialises.
+                tracing::warn!(error = %e, "abort_transaction failed");
+            }
+            self.txn.closed();
+        }
+        log.take_delivered();
+        self.tasks.values_mut().flat_map(Task::rollback).collect()
+    }
+
+    /// Forgets the transaction state after the producer was replaced.
+    pub fn reset_transaction(&mut self) {
+        self.txn.closed();
+    }
+}

@@ -1,0 +1,499 @@
+//! A RocksDB key-value store for one (store, partition), with the record and commit layers of
+//! uncommitted writes on top (see the module docs of `state`).
+//!
+//! On disk, every key has a one-byte prefix so keyflow's own bookkeeping can never collide with
+//! user data. Assigned prefixes are never reused:
+//! - `d` + user key: user data
+//! - `m` + name: metadata (`format`, `checkpoint` = next changelog offset to restore from,
+//!   `position` = the applied-offset guard, `commit` = id of the commit that position came from)
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+
+use super::changelog::{ChangelogEntry, Position, MARKER_KEY};
+use super::Error;
+
+const DATA: u8 = b'd';
+const META_FORMAT: &[u8] = b"mformat";
+const META_CHECKPOINT: &[u8] = b"mcheckpoint";
+const META_POSITION: &[u8] = b"mposition";
+const META_COMMIT: &[u8] = b"mcommit";
+const FORMAT_VERSION: &str = "1";
+
+type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// One state store partition. Reads see the current record's writes, then the writes since the
+/// last commit, then RocksDB.
+///
+/// Invariant: RocksDB holds exactly the state as of the last commit, together with the changelog
+/// offset and source position that describe it (written in one `WriteBatch`).
+pub struct Store {
+    name: String,
+    path: PathBuf,
+    db: DB,
+    record: Layer,
+    commit: Layer,
+    checkpoint: Option<i64>,
+    position: Position,
+    /// Id of the commit whose marker set `position`.
+    last_commit: Option<u64>,
+    /// Changelog data read after the last position marker during a restore: it belongs to a
+    /// commit whose marker has not been seen (yet), see [`Store::finish_restore`].
+    unmarked: Vec<ChangelogEntry>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("name", &self.name).field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Rocks`] if RocksDB cannot open it, [`Error::Format`] if it was written by an
+    /// incompatible keyflow.
+    pub fn open(name: &str, path: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(path)
+            .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let db = DB::open(&opts, path).map_err(|source| Error::Rocks { store: name.into(), source })?;
+        let mut store = Store {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            db,
+            record: Layer::new(),
+            commit: Layer::new(),
+            checkpoint: None,
+            position: Position::default(),
+            last_commit: None,
+            unmarked: Vec::new(),
+        };
+        store.load_meta()?;
+        Ok(store)
+    }
+
+    fn load_meta(&mut self) -> Result<(), Error> {
+        match self.db_get(META_FORMAT)? {
+            None => self.db.put(META_FORMAT, FORMAT_VERSION).map_err(|e| self.rocks(e))?,
+            Some(v) if v == FORMAT_VERSION.as_bytes() => {}
+            Some(v) => {
+                return Err(Error::Format {
+                    store: self.name.clone(),
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                    expected: FORMAT_VERSION,
+                })
+            }
+        }
+        self.checkpoint = match self.db_get(META_CHECKPOINT)? {
+            None => None,
+            Some(v) => Some(i64::from_be_bytes(v.as_slice().try_into().map_err(|_| self.corrupt("checkpoint", "not 8 bytes"))?)),
+        };
+        self.last_commit = self.db_get(META_COMMIT)?.and_then(|v| ChangelogEntry::decode_commit(Some(&v)));
+        self.position = match self.db_get(META_POSITION)? {
+            None => Position::default(),
+            Some(v) => Position::decode(&v).map_err(|e| self.corrupt("position", &e.to_string()))?,
+        };
+        Ok(())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next changelog offset to restore from, if this store was ever committed or restored.
+    pub fn checkpoint(&self) -> Option<i64> {
+        self.checkpoint
+    }
+
+    /// The committed position (applied-offset guard and stream time).
+    pub fn position(&self) -> &Position {
+        &self.position
+    }
+
+    /// Id of the commit the position came from.
+    pub(crate) fn last_commit(&self) -> Option<u64> {
+        self.last_commit
+    }
+
+    /// Reads `key`, seeing uncommitted writes.
+    ///
+    /// # Errors
+    /// [`Error::Rocks`] when RocksDB fails.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        if let Some(v) = self.record.get(key).or_else(|| self.commit.get(key)) {
+            return Ok(v.clone());
+        }
+        self.db_get(&data_key(key))
+    }
+
+    /// Writes `key` in the current record's layer.
+    ///
+    /// # Errors
+    /// [`Error::ReservedKey`] for keys starting with 0xFF.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        self.check_key(key)?;
+        self.record.insert(key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    /// Deletes `key` in the current record's layer.
+    ///
+    /// # Errors
+    /// [`Error::ReservedKey`] for keys starting with 0xFF.
+    pub fn delete(&mut self, key: &[u8]) -> Result<(), Error> {
+        self.check_key(key)?;
+        self.record.insert(key.to_vec(), None);
+        Ok(())
+    }
+
+    /// Up to `limit` entries with `from <= key < to` in key order, seeing uncommitted writes.
+    ///
+    /// # Errors
+    /// [`Error::Rocks`] when RocksDB fails.
+    pub fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        let mut overlay: Layer = self.commit.range(from.to_vec()..to.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        overlay.extend(self.record.range(from.to_vec()..to.to_vec()).map(|(k, v)| (k.clone(), v.clone())));
+        let mut overlay = overlay.into_iter().peekable();
+
+        let start = data_key(from);
+        let end = data_key(to);
+        let mut db_iter = self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Forward))
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.as_ref() < end.as_slice()))
+            .map(|item| item.map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
+            .peekable();
+
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let db_next = match db_iter.peek() {
+                Some(Err(_)) => return Err(self.rocks(db_iter.next().unwrap().unwrap_err())),
+                Some(Ok((k, _))) => Some(k.clone()),
+                None => None,
+            };
+            let take_overlay = match (overlay.peek(), &db_next) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((ok, _)), Some(dk)) => ok <= dk,
+            };
+            if take_overlay {
+                let (k, v) = overlay.next().unwrap();
+                if db_next.as_ref() == Some(&k) {
+                    db_iter.next(); // shadowed by the uncommitted write
+                }
+                if let Some(v) = v {
+                    out.push((k, v));
+                }
+            } else {
+                out.push(db_iter.next().unwrap().unwrap());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ends the current record: its writes join the commit layer if it succeeded, vanish if not.
+    pub(crate) fn end_record(&mut self, succeeded: bool) {
+        if succeeded {
+            self.commit.append(&mut self.record);
+        } else {
+            self.record.clear();
+        }
+    }
+
+    /// Whether there are writes the next commit must persist.
+    pub(crate) fn is_dirty(&self) -> bool {
+        !self.commit.is_empty()
+    }
+
+    /// The uncommitted writes, as changelog data records (key, value-or-tombstone).
+    pub(crate) fn pending_writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.commit.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
+    /// Persists the commit layer after the commit it belongs to succeeded: state, the next
+    /// changelog offset to restore from and the new position, in one `WriteBatch`.
+    ///
+    /// # Errors
+    /// [`Error::Rocks`]; the commit layer is then kept, and the task is treated as corrupted.
+    pub(crate) fn persist_commit(&mut self, next_changelog_offset: Option<i64>, position: &Position, commit: u64) -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in &self.commit {
+            match v {
+                Some(v) => batch.put(data_key(k), v),
+                None => batch.delete(data_key(k)),
+            }
+        }
+        let checkpoint = next_changelog_offset.or(self.checkpoint);
+        if let Some(c) = checkpoint {
+            batch.put(META_CHECKPOINT, c.to_be_bytes());
+        }
+        batch.put(META_POSITION, position.encode());
+        batch.put(META_COMMIT, commit.to_be_bytes());
+        self.write(batch)?;
+        self.commit.clear();
+        self.checkpoint = checkpoint;
+        self.position = position.clone();
+        self.last_commit = Some(commit);
+        Ok(())
+    }
+
+    /// Drops every uncommitted write: the store is back to its committed contents.
+    pub(crate) fn rollback(&mut self) {
+        self.record.clear();
+        self.commit.clear();
+    }
+
+    /// Applies changelog records read during restoration. At each position marker, the data held
+    /// back since the previous one is applied if it belongs to the marker's commit and dropped if it
+    /// is left over from an attempt that never completed; one `WriteBatch`, with the checkpoint
+    /// after the marker. Data after the last marker waits for [`Store::finish_restore`].
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for an unreadable position marker, [`Error::Rocks`].
+    pub(crate) fn restore(&mut self, entries: &[ChangelogEntry]) -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        let mut applied_to = None;
+        for e in entries {
+            if !(e.is_marker && e.key == MARKER_KEY) {
+                self.unmarked.push(e.clone());
+                continue;
+            }
+            let p = e.value.as_deref().map(Position::decode).transpose().map_err(|err| self.corrupt("position marker", &err.to_string()))?;
+            for d in self.unmarked.drain(..).filter(|d| d.commit == e.commit) {
+                put_entry(&mut batch, &d);
+            }
+            if let Some(p) = p {
+                self.position.merge(&p);
+            }
+            self.last_commit = e.commit;
+            applied_to = Some(e.offset + 1);
+        }
+        if let Some(next) = applied_to {
+            self.write_restored(batch, next)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a restoration. `vouched`: the commit of the task's furthest marker, when this store's
+    /// own marker for it was lost (at-least-once writes all of a commit's data before any marker,
+    /// so a marker in another store vouches for it). Held-back data of that commit is applied; the
+    /// rest belongs to attempts that never completed, whose inputs are processed again.
+    ///
+    /// # Errors
+    /// [`Error::Rocks`].
+    pub(crate) fn finish_restore(&mut self, vouched: Option<u64>) -> Result<(), Error> {
+        let unmarked = std::mem::take(&mut self.unmarked);
+        let Some(commit) = vouched else { return Ok(()) };
+        let mut batch = WriteBatch::default();
+        let mut last = None;
+        for d in unmarked.iter().filter(|d| d.commit == Some(commit)) {
+            put_entry(&mut batch, d);
+            last = Some(d.offset);
+        }
+        match last {
+            Some(offset) => self.write_restored(batch, offset + 1),
+            None => Ok(()),
+        }
+    }
+
+    fn write_restored(&mut self, mut batch: WriteBatch, next: i64) -> Result<(), Error> {
+        batch.put(META_CHECKPOINT, next.to_be_bytes());
+        batch.put(META_POSITION, self.position.encode());
+        if let Some(c) = self.last_commit {
+            batch.put(META_COMMIT, c.to_be_bytes());
+        }
+        self.write(batch)?;
+        self.checkpoint = Some(next);
+        Ok(())
+    }
+
+    /// Deletes all local data of this store (task-corrupted): it is restored from the beginning.
+    ///
+    /// # Errors
+    /// [`Error::Rocks`] / [`Error::Io`].
+    pub(crate) fn wipe(&mut self) -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        // Every key keyflow writes starts with `d` or `m`, so this range is the whole store.
+        batch.delete_range(&[0u8][..], &[0xFFu8][..]);
+        batch.put(META_FORMAT, FORMAT_VERSION);
+        self.write(batch)?;
+        self.rollback();
+        self.unmarked.clear();
+        self.last_commit = None;
+        self.checkpoint = None;
+        self.position = Position::default();
+        Ok(())
+    }
+
+    /// RocksDB's estimate of the number of keys (for metrics).
+    pub fn estimated_keys(&self) -> u64 {
+        self.db.property_int_value("rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), Error> {
+        // No fsync per commit: the changelog, not the local disk, is the durable copy. The WAL
+        // still keeps each batch atomic across a process crash.
+        let mut opts = WriteOptions::default();
+        opts.set_sync(false);
+        self.db.write_opt(batch, &opts).map_err(|e| self.rocks(e))
+    }
+
+    fn db_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.db.get(key).map_err(|e| self.rocks(e))
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), Error> {
+        if key.first() == Some(&0xFF) {
+            return Err(Error::ReservedKey { store: self.name.clone() });
+        }
+        Ok(())
+    }
+
+    fn rocks(&self, source: rocksdb::Error) -> Error {
+        Error::Rocks { store: self.name.clone(), source }
+    }
+
+    fn corrupt(&self, what: &'static str, detail: &str) -> Error {
+        Error::Corrupt { store: self.name.clone(), what, detail: detail.to_owned() }
+    }
+}
+
+fn put_entry(batch: &mut WriteBatch, e: &ChangelogEntry) {
+    match &e.value {
+        Some(v) => batch.put(data_key(&e.key), v),
+        None => batch.delete(data_key(&e.key)),
+    }
+}
+
+fn data_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(DATA);
+    k.extend_from_slice(key);
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open("s", &dir.path().join("s")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn failed_record_leaves_no_trace_and_rollback_restores_committed_contents() {
+        let (_d, mut s) = open();
+        s.put(b"a", b"1").unwrap();
+        s.end_record(true);
+        s.persist_commit(Some(1), &Position::default(), 1).unwrap();
+        s.put(b"a", b"2").unwrap();
+        assert_eq!(s.get(b"a").unwrap().unwrap(), b"2");
+        s.end_record(false);
+        assert_eq!(s.get(b"a").unwrap().unwrap(), b"1");
+        s.delete(b"a").unwrap();
+        s.end_record(true);
+        assert_eq!(s.get(b"a").unwrap(), None);
+        s.rollback();
+        assert_eq!(s.get(b"a").unwrap().unwrap(), b"1");
+    }
+
+    #[test]
+    fn range_merges_uncommitted_writes_and_deletes_in_key_order() {
+        let (_d, mut s) = open();
+        for k in [b"k1", b"k3", b"k5"] {
+            s.put(k, k).unwrap();
+        }
+        s.end_record(true);
+        s.persist_commit(Some(3), &Position::default(), 1).unwrap();
+        s.put(b"k2", b"new").unwrap();
+        s.delete(b"k3").unwrap();
+        s.put(b"k5", b"changed").unwrap();
+        s.put(b"z", b"outside").unwrap();
+        let got = s.range(b"k", b"l", 10).unwrap();
+        let got: Vec<_> = got.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+        assert_eq!(got, vec![(&b"k1"[..], &b"k1"[..]), (b"k2", b"new"), (b"k5", b"changed")]);
+        assert_eq!(s.range(b"k", b"l", 2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn committed_state_checkpoint_and_position_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let mut position = Position::default();
+        position.applied.insert("in".into(), 41);
+        {
+            let mut s = Store::open("s", &path).unwrap();
+            s.put(b"a", b"1").unwrap();
+            s.end_record(true);
+            s.persist_commit(Some(7), &position, 1).unwrap();
+            s.put(b"b", b"uncommitted").unwrap();
+            s.end_record(true);
+        }
+        let s = Store::open("s", &path).unwrap();
+        assert_eq!(s.get(b"a").unwrap().unwrap(), b"1");
+        assert_eq!(s.get(b"b").unwrap(), None);
+        assert_eq!(s.checkpoint(), Some(7));
+        assert!(s.position().has_applied("in", 41));
+        assert!(!s.position().has_applied("in", 42));
+    }
+
+    fn data(offset: i64, key: &[u8], commit: u64) -> ChangelogEntry {
+        ChangelogEntry { offset, key: key.to_vec(), value: Some(b"v".to_vec()), is_marker: false, commit: Some(commit) }
+    }
+
+    fn delete(offset: i64, key: &[u8], commit: u64) -> ChangelogEntry {
+        ChangelogEntry { value: None, ..data(offset, key, commit) }
+    }
+
+    fn marker(offset: i64, p: &Position, commit: u64) -> ChangelogEntry {
+        ChangelogEntry { offset, key: MARKER_KEY.to_vec(), value: Some(p.encode()), is_marker: true, commit: Some(commit) }
+    }
+
+    #[test]
+    fn restore_applies_each_commit_at_its_marker_and_drops_broken_attempts() {
+        let (_d, mut s) = open();
+        let mut p = Position::default();
+        p.applied.insert("in".into(), 9);
+        p.stream_time = 1000;
+        s.restore(&[
+            data(0, b"a", 1),
+            delete(1, b"a", 1),
+            data(2, b"b", 1),
+            marker(3, &p, 1),
+            data(4, b"broken", 2), // attempt 2 crashed before its marker
+            data(5, b"c", 3),
+            marker(6, &p, 3),
+        ])
+        .unwrap();
+        assert_eq!(s.get(b"a").unwrap(), None);
+        assert!(s.get(b"b").unwrap().is_some());
+        assert!(s.get(b"c").unwrap().is_some());
+        assert_eq!(s.get(b"broken").unwrap(), None);
+        assert_eq!(s.checkpoint(), Some(7));
+        assert_eq!(s.position(), &p);
+        assert!(matches!(s.put(b"\xffx", b"v"), Err(Error::ReservedKey { .. })));
+    }
+
+    #[test]
+    fn data_after_the_last_marker_is_applied_only_when_another_store_vouches_for_its_commit() {
+        for vouched in [None, Some(2), Some(9)] {
+            let (_d, mut s) = open();
+            s.restore(&[data(0, b"a", 1), marker(1, &Position::default(), 1), data(2, b"b", 2)]).unwrap();
+            assert_eq!(s.checkpoint(), Some(2));
+            assert!(s.get(b"b").unwrap().is_none());
+            s.finish_restore(vouched).unwrap();
+            assert!(s.get(b"a").unwrap().is_some());
+            assert_eq!(s.get(b"b").unwrap().is_some(), vouched == Some(2));
+            assert_eq!(s.checkpoint(), Some(if vouched == Some(2) { 3 } else { 2 }));
+        }
+    }
+}

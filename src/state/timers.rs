@@ -1,0 +1,192 @@
+//! Durable per-key timers (SLA escalation), kept in a store of their own so they are changelogged,
+//! restored and committed exactly like any other state.
+//!
+//! Key layout (prefixes never reused):
+//! - `s` + kind + due (8 bytes, order-preserving) + node `\0` name `\0` key: the schedule, in
+//!   firing order
+//! - `i` + node `\0` name `\0` key -> kind + due: the index, to cancel or move a timer
+
+use super::{Error, Store};
+
+/// Which clock a timer follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeKind {
+    /// Wall-clock time: fires when the instance's clock passes `due`, even without input.
+    WallClock,
+    /// Stream time (the largest record timestamp the task has seen): fires as input advances it,
+    /// so replays fire it at the same point in the data.
+    StreamTime,
+}
+
+impl TimeKind {
+    fn byte(self) -> u8 {
+        match self {
+            TimeKind::WallClock => b'w',
+            TimeKind::StreamTime => b's',
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            b'w' => Some(TimeKind::WallClock),
+            b's' => Some(TimeKind::StreamTime),
+            _ => None,
+        }
+    }
+}
+
+/// A timer set by processor `node` for workflow instance `key`; `name` tells a processor's timers
+/// apart (e.g. `escalate`). Setting a timer with the same (node, name, key) moves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timer {
+    pub node: String,
+    pub name: String,
+    pub key: String,
+    pub kind: TimeKind,
+    /// Milliseconds since the Unix epoch.
+    pub due: i64,
+}
+
+/// The timers of one task.
+#[derive(Debug)]
+pub(crate) struct TimerStore {
+    store: Store,
+}
+
+/// Name of the timer store; its changelog is `<application.id>-keyflow-timers-changelog`.
+pub(crate) const TIMER_STORE: &str = "keyflow-timers";
+
+impl TimerStore {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Sets (or moves) a timer.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if a name contains a NUL byte; store errors.
+    pub fn schedule(&mut self, timer: &Timer) -> Result<(), Error> {
+        for part in [&timer.node, &timer.name] {
+            if part.contains('\0') {
+                return Err(Error::Corrupt { store: TIMER_STORE.into(), what: "timer name", detail: format!("{part:?} contains NUL") });
+            }
+        }
+        self.cancel(&timer.node, &timer.name, &timer.key)?;
+        let id = id(&timer.node, &timer.name, &timer.key);
+        let mut index_value = vec![timer.kind.byte()];
+        index_value.extend_from_slice(&encode_time(timer.due));
+        self.store.put(&schedule_key(timer.kind, timer.due, &id), b"")?;
+        self.store.put(&index_key(&id), &index_value)
+    }
+
+    /// Cancels a timer; cancelling one that is not set is not an error.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn cancel(&mut self, node: &str, name: &str, key: &str) -> Result<(), Error> {
+        let id = id(node, name, key);
+        let Some(v) = self.store.get(&index_key(&id))? else { return Ok(()) };
+        let (kind, due) = decode_index(&v).ok_or_else(|| corrupt("timer index"))?;
+        self.store.delete(&schedule_key(kind, due, &id))?;
+        self.store.delete(&index_key(&id))
+    }
+
+    /// Timers of `kind` due at or before `now`, earliest first, at most `limit`.
+    ///
+    /// # Errors
+    /// Store errors, [`Error::Corrupt`].
+    pub fn due(&self, kind: TimeKind, now: i64, limit: usize) -> Result<Vec<Timer>, Error> {
+        let from = [b's', kind.byte()];
+        let to = schedule_key(kind, now.saturating_add(1), &[]);
+        let entries = self.store.range(&from, &to, limit)?;
+        entries.into_iter().map(|(k, _)| decode_schedule(&k).ok_or_else(|| corrupt("timer schedule"))).collect()
+    }
+
+    /// The earliest due time of `kind`, if any.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn next_due(&self, kind: TimeKind) -> Result<Option<i64>, Error> {
+        Ok(self.due(kind, i64::MAX - 1, 1)?.first().map(|t| t.due))
+    }
+}
+
+fn id(node: &str, name: &str, key: &str) -> Vec<u8> {
+    format!("{node}\0{name}\0{key}").into_bytes()
+}
+
+/// Order-preserving encoding of a signed time: flip the sign bit, big-endian.
+fn encode_time(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn decode_time(b: &[u8]) -> Option<i64> {
+    Some((u64::from_be_bytes(b.try_into().ok()?) ^ (1 << 63)) as i64)
+}
+
+fn schedule_key(kind: TimeKind, due: i64, id: &[u8]) -> Vec<u8> {
+    let mut k = vec![b's', kind.byte()];
+    k.extend_from_slice(&encode_time(due));
+    k.extend_from_slice(id);
+    k
+}
+
+fn index_key(id: &[u8]) -> Vec<u8> {
+    let mut k = vec![b'i'];
+    k.extend_from_slice(id);
+    k
+}
+
+fn decode_index(v: &[u8]) -> Option<(TimeKind, i64)> {
+    Some((TimeKind::from_byte(*v.first()?)?, decode_time(v.get(1..9)?)?))
+}
+
+fn decode_schedule(k: &[u8]) -> Option<Timer> {
+    if k.first() != Some(&b's') {
+        return None;
+    }
+    let kind = TimeKind::from_byte(*k.get(1)?)?;
+    let due = decode_time(k.get(2..10)?)?;
+    let id = std::str::from_utf8(k.get(10..)?).ok()?;
+    let mut parts = id.splitn(3, '\0');
+    let (node, name, key) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(Timer { node: node.into(), name: name.into(), key: key.into(), kind, due })
+}
+
+fn corrupt(what: &'static str) -> Error {
+    Error::Corrupt { store: TIMER_STORE.into(), what, detail: "undecodable key".into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer(key: &str, kind: TimeKind, due: i64) -> Timer {
+        Timer { node: "wf".into(), name: "escalate".into(), key: key.into(), kind, due }
+    }
+
+    #[test]
+    fn timers_fire_in_due_order_per_clock_and_rescheduling_moves_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = TimerStore::new(Store::open(TIMER_STORE, dir.path()).unwrap());
+        t.schedule(&timer("b", TimeKind::StreamTime, 200)).unwrap();
+        t.schedule(&timer("a", TimeKind::StreamTime, -5)).unwrap();
+        t.schedule(&timer("c", TimeKind::WallClock, 100)).unwrap();
+        t.schedule(&timer("a", TimeKind::StreamTime, 150)).unwrap(); // moves a
+        let due: Vec<_> = t.due(TimeKind::StreamTime, 1000, 10).unwrap().into_iter().map(|t| (t.key, t.due)).collect();
+        assert_eq!(due, vec![("a".to_string(), 150), ("b".to_string(), 200)]);
+        assert_eq!(t.due(TimeKind::StreamTime, 199, 10).unwrap().len(), 1);
+        assert_eq!(t.next_due(TimeKind::WallClock).unwrap(), Some(100));
+        t.cancel("wf", "escalate", "c").unwrap();
+        assert_eq!(t.next_due(TimeKind::WallClock).unwrap(), None);
+        t.cancel("wf", "escalate", "never-set").unwrap();
+    }
+}

@@ -1,0 +1,155 @@
+//! Layer (b): exactly-once under crashes, shown on the in-memory transactional log (no broker that
+//! runs here isolates aborted transactions). For each seed: random inputs, random commit cadence,
+//! faults injected at protocol steps (the first one cycling through every step), optionally losing
+//! the local disk. The committed result must equal a run without faults.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use keyflow::builtin::status_tracker;
+use keyflow::runtime::Step;
+use keyflow::testing::{DriverConfig, Fault, FaultPlan, TopologyTestDriver};
+use keyflow::Guarantee;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+const SEEDS: u64 = 220;
+const STATUSES: [&str; 6] = ["uploaded", "scanned", "classified", "approved", "rejected", "bogus"];
+
+struct Input {
+    key: String,
+    value: Vec<u8>,
+    ts: i64,
+}
+
+fn inputs(rng: &mut SmallRng) -> Vec<Input> {
+    let n = rng.random_range(20..60);
+    (0..n)
+        .map(|i| {
+            let key = format!("doc-{}", rng.random_range(0..8));
+            let value = if rng.random_ratio(1, 15) {
+                b"{broken".to_vec()
+            } else {
+                let status = STATUSES[rng.random_range(0..STATUSES.len())];
+                format!(r#"{{"status":"{status}","amount":{}}}"#, rng.random_range(0..100)).into_bytes()
+            };
+            Input { key, value, ts: i * 1_000 }
+        })
+        .collect()
+}
+
+fn run(guarantee: Guarantee, inputs: &[Input], commit_every: usize, plan: Option<(FaultPlan, u64)>) -> TopologyTestDriver {
+    let config = DriverConfig { guarantee, partitions: 2, commit_every, ..DriverConfig::default() };
+    let mut d = TopologyTestDriver::new(status_tracker::topology("events", "statuses", 20_000), config);
+    if let Some((plan, seed)) = plan {
+        d.inject(plan, seed);
+    }
+    for i in inputs {
+        d.pipe_input("events", Some(i.key.as_bytes()), Some(&i.value), i.ts);
+    }
+    d.advance_wall_clock(1);
+    d.commit();
+    d
+}
+
+type Committed = BTreeMap<i32, Vec<(String, String)>>;
+
+fn text(b: &Option<Vec<u8>>) -> String {
+    b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned()
+}
+
+fn committed(d: &TopologyTestDriver, topic: &str) -> Committed {
+    let mut m = Committed::new();
+    for (p, r) in d.committed_records(topic) {
+        // The DLQ timestamp header is wall-clock time, the same in both runs.
+        m.entry(p).or_default().push((text(&r.key), text(&r.value)));
+    }
+    m
+}
+
+fn steps_of(guarantee: Guarantee) -> Vec<Step> {
+    match guarantee {
+        Guarantee::ExactlyOnceV2 => vec![Step::Processing, Step::SendChangelog, Step::SendMarkers, Step::FlushChangelog, Step::SendOffsets, Step::CommitTransaction, Step::WriteCheckpoint],
+        Guarantee::AtLeastOnce => vec![Step::Processing, Step::FlushOutputs, Step::SendChangelog, Step::FlushChangelog, Step::SendMarkers, Step::FlushMarkers, Step::WriteCheckpoint, Step::CommitOffsets],
+    }
+}
+
+fn plan(rng: &mut SmallRng, seed: u64, steps: &[Step]) -> FaultPlan {
+    let mut faults = Vec::new();
+    let first = steps[(seed as usize) % steps.len()];
+    faults.push(Fault::Crash { step: first, nth: 1 + (seed as u32 / steps.len() as u32) % 3, wipe_local_state: rng.random_bool(0.3) });
+    for _ in 0..rng.random_range(0..3) {
+        let step = steps[rng.random_range(0..steps.len())];
+        let nth = rng.random_range(1..6);
+        faults.push(if rng.random_bool(0.5) {
+            Fault::Crash { step, nth, wipe_local_state: rng.random_bool(0.3) }
+        } else {
+            Fault::Abort { step, nth }
+        });
+    }
+    FaultPlan::new(faults)
+}
+
+fn check(guarantee: Guarantee) {
+    let mut hit_steps = BTreeSet::new();
+    let mut crashes = 0;
+    let only: Option<u64> = std::env::var("KEYFLOW_SEED").ok().and_then(|s| s.parse().ok());
+    for seed in (0..SEEDS).filter(|s| only.is_none_or(|o| o == *s)) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let inputs = inputs(&mut rng);
+        let commit_every = rng.random_range(1..6);
+        let reference = run(guarantee, &inputs, commit_every, None);
+        let faulty = run(guarantee, &inputs, commit_every, Some((plan(&mut rng, seed, &steps_of(guarantee)), seed)));
+        for f in faulty.faults_hit() {
+            hit_steps.insert(match *f {
+                Fault::Crash { step, .. } | Fault::Abort { step, .. } => step,
+            });
+        }
+        crashes += faulty.crashes();
+
+        let ctx = format!("{guarantee:?} seed {seed}, faults hit {:?}", faulty.faults_hit());
+        if only.is_some() {
+            for (name, d) in [("reference", &reference), ("faulty", &faulty)] {
+                eprintln!("== {name}");
+                for (p, r) in d.committed_records("statuses") {
+                    eprintln!("  p{p} {} {}", text(&r.key), text(&r.value));
+                }
+            }
+        }
+        let state = |d: &TopologyTestDriver| -> BTreeMap<String, String> {
+            d.store_entries(status_tracker::STORE).into_iter().map(|(k, v)| (text(&Some(k)), text(&Some(v)))).collect()
+        };
+        assert_eq!(state(&faulty), state(&reference), "state differs: {ctx}");
+        for topic in ["statuses", "test-app-dlq"] {
+            let (got, want) = (committed(&faulty, topic), committed(&reference, topic));
+            match guarantee {
+                Guarantee::ExactlyOnceV2 => assert_eq!(got, want, "committed `{topic}` differs: {ctx}"),
+                Guarantee::AtLeastOnce => {
+                    // Every output arrives, in order per partition; duplicates are allowed.
+                    for (p, want) in &want {
+                        let got = got.get(p).cloned().unwrap_or_default();
+                        let mut it = got.iter();
+                        for w in want {
+                            assert!(it.any(|g| g == w), "`{topic}` partition {p} lost {w:?}: {ctx}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let expected: BTreeSet<Step> = steps_of(guarantee).into_iter().collect();
+    if only.is_some() {
+        return;
+    }
+    assert_eq!(hit_steps, expected, "every step of the {guarantee:?} protocol had a fault injected");
+    assert!(crashes >= SEEDS as u32, "at least one crash per seed ({crashes})");
+}
+
+#[test]
+fn exactly_once_output_and_state_match_a_crash_free_run_for_every_seed() {
+    check(Guarantee::ExactlyOnceV2);
+}
+
+#[test]
+fn at_least_once_loses_nothing_and_never_double_applies_state_for_every_seed() {
+    check(Guarantee::AtLeastOnce);
+}
