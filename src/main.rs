@@ -4,7 +4,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = keyflow::cli::Cli::parse();
-    keyflow::cli::init_tracing(cli.verbose);
+    keyflow::cli::init_tracing(cli.log_level());
     match keyflow::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::builtin::status_tracker;
 use crate::config::Config;
-use crate::kafka::{self, MockProvisioner, Provisioner as _, TopicSpec};
+use crate::kafka::{self, MockProvisioner, Provisioner as _, QuietEof, TopicSpec};
 use crate::runtime::{Guarantee, Instance, StatusSnapshot};
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +58,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = Config::for_application(APP, &bootstrap, dir.path());
     config.processing_guarantee = guarantee;
     config.set_commit_interval(Duration::from_millis(200));
+    // The mock broker does not act on LeaveGroup: a leaving member is noticed only when its
+    // session times out, so keep that short (librdkafka's default is 45 s).
+    config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
+    config.consumer.0.insert("heartbeat.interval.ms".into(), "500".into());
     let provisioner = MockProvisioner(&cluster);
     provisioner.ensure(&[
         TopicSpec { name: "events".into(), partitions: args.partitions, compacted: false },
@@ -66,8 +70,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     provisioner.ensure(&kafka::internal_topics(&config, &topology, args.partitions))?;
     say(&args, format!("in-process Kafka (librdkafka mock, 3 brokers) at {bootstrap}"));
 
-    let expected = produce(&bootstrap, args.documents)?;
-    say(&args, format!("sent {} events for {} documents ({} of them malformed)", expected.events, args.documents, expected.broken));
+    let (events, expected) = generate(args.documents)?;
+    let half = events.len() / 2;
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).set("linger.ms", "5").create()?;
+    send(&producer, &events[..half])?;
+    say(&args, format!("sent the first {half} of {} events for {} documents ({} malformed in all)", expected.events, args.documents, expected.broken));
 
     let started = Instant::now();
     let instance = |name: &str| {
@@ -78,18 +85,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let a = instance("instance-a")?;
     let b = instance("instance-b")?;
     say(&args, "started instance-a and instance-b in group keyflow-demo".into());
+    wait_for(&bootstrap, half as i64, Duration::from_secs(120))?;
+    say(&args, format!("first half processed and committed after {:.1}s; a has partitions {:?}, b has {:?}", started.elapsed().as_secs_f64(), a.status().snapshot().assignment, b.status().snapshot().assignment));
 
-    let total = expected.events as i64;
-    wait_for(&bootstrap, total * 2 / 5, Duration::from_secs(120))?;
-    say(&args, format!("instance-b leaves after {:.1}s (it had partitions {:?})", started.elapsed().as_secs_f64(), b.status().snapshot().assignment));
     let b_status = b.status();
     b.stop();
     b.join()?;
     let c = instance("instance-c")?;
-    say(&args, "instance-c joins with an empty state directory: its partitions restore from the changelogs".into());
-    wait_for(&bootstrap, total, Duration::from_secs(180))?;
-    let elapsed = started.elapsed();
+    say(&args, "instance-b left; instance-c joined with an empty state directory".into());
     let (a_status, c_status) = (a.status(), c.status());
+    wait_settled(&[&a_status, &c_status], args.partitions, Duration::from_secs(120))?;
+    let (sa, sc) = (a_status.snapshot(), c_status.snapshot());
+    say(&args, format!("rebalanced: a has {:?}, c has {:?}; {} changelog records restored", sa.assignment, sc.assignment, sa.restored_records + sc.restored_records));
+
+    send(&producer, &events[half..])?;
+    say(&args, format!("sent the other {} events", events.len() - half));
+    wait_for(&bootstrap, expected.events as i64, Duration::from_secs(180))?;
+    let elapsed = started.elapsed();
     a.stop();
     c.stop();
     a.join()?;
@@ -107,10 +119,10 @@ fn say(args: &Args, line: String) {
     }
 }
 
-/// Sends each document's lifecycle. Every 5th is rejected, every 7th stalls at `classified`
-/// (its SLA timer escalates it), every 50th gets a malformed event (a dead letter).
-fn produce(bootstrap: &str, documents: usize) -> anyhow::Result<Expected> {
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create()?;
+/// Each document's lifecycle, in event-time order as the upstream services would send it. Every
+/// 5th is rejected, every 7th stalls at `classified` (its SLA timer escalates it), every 50th gets
+/// a malformed event (a dead letter).
+fn generate(documents: usize) -> anyhow::Result<(Vec<(i64, String, Vec<u8>)>, Expected)> {
     let mut expected = Expected::default();
     let base = 1_700_000_000_000i64;
     let mut events: Vec<(i64, String, Vec<u8>)> = Vec::new();
@@ -130,9 +142,13 @@ fn produce(bootstrap: &str, documents: usize) -> anyhow::Result<Expected> {
         *expected.finals.entry(if stalls { "classified".into() } else { last.into() }).or_default() += 1;
         expected.escalation_candidates += usize::from(stalls);
     }
-    // Send in event-time order, as the upstream services would.
     events.sort_by_key(|e| e.0);
-    for (ts, key, value) in &events {
+    expected.events = events.len();
+    Ok((events, expected))
+}
+
+fn send(producer: &BaseProducer, events: &[(i64, String, Vec<u8>)]) -> anyhow::Result<()> {
+    for (ts, key, value) in events {
         let mut record = BaseRecord::to("events").key(key.as_str()).payload(value.as_slice()).timestamp(*ts);
         loop {
             match producer.send(record) {
@@ -146,8 +162,22 @@ fn produce(bootstrap: &str, documents: usize) -> anyhow::Result<Expected> {
         }
     }
     producer.flush(Duration::from_secs(30))?;
-    expected.events = events.len();
-    Ok(expected)
+    Ok(())
+}
+
+/// Waits until the instances together own every partition and none is restoring.
+fn wait_settled(instances: &[&std::sync::Arc<crate::runtime::Status>], partitions: i32, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let snaps: Vec<StatusSnapshot> = instances.iter().map(|s| s.snapshot()).collect();
+        let mut owned: Vec<i32> = snaps.iter().flat_map(|s| s.assignment.clone()).collect();
+        owned.sort_unstable();
+        if owned == (0..partitions).collect::<Vec<_>>() && snaps.iter().all(|s| !s.restoring && !s.assignment.is_empty()) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for the group to settle: {snaps:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits until the group has committed at least `target` input offsets.
@@ -179,7 +209,8 @@ struct Outcome {
 }
 
 fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "keyflow-demo-reader").set("enable.partition.eof", "true").create()?;
+    let consumer: BaseConsumer<QuietEof> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "keyflow-demo-reader").set("enable.partition.eof", "true").create_with_context(QuietEof)?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
     let partitions = md.topics()[0].partitions().len();
     let mut tpl = TopicPartitionList::new();
@@ -224,8 +255,8 @@ fn report(args: &Args, e: &Expected, o: &Outcome, instances: &[(&str, StatusSnap
         *finals.entry(v["status"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
     }
     let processed: u64 = instances.iter().map(|(_, s)| s.processed).sum();
-    let ok = finals == e.finals && o.dead_letters >= e.broken && o.outputs >= e.events - e.broken;
-    let rate = e.events as f64 / elapsed.as_secs_f64();
+    let ok = finals == e.finals && o.dead_letters >= e.broken && o.outputs >= e.events - e.broken + o.escalated;
+    let rate = e.events as f64 / elapsed.as_secs_f64(); // a story, not a benchmark: see `cargo bench`
     if args.json {
         let per: Vec<Value> = instances
             .iter()
@@ -240,14 +271,15 @@ fn report(args: &Args, e: &Expected, o: &Outcome, instances: &[(&str, StatusSnap
         return ok;
     }
     println!();
-    println!("Summary ({} documents, {} events, {:.1}s, {:.0} events/s end to end)", args.documents, e.events, elapsed.as_secs_f64(), rate);
+    println!("Summary ({} documents, {} events, {:.1}s from first start to last commit, including the rebalance)", args.documents, e.events, elapsed.as_secs_f64());
     println!("  final state per document   (expected)");
     for (s, n) in &e.finals {
         println!("    {s:<12} {:>6}          ({n})", finals.get(s).copied().unwrap_or(0));
     }
     println!("  SLA escalations            {:>6}   (of {} stalled; fires once stream time passes upload + {}s)", o.escalated, e.escalation_candidates, SLA_MS / 1000);
     println!("  dead letters               {:>6}   ({} malformed sent; at-least-once may repeat one after a move)", o.dead_letters, e.broken);
-    println!("  outputs                    {:>6}   (one per good event; duplicates possible after a move under at-least-once)", o.outputs);
+    let exact = e.events - e.broken + o.escalated;
+    println!("  outputs                    {:>6}   (good events + escalations = {exact}; more would be at-least-once duplicates after a move)", o.outputs);
     for (n, s) in instances {
         println!(
             "  {n}: processed {}, skipped by the applied-offset guard {}, dead-lettered {}, timers {}, commits {} (mean {:.1} ms), restored {} changelog records",

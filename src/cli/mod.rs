@@ -45,10 +45,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` wins over `-v`.
-pub fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "keyflow=info,warn",
+impl Cli {
+    /// The demo prints its own story; it logs only warnings unless asked.
+    pub fn log_level(&self) -> u8 {
+        match self.command {
+            Command::Demo(_) if self.verbose == 0 => 0,
+            _ => self.verbose + 1,
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` wins over `-v`. Levels: 0 warnings, 1 info, 2 debug, 3+ trace.
+pub fn init_tracing(level: u8) {
+    let default = match level {
+        0 => "warn",
+        1 => "keyflow=info,warn",
+        2 => "keyflow=debug,info",
         1 => "keyflow=debug,info",
         _ => "trace",
     };

@@ -27,6 +27,21 @@ pub enum Error {
     CoPartitioning(String),
 }
 
+/// A client context that does not log end-of-partition as an error: restore consumers and
+/// readers ask for those events on purpose.
+pub struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            tracing::error!(%error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
 /// A topic keyflow needs to exist.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicSpec {

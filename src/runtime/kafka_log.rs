@@ -48,6 +48,32 @@ impl ProducerContext for DeliveryTracker {
 
 pub(crate) type KafkaProducer = BaseProducer<DeliveryTracker>;
 
+/// Waits until every queued record is acknowledged and its delivery report served.
+///
+/// Not `Producer::flush`: rust-rdkafka's `BaseProducer::poll(t)` always waits out `t`, which
+/// made each flush cost at least 100 ms (measured: ~300 ms per at-least-once commit).
+pub(crate) fn flush(producer: &KafkaProducer, timeout: Duration) -> Result<(), Error> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        serve_delivery_reports(producer);
+        if producer.in_flight_count() == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Retriable(format!("flush: {} records still in flight after {timeout:?}", producer.in_flight_count())));
+        }
+        producer.poll(Duration::from_micros(200));
+    }
+}
+
+/// Serves the delivery reports waiting now, without blocking.
+pub(crate) fn serve_delivery_reports(producer: &KafkaProducer) {
+    // Each zero-timeout poll handles at most one event (a batch of reports).
+    for _ in 0..64 {
+        producer.poll(Duration::ZERO);
+    }
+}
+
 /// Borrowed view of the producer and the group consumer for one protocol run.
 pub(crate) struct KafkaLog<'a, C: ConsumerContext + 'static> {
     pub producer: &'a KafkaProducer,
@@ -103,7 +129,7 @@ impl<C: ConsumerContext + 'static> Log for KafkaLog<'_, C> {
     }
 
     fn flush(&mut self) -> Result<(), Error> {
-        self.producer.flush(self.timeout).map_err(|e| Error::from_kafka("flush", e))?;
+        flush(self.producer, self.timeout)?;
         match self.producer.context().failure.lock().expect("delivery lock").take() {
             None => Ok(()),
             Some(e) => Err(match Error::from_kafka("delivery", e) {

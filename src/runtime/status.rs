@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::task::Outcome;
+use super::task::TaskStats;
 
 #[derive(Debug, Default)]
 pub struct Status {
@@ -43,17 +43,12 @@ pub struct StatusSnapshot {
 }
 
 impl Status {
-    pub(crate) fn record(&self, outcome: Outcome) {
-        let c = match outcome {
-            Outcome::Processed => &self.processed,
-            Outcome::Skipped => &self.skipped,
-            Outcome::DeadLettered => &self.dead_lettered,
-        };
-        c.fetch_add(1, Relaxed);
-    }
-
-    pub(crate) fn timers_fired(&self, n: u64) {
-        self.timers_fired.fetch_add(n, Relaxed);
+    /// Totals of the instance's tasks, open and closed.
+    pub(crate) fn set_task_stats(&self, s: TaskStats) {
+        self.processed.store(s.processed, Relaxed);
+        self.skipped.store(s.skipped, Relaxed);
+        self.dead_lettered.store(s.dead_lettered, Relaxed);
+        self.timers_fired.store(s.timers_fired, Relaxed);
     }
 
     pub(crate) fn committed(&self, tasks: usize, took: Duration) {

@@ -16,6 +16,7 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::producer::Producer;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use crate::kafka::QuietEof;
 use crate::record::{Headers, InputRecord};
 use crate::state::{ChangelogEntry, COMMIT_HEADER, MARKER_HEADER};
 
@@ -35,7 +36,7 @@ pub(crate) struct TaskManager {
     producer_config: ClientConfig,
     /// One restore consumer per store: librdkafka reports end-of-partition by partition number
     /// only, so each consumer reads one changelog topic.
-    restore: BTreeMap<String, BaseConsumer>,
+    restore: BTreeMap<String, BaseConsumer<QuietEof>>,
     /// Source topics assigned, per partition.
     assigned: BTreeMap<i32, BTreeSet<String>>,
     /// Stores still restoring, per partition.
@@ -55,7 +56,7 @@ impl TaskManager {
         let producer = create_producer(&producer_config, tasks.guarantee(), timeout)?;
         let mut restore = BTreeMap::new();
         for store in tasks.topology().stores().iter().map(|s| s.name.clone()).chain([crate::state::TIMER_STORE.to_owned()]) {
-            let c: BaseConsumer = restore_config.create().map_err(|e| Error::Fatal(format!("restore consumer: {e}")))?;
+            let c: BaseConsumer<QuietEof> = restore_config.create_with_context(QuietEof).map_err(|e| Error::Fatal(format!("restore consumer: {e}")))?;
             restore.insert(store, c);
         }
         Ok(Self { tasks, producer, producer_config, restore, assigned: BTreeMap::new(), restoring: BTreeMap::new(), timeout, status, rejoin_needed: false })
@@ -72,7 +73,8 @@ impl TaskManager {
 
     /// Serves delivery reports.
     pub fn poll_producer(&self) {
-        self.producer.poll(Duration::ZERO);
+        super::kafka_log::serve_delivery_reports(&self.producer);
+        self.status.set_task_stats(self.tasks.stats());
     }
 
     /// Processes one record from the group consumer.
@@ -88,10 +90,7 @@ impl TaskManager {
         let mut log = KafkaLog { producer: &self.producer, consumer, timeout: self.timeout };
         let result = self.tasks.process(&input, now, &mut log);
         match result {
-            Ok(outcome) => {
-                self.status.record(outcome);
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(e) => self.recover(consumer, e),
         }
     }
@@ -103,10 +102,7 @@ impl TaskManager {
     pub fn fire_wall_clock_timers<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>, now: i64) -> Result<(), Error> {
         let mut log = KafkaLog { producer: &self.producer, consumer, timeout: self.timeout };
         match self.tasks.fire_wall_clock_timers(now, &mut log) {
-            Ok(n) => {
-                self.status.timers_fired(n as u64);
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(e) => self.recover(consumer, e),
         }
     }
@@ -188,6 +184,7 @@ impl TaskManager {
 
     /// Rebalance: partitions were assigned. Opens their tasks, pauses them, starts restoring.
     pub fn on_assigned<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>, tpl: &TopicPartitionList) {
+        tracing::info!(partitions = ?tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect::<Vec<_>>(), "assigned");
         let mut new = BTreeSet::new();
         for e in tpl.elements() {
             self.assigned.entry(e.partition()).or_default().insert(e.topic().to_owned());
@@ -309,6 +306,7 @@ impl TaskManager {
 
     /// Rebalance: partitions are being revoked (`lost` = taken without a chance to commit).
     pub fn on_revoked<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>, tpl: &TopicPartitionList, lost: bool) {
+        tracing::info!(partitions = ?tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect::<Vec<_>>(), lost, "revoked");
         if lost {
             // Our transaction can no longer commit for these partitions: abort it, roll back.
             self.rollback_and_rewind(consumer);
@@ -351,7 +349,8 @@ impl TaskManager {
         for p in self.tasks.partitions() {
             self.close_task(p);
         }
-        self.producer.flush(self.timeout).map_err(|e| Error::from_kafka("final flush", e))
+        self.status.set_task_stats(self.tasks.stats());
+        super::kafka_log::flush(&self.producer, self.timeout)
     }
 
     pub fn tasks(&self) -> &Tasks {
