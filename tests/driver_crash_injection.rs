@@ -119,6 +119,10 @@ fn check(guarantee: Guarantee) {
             d.store_entries(status_tracker::STORE).into_iter().map(|(k, v)| (text(&Some(k)), text(&Some(v)))).collect()
         };
         assert_eq!(state(&faulty), state(&reference), "state differs: {ctx}");
+        for p in 0..2 {
+            let b = faulty.broker();
+            assert_eq!(b.committed_offset("events", p).unwrap_or(0), b.end_offset("events", p), "partition {p}: not every input offset was committed: {ctx}");
+        }
         for topic in ["statuses", "test-app-dlq"] {
             let (got, want) = (committed(&faulty, topic), committed(&reference, topic));
             match guarantee {
@@ -152,4 +156,17 @@ fn exactly_once_output_and_state_match_a_crash_free_run_for_every_seed() {
 #[test]
 fn at_least_once_loses_nothing_and_never_double_applies_state_for_every_seed() {
     check(Guarantee::AtLeastOnce);
+}
+
+#[test]
+fn a_failed_offset_commit_is_retried_even_when_no_new_input_arrives() {
+    let config = DriverConfig { guarantee: Guarantee::AtLeastOnce, partitions: 1, commit_every: 1, ..DriverConfig::default() };
+    let mut d = TopologyTestDriver::new(status_tracker::topology("events", "statuses", 20_000), config);
+    d.inject(FaultPlan::new(vec![Fault::Abort { step: Step::CommitOffsets, nth: 3 }]), 0);
+    for i in 0..3 {
+        d.pipe_input("events", Some(b"doc"), Some(br#"{"status":"uploaded"}"#), i);
+    }
+    assert_eq!(d.aborts(), 1, "the third offset commit failed");
+    d.commit();
+    assert_eq!(d.broker().committed_offset("events", 0), Some(3), "the next commit retried the offsets");
 }

@@ -61,7 +61,6 @@ pub fn init_tracing(level: u8) {
         0 => "warn",
         1 => "keyflow=info,warn",
         2 => "keyflow=debug,info",
-        1 => "keyflow=debug,info",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

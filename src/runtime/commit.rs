@@ -61,6 +61,7 @@ pub(crate) fn commit(tasks: &mut BTreeMap<i32, Task>, log: &mut dyn Log, txn: &m
         return Ok(0);
     }
     let offsets: Vec<SourceOffset> = committing.iter().flat_map(|p| tasks[p].offsets_to_commit()).collect();
+    tracing::debug!(tasks = ?committing, ?offsets, "committing");
     match txn.guarantee() {
         Guarantee::ExactlyOnceV2 => {
             probe.before(Step::SendChangelog)?;
@@ -115,8 +116,15 @@ pub(crate) fn commit(tasks: &mut BTreeMap<i32, Task>, log: &mut dyn Log, txn: &m
         }
     }
     if txn.guarantee() == Guarantee::AtLeastOnce && !offsets.is_empty() {
+        // Until this succeeds the tasks keep asking for a commit, even across a rollback.
+        for p in &committing {
+            tasks.get_mut(p).expect("committing tasks exist").set_offsets_pending(true);
+        }
         probe.before(Step::CommitOffsets)?;
         log.commit_offsets(&offsets)?;
+        for p in &committing {
+            tasks.get_mut(p).expect("committing tasks exist").set_offsets_pending(false);
+        }
     }
     Ok(committing.len())
 }

@@ -2,7 +2,7 @@
 //!
 //! | class            | cause                                              | recovery                                         |
 //! |------------------|----------------------------------------------------|--------------------------------------------------|
-//! | `TaskMigrated`   | producer fenced, stale group generation            | drop all tasks without committing, rejoin        |
+//! | `TaskMigrated`   | producer fenced, stale group generation            | roll back, rewind; new producer under EOS; the rebalance revokes what moved |
 //! | `Abortable`      | transaction or delivery failed, client healthy     | abort, roll tasks back to their last commit, rewind |
 //! | `TaskCorrupted`  | a task's local state is unusable                   | wipe the task's stores, restore from changelog   |
 //! | `Retriable`      | timeout, coordinator moving                        | retry the same step after a backoff              |

@@ -205,11 +205,6 @@ fn stream_thread(config: &Config, topology: &Topology, control: &AtomicU8, statu
             }
             last_commit = Instant::now();
         }
-        if tm.take_rejoin_needed() {
-            drop(tm);
-            consumer.unsubscribe();
-            consumer.subscribe(&topic_refs).map_err(|e| fatal("subscribe", e))?;
-        }
     }
     tracing::info!("stopping: committing and closing tasks");
     lock().shutdown(&consumer)?;

@@ -70,6 +70,9 @@ pub(crate) struct Task {
     next_offsets: BTreeMap<String, i64>,
     committed_next_offsets: BTreeMap<String, i64>,
     commit_needed: bool,
+    /// At-least-once: state is committed but the consumed offsets are not yet (their commit
+    /// failed, e.g. during a rebalance). Survives rollback, so the next commit retries them.
+    offsets_pending: bool,
     /// Id of the commit being prepared; every changelog record of it carries this id.
     commit_id: u64,
     /// Stores whose restored marker lagged the task's position, with the commit that vouched for
@@ -115,6 +118,7 @@ impl Task {
             next_offsets: BTreeMap::new(),
             committed_next_offsets: BTreeMap::new(),
             commit_needed: false,
+            offsets_pending: false,
             commit_id: rand::random(),
             repair_markers: BTreeMap::new(),
             dlq_topic: dlq_topic.to_owned(),
@@ -137,12 +141,12 @@ impl Task {
     }
 
     pub fn commit_needed(&self) -> bool {
-        self.commit_needed
+        self.commit_needed || self.offsets_pending
     }
 
-    /// The committed position (what a restart would resume from).
-    pub fn committed_position(&self) -> &Position {
-        &self.committed
+    /// At-least-once: the state of the last commit is durable; its offsets are about to be sent.
+    pub fn set_offsets_pending(&mut self, pending: bool) {
+        self.offsets_pending = pending;
     }
 
     /// `(store, changelog topic, checkpoint)` for each store, the timer store included.
@@ -521,19 +525,10 @@ impl Task {
             .collect()
     }
 
-    /// The earliest wall-clock timer, to know when to wake up.
-    pub fn next_wall_timer(&self) -> Option<i64> {
-        self.timers.next_due(TimeKind::WallClock).ok().flatten()
-    }
-
     pub fn close(&mut self) {
         self.state = TaskState::Closed;
     }
 
-    /// Estimated keys per user store (for metrics).
-    pub fn store_sizes(&self) -> Vec<(String, u64)> {
-        self.stores.iter().map(|(n, s)| (n.clone(), s.estimated_keys())).collect()
-    }
 }
 
 fn commit_headers(commit: u64) -> crate::record::Headers {

@@ -4,7 +4,7 @@
 //! Rebalance callbacks run inside `consumer.poll()` on the stream thread. Revocation is handled
 //! *inside* the callback on purpose: the tasks being revoked must commit before librdkafka gives
 //! their partitions away, or the next owner would re-read from an older offset. Everything else
-//! (rejoin after fencing, producer re-creation) is left to the loop.
+
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -43,7 +43,6 @@ pub(crate) struct TaskManager {
     restoring: BTreeMap<i32, BTreeSet<String>>,
     timeout: Duration,
     status: Arc<Status>,
-    rejoin_needed: bool,
 }
 
 impl TaskManager {
@@ -59,16 +58,11 @@ impl TaskManager {
             let c: BaseConsumer<QuietEof> = restore_config.create_with_context(QuietEof).map_err(|e| Error::Fatal(format!("restore consumer: {e}")))?;
             restore.insert(store, c);
         }
-        Ok(Self { tasks, producer, producer_config, restore, assigned: BTreeMap::new(), restoring: BTreeMap::new(), timeout, status, rejoin_needed: false })
+        Ok(Self { tasks, producer, producer_config, restore, assigned: BTreeMap::new(), restoring: BTreeMap::new(), timeout, status })
     }
 
     pub fn is_restoring(&self) -> bool {
         !self.restoring.is_empty()
-    }
-
-    /// The loop must leave and rejoin the group (after this instance was fenced).
-    pub fn take_rejoin_needed(&mut self) -> bool {
-        std::mem::take(&mut self.rejoin_needed)
     }
 
     /// Serves delivery reports.
@@ -118,7 +112,9 @@ impl TaskManager {
     pub fn commit<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), Error> {
         let started = std::time::Instant::now();
         let mut log = KafkaLog { producer: &self.producer, consumer, timeout: self.timeout };
-        match self.tasks.commit(&mut log, &mut NoFaults) {
+        let result = self.tasks.commit(&mut log, &mut NoFaults);
+        tracing::debug!(?result, took = ?started.elapsed(), "commit");
+        match result {
             Ok(n) => {
                 self.status.committed(n, started.elapsed());
                 Ok(())
@@ -155,16 +151,18 @@ impl TaskManager {
                 Ok(())
             }
             Error::TaskMigrated(m) => {
-                tracing::warn!(error = %m, "task migrated: dropping all tasks and rejoining the group");
+                // Our commit was refused for a stale generation or a fenced producer. Nothing of it
+                // is in local state: roll back and rewind to the last commit. The tasks stay: the
+                // group's own rebalance callbacks revoke whatever really moved (closing every task
+                // here would strand partitions that cooperative-sticky lets this member keep).
+                tracing::warn!(error = %m, "task migrated: rolling back to the last commit");
                 self.status.migrated();
-                self.tasks.rollback(&mut KafkaLog { producer: &self.producer, consumer, timeout: self.timeout });
-                for p in self.tasks.partitions() {
-                    self.close_task(p);
+                self.rollback_and_rewind(consumer);
+                if self.tasks.guarantee() == Guarantee::ExactlyOnceV2 {
+                    // A fenced transactional producer is unusable; a new one fences any zombie.
+                    self.producer = create_producer(&self.producer_config, self.tasks.guarantee(), self.timeout)?;
+                    self.tasks.reset_transaction();
                 }
-                self.assigned.clear();
-                self.producer = create_producer(&self.producer_config, self.tasks.guarantee(), self.timeout)?;
-                self.tasks.reset_transaction();
-                self.rejoin_needed = true;
                 Ok(())
             }
             e @ (Error::Fatal(_) | Error::Crash(_)) => Err(e),
@@ -353,9 +351,6 @@ impl TaskManager {
         super::kafka_log::flush(&self.producer, self.timeout)
     }
 
-    pub fn tasks(&self) -> &Tasks {
-        &self.tasks
-    }
 }
 
 fn create_producer(config: &ClientConfig, guarantee: Guarantee, timeout: Duration) -> Result<KafkaProducer, Error> {

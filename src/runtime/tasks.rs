@@ -76,10 +76,6 @@ impl Tasks {
         self.tasks.keys().copied().collect()
     }
 
-    pub fn all_running(&self) -> bool {
-        self.tasks.values().all(|t| t.state() == TaskState::Running)
-    }
-
     /// Closes and forgets a task (after it was committed, or dirty when it was lost).
     pub fn close(&mut self, partition: i32) {
         if let Some(mut t) = self.tasks.remove(&partition) {
@@ -127,11 +123,6 @@ impl Tasks {
             fired += task.fire_timers(TimeKind::WallClock, now, now, &mut Collector::new(log, &mut self.txn))?;
         }
         Ok(fired)
-    }
-
-    /// The earliest wall-clock timer over all running tasks.
-    pub fn next_wall_clock_timer(&self) -> Option<i64> {
-        self.tasks.values().filter(|t| t.state() == TaskState::Running).filter_map(Task::next_wall_timer).min()
     }
 
     /// Runs the commit protocol over all running tasks.

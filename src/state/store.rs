@@ -207,11 +207,6 @@ impl Store {
         }
     }
 
-    /// Whether there are writes the next commit must persist.
-    pub(crate) fn is_dirty(&self) -> bool {
-        !self.commit.is_empty()
-    }
-
     /// The uncommitted writes, as changelog data records (key, value-or-tombstone).
     pub(crate) fn pending_writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         self.commit.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))

@@ -111,6 +111,7 @@ impl TimerStore {
     }
 
     /// The earliest due time of `kind`, if any.
+    #[cfg(test)]
     ///
     /// # Errors
     /// Store errors.
