@@ -351,6 +351,14 @@ sasl.password = "hunter2"
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/keyflow.toml");
+        let c = Config::load(&path, []).unwrap();
+        assert_eq!(c.processing_guarantee, Guarantee::ExactlyOnceV2);
+        assert_eq!(c.topology.sla_ms, 48 * 3600 * 1000);
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug_output() {
         let c = Config::parse(FILE, "test", []).unwrap();
         let shown = format!("{c:?}");

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "keyflow", version, about = "Stateful, exactly-once workflow state machines over Kafka topics")]
 pub struct Cli {
-    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
+    /// Log more (-v: info, -vv: debug, -vvv: trace; the default is warnings for `demo`, info otherwise). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     #[command(subcommand)]
@@ -50,6 +50,7 @@ impl Cli {
     pub fn log_level(&self) -> u8 {
         match self.command {
             Command::Demo(_) if self.verbose == 0 => 0,
+            _ if self.verbose > 0 => self.verbose,
             _ => self.verbose + 1,
         }
     }
