@@ -142,6 +142,18 @@ pub struct Config {
     /// Replication factor of created internal topics. Default 3 (use 1 on a dev broker).
     #[serde(rename = "replication.factor", default = "default_replication")]
     pub replication_factor: NonZeroUsize,
+    /// Schema registry for Avro serdes: `http(s)://...` or `mock://<scope>`. Default: none.
+    #[serde(rename = "schema.registry.url", default)]
+    schema_registry_url: Option<String>,
+    /// `user:password` for the registry's basic auth. Redacted in logs.
+    #[serde(rename = "schema.registry.basic.auth.user.info", default)]
+    schema_registry_basic_auth: Option<Secret>,
+    /// Bearer token for the registry. Redacted in logs.
+    #[serde(rename = "schema.registry.bearer.auth.token", default)]
+    schema_registry_bearer_token: Option<Secret>,
+    /// `topic` (default), `record` or `topic-record`: how Avro subjects are named.
+    #[serde(rename = "subject.name.strategy", default = "default_strategy")]
+    pub subject_name_strategy: String,
     #[serde(default)]
     pub topology: TopologyConfig,
     /// librdkafka consumer settings, passed through.
@@ -150,6 +162,27 @@ pub struct Config {
     /// librdkafka producer settings, passed through.
     #[serde(default)]
     pub producer: KafkaProps,
+}
+
+fn default_strategy() -> String {
+    "topic".into()
+}
+
+/// A secret setting: readable by the code that needs it, never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 fn default_state_dir() -> PathBuf {
@@ -227,6 +260,14 @@ impl Config {
         if self.punctuation_interval_ms == 0 {
             return bad("wall.clock.punctuation.interval.ms must be at least 1".into());
         }
+        if let Err(e) = self.subject_name_strategy.parse::<crate::serde::SubjectStrategy>() {
+            return bad(format!("subject.name.strategy: {e}"));
+        }
+        if let Some(url) = &self.schema_registry_url {
+            if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("mock://")) {
+                return bad(format!("schema.registry.url `{url}` must start with http://, https:// or mock://"));
+            }
+        }
         if self.topology.sla_ms <= 0 {
             return bad("topology.sla.ms must be positive".into());
         }
@@ -244,6 +285,15 @@ impl Config {
         c.bootstrap_servers = bootstrap_servers.to_owned();
         c.state_dir = state_dir.to_owned();
         c
+    }
+
+    /// The schema registry settings, if a registry is configured.
+    pub fn registry(&self) -> Option<crate::serde::RegistryConfig> {
+        self.schema_registry_url.as_ref().map(|url| crate::serde::RegistryConfig {
+            url: url.clone(),
+            basic_auth_user_info: self.schema_registry_basic_auth.as_ref().map(|s| s.expose().to_owned()),
+            bearer_auth_token: self.schema_registry_bearer_token.as_ref().map(|s| s.expose().to_owned()),
+        })
     }
 
     pub fn commit_interval(&self) -> Duration {
@@ -326,6 +376,8 @@ application.id = "docs"
 bootstrap.servers = "k1:9092"
 processing.guarantee = "exactly_once_v2"
 commit.interval.ms = 250
+schema.registry.url = "https://sr:8081"
+schema.registry.bearer.auth.token = "tok-secret"
 
 [topology]
 input = "in"
@@ -363,6 +415,8 @@ sasl.password = "hunter2"
         let c = Config::parse(FILE, "test", []).unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("tok-secret"), "{shown}");
+        assert_eq!(c.registry().unwrap().bearer_auth_token.as_deref(), Some("tok-secret"));
         assert!(shown.contains("<redacted>"));
     }
 

@@ -25,6 +25,10 @@ pub enum Error {
     /// A programming error in the topology (e.g. a store that is not connected): the instance stops.
     #[error("topology error: {0}")]
     Topology(String),
+    /// A transient failure outside the record (the schema registry or a service is unavailable):
+    /// nothing of this attempt is kept, and the record is processed again after a backoff.
+    #[error("transient: {0}")]
+    Retry(String),
 }
 
 /// A user processor. One instance is created per task (input partition), so it may keep caches,

@@ -3,6 +3,7 @@
 mod demo;
 mod dev_broker;
 mod run;
+mod schemas;
 mod topology;
 
 use std::process::ExitCode;
@@ -30,6 +31,9 @@ pub enum Command {
     /// Inspect topologies.
     #[command(subcommand)]
     Topology(topology::Command),
+    /// Check schema evolution in schemas/ and register schemas with a registry.
+    #[command(subcommand)]
+    Schemas(schemas::Command),
 }
 
 /// Runs a parsed command line.
@@ -42,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::run(a),
         Command::DevBroker(a) => dev_broker::run(a),
         Command::Topology(c) => topology::run(c),
+        Command::Schemas(c) => schemas::run(c),
     }
 }
 

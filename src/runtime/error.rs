@@ -6,6 +6,7 @@
 //! | `Abortable`      | transaction or delivery failed, client healthy     | abort, roll tasks back to their last commit, rewind |
 //! | `TaskCorrupted`  | a task's local state is unusable                   | wipe the task's stores, restore from changelog   |
 //! | `Retriable`      | timeout, coordinator moving                        | retry the same step after a backoff              |
+//! | `InputRetriable` | one input hit a transient failure (registry down)  | seek back to it, pause its partition, resume after a backoff |
 //! | `Fatal`          | anything else (bad config, fatal client error)     | stop the instance                                |
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
@@ -63,6 +64,10 @@ pub enum Error {
     TaskCorrupted { partitions: Vec<i32>, reason: String },
     #[error("retriable: {0}")]
     Retriable(String),
+    /// This input cannot be processed now for a transient reason (the schema registry is down);
+    /// nothing of it was kept. It is read again after a backoff, and never dead-lettered for this.
+    #[error("input {topic}-{partition}@{offset} must be retried: {reason}")]
+    InputRetriable { topic: String, partition: i32, offset: i64, reason: String },
     #[error("fatal: {0}")]
     Fatal(String),
     /// Raised only by the test driver's fault injector: the process "dies" before `Step`.

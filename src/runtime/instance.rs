@@ -195,6 +195,7 @@ fn stream_thread(config: &Config, topology: &Topology, control: &AtomicU8, statu
         let mut tm = lock();
         tm.poll_producer();
         tm.restore_step(&consumer);
+        tm.resume_backed_off(&consumer);
         if last_punctuation.elapsed() >= punctuate_every {
             tm.fire_wall_clock_timers(&consumer, now_ms())?;
             last_punctuation = Instant::now();

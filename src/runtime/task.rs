@@ -258,34 +258,32 @@ impl Task {
     /// whatever the collector raises.
     pub fn process(&mut self, input: &InputRecord, wall_clock: i64, out: &mut Collector<'_>) -> Result<Outcome, Error> {
         debug_assert_eq!(self.state, TaskState::Running, "a task processes only once restored");
-        self.committed_next_offsets.entry(input.topic.clone()).or_insert(input.offset);
-        self.next_offsets.insert(input.topic.clone(), input.offset + 1);
-        self.commit_needed = true;
         if self.position.has_applied(&input.topic, input.offset) {
+            self.advance(input);
             self.stats.skipped += 1;
             return Ok(Outcome::Skipped);
         }
-        self.position.applied.insert(input.topic.clone(), input.offset);
-
-        let Some(source) = self.topology.source_for(&input.topic) else {
+        let retry = |reason: String| Error::InputRetriable { topic: input.topic.clone(), partition: input.partition, offset: input.offset, reason };
+        let topology = self.topology.clone();
+        let Some(source) = topology.source_for(&input.topic) else {
             return Err(Error::Fatal(format!("task {} got a record from `{}`, which no source reads", self.partition, input.topic)));
         };
-        let (key_serde, value_serde, source_name) = match &self.topology.nodes()[source].kind {
-            NodeKind::Source { key_serde, value_serde, .. } => (*key_serde, *value_serde, self.topology.nodes()[source].name.clone()),
-            _ => unreachable!("source_for returns source nodes"),
-        };
+        let NodeKind::Source { key_serde, value_serde, .. } = &topology.nodes()[source].kind else { unreachable!("source_for returns source nodes") };
         let decoded = key_serde
             .deserialize("key", input.key.as_deref())
             .and_then(|key| Ok((key, value_serde.deserialize("value", input.value.as_deref())?)));
         let (key, value) = match decoded {
             Ok(kv) => kv,
+            Err(e) if e.is_transient() => return Err(retry(e.to_string())),
             Err(e) => {
-                self.stats.dead_lettered += 1;
-                let stage = format!("source:{source_name}");
+                let stage = format!("source:{}", topology.nodes()[source].name);
                 out.send(&dlq::dead_letter(&self.dlq_topic, input, ErrorClass::Deserialization, &e.to_string(), &stage, 1, wall_clock))?;
+                self.advance(input);
+                self.stats.dead_lettered += 1;
                 return Ok(Outcome::DeadLettered);
             }
         };
+        let stream_time_before = self.position.stream_time;
         self.position.stream_time = self.position.stream_time.max(input.timestamp);
         let record = Record { key, value, timestamp: input.timestamp, headers: input.headers.clone() };
         let metadata = RecordMetadata { topic: input.topic.clone(), partition: input.partition, offset: Some(input.offset), timestamp: input.timestamp };
@@ -298,6 +296,10 @@ impl Task {
                 self.stats.processed += 1;
                 Outcome::Processed
             }
+            Err((_, processor::Error::Retry(reason))) => {
+                self.position.stream_time = stream_time_before;
+                return Err(retry(reason));
+            }
             Err((stage, processor::Error::BadRecord(msg))) => {
                 self.stats.dead_lettered += 1;
                 out.send(&dlq::dead_letter(&self.dlq_topic, input, ErrorClass::Processing, &msg, &stage, 1, wall_clock))?;
@@ -305,8 +307,19 @@ impl Task {
             }
             Err((_, e)) => return Err(self.escalate(e)),
         };
+        self.advance(input);
         self.fire_timers(TimeKind::StreamTime, self.position.stream_time, wall_clock, out)?;
         Ok(outcome)
+    }
+
+    /// The input is done with (processed, dead-lettered or skipped): the position moves past it.
+    fn advance(&mut self, input: &InputRecord) {
+        self.committed_next_offsets.entry(input.topic.clone()).or_insert(input.offset);
+        self.next_offsets.insert(input.topic.clone(), input.offset + 1);
+        // Never backwards: a re-delivered input below the guard must not lower it.
+        let applied = self.position.applied.entry(input.topic.clone()).or_insert(input.offset);
+        *applied = (*applied).max(input.offset);
+        self.commit_needed = true;
     }
 
     /// Fires every timer of `kind` due at `now`, in due order. Each fired timer is removed in the
@@ -345,6 +358,11 @@ impl Task {
                         self.end_record(true);
                         self.stats.dead_lettered += 1;
                         out.send(&dlq::dead_timer(&self.dlq_topic, &key, &msg, &stage, wall_clock))?;
+                    }
+                    Err((_, processor::Error::Retry(reason))) => {
+                        // Nothing of the attempt was kept, the timer included: it fires again later.
+                        tracing::warn!(key = %key, reason, "timer hit a transient failure; it fires again later");
+                        return Ok(fired);
                     }
                     Err((_, e)) => return Err(self.escalate(e)),
                 }
@@ -428,12 +446,14 @@ impl Task {
                 }
                 NodeKind::Sink { topic, key_serde, value_serde } => {
                     let Input::Record(r) = input else { unreachable!("timers belong to processors") };
-                    let bad = |e: crate::serde::Error| fail(processor::Error::BadRecord(format!("sink cannot encode: {e}")));
+                    let bad = |e: crate::serde::Error| {
+                        fail(if e.is_transient() { processor::Error::Retry(e.to_string()) } else { processor::Error::BadRecord(format!("sink cannot encode: {e}")) })
+                    };
                     outputs.push(OutputRecord {
                         topic: topic.clone(),
                         partition: None,
-                        key: key_serde.serialize("key", &r.key).map_err(bad)?,
-                        value: value_serde.serialize("value", &r.value).map_err(bad)?,
+                        key: key_serde.serialize(topic, "key", &r.key).map_err(bad)?,
+                        value: value_serde.serialize(topic, "value", &r.value).map_err(bad)?,
                         timestamp: Some(r.timestamp),
                         headers: r.headers,
                     });

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -43,6 +43,8 @@ pub(crate) struct TaskManager {
     restoring: BTreeMap<i32, BTreeSet<String>>,
     timeout: Duration,
     status: Arc<Status>,
+    /// Partitions paused after a transient input failure: when to resume, and failures in a row.
+    backoff: BTreeMap<(String, i32), (Instant, u32)>,
 }
 
 impl TaskManager {
@@ -58,7 +60,7 @@ impl TaskManager {
             let c: BaseConsumer<QuietEof> = restore_config.create_with_context(QuietEof).map_err(|e| Error::Fatal(format!("restore consumer: {e}")))?;
             restore.insert(store, c);
         }
-        Ok(Self { tasks, producer, producer_config, restore, assigned: BTreeMap::new(), restoring: BTreeMap::new(), timeout, status })
+        Ok(Self { tasks, producer, producer_config, restore, assigned: BTreeMap::new(), restoring: BTreeMap::new(), timeout, status, backoff: BTreeMap::new() })
     }
 
     pub fn is_restoring(&self) -> bool {
@@ -84,7 +86,12 @@ impl TaskManager {
         let mut log = KafkaLog { producer: &self.producer, consumer, timeout: self.timeout };
         let result = self.tasks.process(&input, now, &mut log);
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                if !self.backoff.is_empty() {
+                    self.backoff.remove(&(input.topic.clone(), input.partition));
+                }
+                Ok(())
+            }
             Err(e) => self.recover(consumer, e),
         }
     }
@@ -103,6 +110,17 @@ impl TaskManager {
 
     pub fn commit_needed(&self) -> bool {
         self.tasks.commit_needed()
+    }
+
+    /// Resumes the partitions whose backoff is over (unless their task is still restoring).
+    pub fn resume_backed_off<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) {
+        let now = Instant::now();
+        for ((topic, partition), (at, _)) in &mut self.backoff {
+            if *at <= now && !self.restoring.contains_key(partition) && self.assigned.get(partition).is_some_and(|t| t.contains(topic)) {
+                resume(consumer, *partition, &BTreeSet::from([topic.clone()]));
+                *at = now + Duration::from_secs(3600); // resumed; the next failure or success updates it
+            }
+        }
     }
 
     /// Runs the commit protocol.
@@ -128,6 +146,19 @@ impl TaskManager {
         match e {
             Error::Retriable(m) => {
                 tracing::warn!(error = %m, "retriable error; the step is retried");
+                Ok(())
+            }
+            Error::InputRetriable { topic, partition, offset, reason } => {
+                let entry = self.backoff.entry((topic.clone(), partition)).or_insert((Instant::now(), 0));
+                entry.1 += 1;
+                // 100 ms, doubling, at most 10 s: the partition waits, the others go on.
+                let delay = Duration::from_millis(100u64.saturating_mul(1 << (entry.1 - 1).min(7))).min(Duration::from_secs(10));
+                entry.0 = Instant::now() + delay;
+                tracing::warn!(topic, partition, offset, attempt = entry.1, ?delay, reason, "input failed for a transient reason; retrying after a backoff");
+                pause(consumer, partition, &BTreeSet::from([topic.clone()]));
+                if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(offset), self.timeout) {
+                    tracing::warn!(topic, partition, error = %e, "seek back for a retry failed");
+                }
                 Ok(())
             }
             Error::Abortable(m) => {

@@ -105,6 +105,9 @@ pub struct TopologyTestDriver {
     restarted_stats: TaskStats,
     last_fault: Option<Fault>,
     hits: Vec<Fault>,
+    /// An input failed for a transient reason; processing waits for the next call.
+    stalled: bool,
+    retries: u32,
 }
 
 impl TopologyTestDriver {
@@ -140,6 +143,8 @@ impl TopologyTestDriver {
             restarted_stats: TaskStats::default(),
             last_fault: None,
             hits: Vec::new(),
+            stalled: false,
+            retries: 0,
         };
         d.start();
         d
@@ -264,7 +269,8 @@ impl TopologyTestDriver {
 
     /// Processes every available input, committing as configured.
     fn run_until_idle(&mut self) {
-        loop {
+        self.stalled = false;
+        while !self.stalled {
             let Some(input) = self.next_input() else { break };
             self.with_recovery(|d| {
                 PlanProbe { plan: &mut d.faults, hit: &mut d.last_fault }.before(Step::Processing)?;
@@ -297,6 +303,12 @@ impl TopologyTestDriver {
                     self.positions.insert((o.topic, o.partition), o.next_offset);
                 }
                 self.since_commit = 0;
+                false
+            }
+            Err(Error::InputRetriable { .. }) => {
+                // The input stays unread; the next pipe, commit or clock advance tries again.
+                self.retries += 1;
+                self.stalled = true;
                 false
             }
             Err(Error::TaskCorrupted { partitions, .. }) => {
@@ -369,6 +381,11 @@ impl TopologyTestDriver {
     /// The injected faults that fired, in order.
     pub fn faults_hit(&self) -> &[Fault] {
         &self.hits
+    }
+
+    /// How many times an input hit a transient failure and was left for later.
+    pub fn retries(&self) -> u32 {
+        self.retries
     }
 
     pub fn crashes(&self) -> u32 {

@@ -212,3 +212,36 @@ impl TopologyBuilder {
         Ok(Topology { inner: Arc::new(Inner { nodes: self.nodes, stores: specs, sources }) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::{Context, Error as ProcessorError};
+    use crate::record::Record;
+
+    struct Noop;
+    impl Processor for Noop {
+        fn process(&mut self, _: &mut Context<'_>, _: Record) -> Result<(), ProcessorError> {
+            Ok(())
+        }
+    }
+
+    fn base() -> TopologyBuilder {
+        TopologyBuilder::new().source("in", &["t"], Serde::String, Serde::Json).processor("p", || Noop, &["in"])
+    }
+
+    #[test]
+    fn invalid_topologies_are_refused_with_the_node_at_fault() {
+        assert_eq!(base().processor("p", || Noop, &["in"]).build().err(), Some(Error::DuplicateNode("p".into())));
+        assert_eq!(base().sink("s", "o", Serde::String, Serde::Json, &["nope"]).build().err(), Some(Error::UnknownParent { node: "s".into(), parent: "nope".into() }));
+        assert_eq!(
+            base().sink("s", "o", Serde::String, Serde::Json, &["p"]).processor("q", || Noop, &["s"]).build().err(),
+            Some(Error::ParentIsSink { node: "q".into(), parent: "s".into() })
+        );
+        assert_eq!(base().source("again", &["t"], Serde::String, Serde::Json).build().err(), Some(Error::TopicReadTwice { topic: "t".into(), first: "in".into(), second: "again".into() }));
+        assert_eq!(base().store(StoreSpec::new("s"), &["in"]).build().err(), Some(Error::StoreOnNonProcessor { store: "s".into(), node: "in".into() }));
+        assert_eq!(base().store(StoreSpec::new("keyflow-timers"), &["p"]).build().err(), Some(Error::ReservedStore("keyflow-timers".into())));
+        assert_eq!(TopologyBuilder::new().processor("p", || Noop, &[]).build().err(), Some(Error::NoParent { kind: "processor", node: "p".into() }));
+        assert!(base().store(StoreSpec::new("s"), &["p"]).build().is_ok());
+    }
+}
