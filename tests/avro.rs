@@ -152,3 +152,14 @@ fn a_registry_outage_delays_good_records_and_never_dead_letters_them() {
     assert_eq!(d.read_output("shouted").len(), 2, "both processed once the registry is back, each once");
     assert!(d.read_output("test-app-dlq").is_empty());
 }
+
+#[test]
+fn the_registry_keeps_defaults_so_later_checks_judge_added_fields_correctly() {
+    // Stored v2 must keep its defaults: a FORWARD_TRANSITIVE check of a v3 against it depends on them.
+    let r = registry("defaults");
+    r.set_mock_level("docs-value", Level::FullTransitive);
+    r.register("docs-value", &schema("DocumentUploaded.v1.avsc")).unwrap();
+    r.register("docs-value", &schema("DocumentUploaded.v2.avsc")).unwrap();
+    let (_, reasons) = r.check("docs-value", &schema("DocumentUploaded.v1.avsc")).unwrap();
+    assert!(reasons.is_empty(), "going back to v1 is fine under FULL: v2's added fields have defaults: {reasons:?}");
+}

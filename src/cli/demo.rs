@@ -40,6 +40,9 @@ pub struct Args {
 const APP: &str = "keyflow-demo";
 const SLA_MS: i64 = 5_000;
 
+/// One input event: (timestamp, document id, JSON value).
+type Event = (i64, String, Vec<u8>);
+
 /// What the generator sent, to check the outcome against.
 #[derive(Default)]
 struct Expected {
@@ -122,10 +125,10 @@ fn say(args: &Args, line: String) {
 /// Each document's lifecycle, in event-time order as the upstream services would send it. Every
 /// 5th is rejected, every 7th stalls at `classified` (its SLA timer escalates it), every 50th gets
 /// a malformed event (a dead letter).
-fn generate(documents: usize) -> anyhow::Result<(Vec<(i64, String, Vec<u8>)>, Expected)> {
+fn generate(documents: usize) -> anyhow::Result<(Vec<Event>, Expected)> {
     let mut expected = Expected::default();
     let base = 1_700_000_000_000i64;
-    let mut events: Vec<(i64, String, Vec<u8>)> = Vec::new();
+    let mut events: Vec<Event> = Vec::new();
     for i in 0..documents {
         let id = format!("doc-{i:05}");
         let t0 = base + i as i64 * 20;
@@ -147,7 +150,7 @@ fn generate(documents: usize) -> anyhow::Result<(Vec<(i64, String, Vec<u8>)>, Ex
     Ok((events, expected))
 }
 
-fn send(producer: &BaseProducer, events: &[(i64, String, Vec<u8>)]) -> anyhow::Result<()> {
+fn send(producer: &BaseProducer, events: &[Event]) -> anyhow::Result<()> {
     for (ts, key, value) in events {
         let mut record = BaseRecord::to("events").key(key.as_str()).payload(value.as_slice()).timestamp(*ts);
         loop {
@@ -200,6 +203,9 @@ fn wait_for(bootstrap: &str, target: i64, limit: Duration) -> anyhow::Result<()>
     }
 }
 
+/// A record's key and value bytes.
+type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 struct Outcome {
     /// Last output per document.
     last: BTreeMap<String, Value>,
@@ -208,7 +214,7 @@ struct Outcome {
     dead_letters: usize,
 }
 
-fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>> {
+fn read_all(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<KeyValue>> {
     let consumer: BaseConsumer<QuietEof> =
         ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "keyflow-demo-reader").set("enable.partition.eof", "true").create_with_context(QuietEof)?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;

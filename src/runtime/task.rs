@@ -180,7 +180,7 @@ impl Task {
     ///
     /// # Errors
     /// State errors.
-    pub fn scan(&self, store: &str, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, state::Error> {
+    pub fn scan(&self, store: &str, limit: usize) -> Result<state::Entries, state::Error> {
         match self.stores.get(store) {
             Some(s) => s.range(b"", b"\xff", limit),
             None => Ok(Vec::new()),

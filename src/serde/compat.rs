@@ -122,7 +122,7 @@ mod tests {
     fn adding_a_field_without_default_breaks_backward_and_the_message_names_it() {
         let v1 = schema(r#"{"name":"a","type":"string"}"#);
         let v2 = schema(r#"{"name":"a","type":"string"},{"name":"b","type":"long"}"#);
-        let v = check(Level::Backward, &v2, &[v1.clone()]);
+        let v = check(Level::Backward, &v2, std::slice::from_ref(&v1));
         assert_eq!(v.len(), 1);
         assert!(v[0].to_string().contains("'b'") && v[0].to_string().contains("default"), "{}", v[0]);
         assert!(check(Level::Forward, &v2, &[v1]).is_empty(), "old readers ignore the new field");

@@ -36,6 +36,8 @@ impl std::fmt::Debug for RegistryConfig {
     }
 }
 
+// One per registry client, shared by every serde that uses it: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Http { settings: SrSettings, base: String, client: reqwest::blocking::Client, auth: RegistryConfig },
     Mock(Arc<Mutex<MockScope>>),
@@ -114,15 +116,14 @@ impl Registry {
     /// # Errors
     /// [`Error::Incompatible`] if the registry refuses it; [`Error::Unavailable`].
     pub fn register(&self, subject: &str, schema: &Schema) -> Result<u32, Error> {
-        let canonical = schema.canonical_form();
-        let key = (subject.to_owned(), canonical.clone());
+        let key = (subject.to_owned(), schema.canonical_form());
         if let Some(id) = self.ids.lock().expect("registry cache").get(&key) {
             return Ok(*id);
         }
         let id = match &self.backend {
             Backend::Mock(scope) => scope.lock().expect("mock registry").register(subject, schema)?,
             Backend::Http { settings, .. } => {
-                let supplied = SuppliedSchema::new(None, SchemaType::Avro, canonical.clone());
+                let supplied = SuppliedSchema::new(None, SchemaType::Avro, full_json(schema));
                 match post_schema(settings, subject.to_owned(), supplied) {
                     Ok(r) => r.id,
                     Err(e) if e.retriable => return Err(Error::Unavailable(format!("register {subject}: {e}"))),
@@ -155,7 +156,7 @@ impl Registry {
             Backend::Http { base, client, auth, .. } => {
                 let level = self.http_level(subject)?;
                 let url = format!("{base}/compatibility/subjects/{}/versions/latest?verbose=true", encode(subject));
-                let body = serde_json::json!({"schema": schema.canonical_form(), "schemaType": "AVRO"});
+                let body = serde_json::json!({"schema": full_json(schema), "schemaType": "AVRO"});
                 let resp = with_auth(client.post(url), auth).json(&body).send().map_err(|e| Error::Unavailable(format!("compatibility of {subject}: {e}")))?;
                 let status = resp.status();
                 let v: serde_json::Value = resp.json().unwrap_or_default();
@@ -213,6 +214,12 @@ impl Registry {
     }
 }
 
+/// The schema as JSON with everything in it. Not the Parsing Canonical Form: that drops
+/// defaults, and a registry judging compatibility without them refuses every added field.
+fn full_json(schema: &Schema) -> String {
+    serde_json::to_string(schema).expect("a parsed schema serializes")
+}
+
 fn with_auth(r: reqwest::blocking::RequestBuilder, auth: &RegistryConfig) -> reqwest::blocking::RequestBuilder {
     let r = r.header("Accept", "application/vnd.schemaregistry.v1+json, application/json");
     if let Some(t) = &auth.bearer_auth_token {
@@ -265,7 +272,8 @@ impl MockScope {
     fn register(&mut self, subject: &str, schema: &Schema) -> Result<u32, Error> {
         self.check_up()?;
         let canonical = schema.canonical_form();
-        if let Some(&id) = self.subjects.get(subject).and_then(|ids| ids.iter().find(|&&i| self.schemas[i as usize] == canonical)) {
+        let same = |text: &String| Schema::parse_str(text).is_ok_and(|s| s.canonical_form() == canonical);
+        if let Some(&id) = self.subjects.get(subject).and_then(|ids| ids.iter().find(|&&i| same(&self.schemas[i as usize]))) {
             return Ok(id);
         }
         let previous: Vec<Schema> = self.versions(subject).iter().map(|t| Schema::parse_str(t).expect("stored schemas parse")).collect();
@@ -273,10 +281,10 @@ impl MockScope {
         if !violations.is_empty() {
             return Err(Error::Incompatible { subject: subject.to_owned(), reasons: violations.iter().map(ToString::to_string).collect() });
         }
-        let id = match self.schemas.iter().position(|s| *s == canonical) {
-            Some(i) => i as u32,
+        let id = match self.schemas.iter().skip(1).position(same) {
+            Some(i) => i as u32 + 1,
             None => {
-                self.schemas.push(canonical);
+                self.schemas.push(full_json(schema));
                 (self.schemas.len() - 1) as u32
             }
         };

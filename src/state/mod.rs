@@ -18,7 +18,7 @@ mod timers;
 
 pub use changelog::Position;
 pub(crate) use changelog::{ChangelogEntry, COMMIT_HEADER, MARKER_FORMAT, MARKER_HEADER, MARKER_KEY};
-pub use store::Store;
+pub use store::{Entries, Store};
 pub use timers::{Timer, TimeKind};
 pub(crate) use timers::{TimerStore, TIMER_STORE};
 

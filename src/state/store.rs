@@ -23,6 +23,8 @@ const META_COMMIT: &[u8] = b"mcommit";
 const FORMAT_VERSION: &str = "1";
 
 type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// Key-value pairs as a range scan returns them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// One state store partition. Reads see the current record's writes, then the writes since the
 /// last commit, then RocksDB.
@@ -156,7 +158,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Rocks`] when RocksDB fails.
-    pub fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Entries, Error> {
         let mut overlay: Layer = self.commit.range(from.to_vec()..to.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect();
         overlay.extend(self.record.range(from.to_vec()..to.to_vec()).map(|(k, v)| (k.clone(), v.clone())));
         let mut overlay = overlay.into_iter().peekable();
