@@ -71,6 +71,10 @@ impl fmt::Debug for KafkaProps {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopologyConfig {
+    /// A workflow definition (`topologies/*.toml`); when set, `builtin` and the topics below are
+    /// not used. Default: none.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
     /// A topology that ships with keyflow. Default `status-tracker`.
     #[serde(default = "default_builtin")]
     pub builtin: String,
@@ -87,7 +91,7 @@ pub struct TopologyConfig {
 
 impl Default for TopologyConfig {
     fn default() -> Self {
-        Self { builtin: default_builtin(), input: default_input(), output: default_output(), sla_ms: default_sla() }
+        Self { file: None, builtin: default_builtin(), input: default_input(), output: default_output(), sla_ms: default_sla() }
     }
 }
 
@@ -199,6 +203,19 @@ fn default_true() -> bool {
 }
 fn default_replication() -> NonZeroUsize {
     NonZeroUsize::new(3).expect("3 > 0")
+}
+
+impl TopologyConfig {
+    /// The topology to run: the workflow definition if `file` is set, else the built-in.
+    ///
+    /// # Errors
+    /// A definition error (file, line, problem) or an unknown built-in.
+    pub fn build(&self) -> Result<crate::Topology, String> {
+        match &self.file {
+            Some(f) => crate::workflow::load(f).map(crate::workflow::compile).map_err(|e| e.to_string()),
+            None => crate::builtin::by_name(&self.builtin, &self.input, &self.output, self.sla_ms),
+        }
+    }
 }
 
 impl Config {

@@ -15,6 +15,7 @@ pub mod serde;
 pub mod state;
 pub mod testing;
 pub mod topology;
+pub mod workflow;
 
 pub use processor::{Context, Processor};
 pub use record::{Headers, InputRecord, OutputRecord, Record, RecordMetadata};

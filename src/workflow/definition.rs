@@ -1,0 +1,318 @@
+//! Workflow definitions (`topologies/*.toml`): parsed, then validated with errors that name the
+//! problem and its place (file, line, the field).
+//!
+//! ```toml
+//! name = "document-approval"
+//! key = "record.key"            # the instance is the Kafka record key
+//! initial = "new"
+//!
+//! [[inputs]]
+//! topic = "alfresco.node-events"
+//! event_field = "type"          # the event's name is this field of the value (or: event = "...")
+//!
+//! [states.review]
+//! timers = [{ name = "escalate", after = "48h", fire = "review.timeout" }]
+//! [states.approved]
+//! terminal = true
+//!
+//! [[transitions]]
+//! from = "classified"
+//! on = "decision.made"
+//! when = "event.outcome.route == 'manual'"      # CEL, over `event`, `vars`, `state`
+//! to = "review"
+//! actions = [{ type = "open_task", name = "Review document", candidate_groups = ["reviewers"] }]
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use toml::Spanned;
+
+/// A definition error: what is wrong and where.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{file}:{line}: {message}")]
+pub struct Error {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+/// What to do with an event that fits no transition of the instance's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unmatched {
+    /// Send it to the dead-letter topic with the reason.
+    #[default]
+    DeadLetter,
+    /// Drop it (logged).
+    Ignore,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// How an event names its instance. Only `record.key` (the Kafka record key) for now:
+    /// keying by a value field would need a repartition topic.
+    pub key: Spanned<String>,
+    /// The state of an instance before its first event.
+    pub initial: Spanned<String>,
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// Field of an event's value holding its id, used to drop duplicates. Default `id`.
+    #[serde(default = "default_id_field")]
+    pub event_id_field: String,
+    /// Field of an event's value that, when present, makes it an error event (`on_error`).
+    #[serde(default = "default_error_field")]
+    pub error_field: String,
+    pub inputs: Vec<Spanned<Input>>,
+    pub states: BTreeMap<String, Spanned<State>>,
+    #[serde(default)]
+    pub transitions: Vec<Spanned<Transition>>,
+    /// Topics of the runtime's own outputs; defaults are `<name>.<channel>`.
+    #[serde(default)]
+    pub channels: Channels,
+}
+
+fn default_id_field() -> String {
+    "id".into()
+}
+fn default_error_field() -> String {
+    "error".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    pub topic: String,
+    /// A fixed event name for every record of the topic.
+    pub event: Option<String>,
+    /// Or: the value's field that names the event.
+    pub event_field: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    #[serde(default)]
+    pub terminal: bool,
+    /// Set when the state is entered, cancelled when it is left.
+    #[serde(default)]
+    pub timers: Vec<TimerSpec>,
+    /// Events this state drops silently (late or repeated service results).
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TimerSpec {
+    pub name: String,
+    /// `30s`, `15m`, `48h`, `2d`.
+    pub after: String,
+    /// The event the timer delivers to the instance.
+    pub fire: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    /// One state, or several.
+    pub from: OneOrMany,
+    /// The event that takes it...
+    pub on: Option<String>,
+    /// ...or the error code (like a BPMN error boundary event).
+    pub on_error: Option<String>,
+    /// A CEL condition over `event`, `vars` and `state`.
+    pub when: Option<String>,
+    pub to: Option<Spanned<String>>,
+    /// Instance variables to set, from templates (see `actions`).
+    #[serde(default)]
+    pub set: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub actions: Vec<ActionSpec>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn states(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// An action as written. String values are templates: `$key`, `$state`, `$step`,
+/// `$event.<path>`, `$vars.<name>`; anything else is a literal.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ActionSpec {
+    /// An event or a command to another service's topic (choreography).
+    Emit { topic: String, #[serde(default)] fields: BTreeMap<String, Value>, retry: Option<RetrySpec> },
+    RequestDecision { decision: String, #[serde(default)] inputs: BTreeMap<String, Value>, retry: Option<RetrySpec> },
+    OpenTask { name: String, #[serde(default)] candidate_groups: Vec<String>, assignee: Option<String>, retry: Option<RetrySpec> },
+    UpdateDocument { #[serde(default)] properties: BTreeMap<String, Value>, #[serde(default)] aspects: Vec<String>, retry: Option<RetrySpec> },
+    Notify { channel: String, recipient: String, subject: String, #[serde(default)] body: String, retry: Option<RetrySpec> },
+    SetTimer { name: String, after: String, fire: String },
+    CancelTimer { name: String },
+}
+
+/// Retries of an action that leaves Kafka, performed by its executor.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    pub attempts: u32,
+    /// First backoff, doubled each attempt.
+    pub backoff: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channels {
+    pub transitions: Option<String>,
+    pub decisions: Option<String>,
+    pub tasks: Option<String>,
+    pub documents: Option<String>,
+    pub notifications: Option<String>,
+}
+
+impl Default for Channels {
+    fn default() -> Self {
+        Channels { transitions: None, decisions: None, tasks: None, documents: None, notifications: None }
+    }
+}
+
+/// Parses `30s`, `15m`, `48h`, `2d`, `500ms`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
+        _ => return None,
+    })
+}
+
+impl Definition {
+    /// Parses and validates a definition. `file` names it in errors.
+    ///
+    /// # Errors
+    /// [`Error`] with the line and what is wrong: TOML syntax, unknown fields, unknown or
+    /// unreachable states, transitions without a target, missing inputs, bad guards or durations.
+    pub fn parse(text: &str, file: &str) -> Result<Definition, Error> {
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let def: Definition = toml::from_str(text).map_err(|e| Error {
+            file: file.into(),
+            line: e.span().map_or(1, |s| line_of(s.start)),
+            message: e.message().to_owned(),
+        })?;
+        let err = |span: std::ops::Range<usize>, message: String| Error { file: file.into(), line: line_of(span.start), message };
+        if def.key.get_ref() != "record.key" {
+            return Err(err(def.key.span(), format!("key `{}` is not supported: use `record.key` (producers key events by the instance id)", def.key.get_ref())));
+        }
+        if def.inputs.is_empty() {
+            return Err(Error { file: file.into(), line: 1, message: "no [[inputs]]: the workflow reads no topic".into() });
+        }
+        for input in &def.inputs {
+            if input.get_ref().event.is_some() == input.get_ref().event_field.is_some() {
+                return Err(err(input.span(), format!("input `{}`: set exactly one of `event` and `event_field`", input.get_ref().topic)));
+            }
+        }
+        let known = |s: &str| def.states.contains_key(s);
+        if !known(def.initial.get_ref()) {
+            return Err(err(def.initial.span(), format!("initial state `{}` is not declared in [states]", def.initial.get_ref())));
+        }
+        for (name, state) in &def.states {
+            for t in &state.get_ref().timers {
+                if parse_duration(&t.after).is_none() {
+                    return Err(err(state.span(), format!("state `{name}`: timer `{}` has a bad duration `{}` (use 30s, 15m, 48h, 2d)", t.name, t.after)));
+                }
+            }
+        }
+        for (i, t) in def.transitions.iter().enumerate() {
+            let tr = t.get_ref();
+            let at = |m: String| err(t.span(), format!("transition #{} ({}): {m}", i + 1, tr.from.states().join("|")));
+            for from in tr.from.states() {
+                if !known(from) {
+                    return Err(at(format!("unknown state `{from}` in `from`")));
+                }
+                if def.states[from].get_ref().terminal {
+                    return Err(at(format!("`{from}` is terminal: nothing leaves it")));
+                }
+            }
+            if tr.on.is_some() == tr.on_error.is_some() {
+                return Err(at("set exactly one of `on` and `on_error`".into()));
+            }
+            match &tr.to {
+                None => return Err(at("no target state (`to`)".into())),
+                Some(to) if !known(to.get_ref()) => {
+                    return Err(err(to.span(), format!("transition #{} ({}): unknown state `{}` in `to`", i + 1, tr.from.states().join("|"), to.get_ref())))
+                }
+                _ => {}
+            }
+            if let Some(when) = &tr.when {
+                if let Err(e) = cel::Program::compile(when) {
+                    return Err(at(format!("guard `{when}` does not parse: {e}")));
+                }
+            }
+            for a in &tr.actions {
+                let bad = match a {
+                    ActionSpec::SetTimer { after, .. } => parse_duration(after).is_none().then(|| format!("set_timer: bad duration `{after}`")),
+                    ActionSpec::Emit { retry: Some(r), .. }
+                    | ActionSpec::RequestDecision { retry: Some(r), .. }
+                    | ActionSpec::OpenTask { retry: Some(r), .. }
+                    | ActionSpec::UpdateDocument { retry: Some(r), .. }
+                    | ActionSpec::Notify { retry: Some(r), .. } => parse_duration(&r.backoff).is_none().then(|| format!("retry: bad backoff `{}`", r.backoff)),
+                    _ => None,
+                };
+                if let Some(m) = bad {
+                    return Err(at(m));
+                }
+            }
+        }
+        // Every state must be reachable from the initial one.
+        let mut reached: BTreeSet<&str> = BTreeSet::from([def.initial.get_ref().as_str()]);
+        loop {
+            let before = reached.len();
+            for t in &def.transitions {
+                let tr = t.get_ref();
+                if tr.from.states().iter().any(|f| reached.contains(f)) {
+                    reached.insert(tr.to.as_ref().expect("validated above").get_ref().as_str());
+                }
+            }
+            if reached.len() == before {
+                break;
+            }
+        }
+        if let Some((name, state)) = def.states.iter().find(|(n, _)| !reached.contains(n.as_str())) {
+            return Err(err(state.span(), format!("state `{name}` is unreachable from `{}`", def.initial.get_ref())));
+        }
+        Ok(def)
+    }
+
+    pub fn channel(&self, which: &str) -> String {
+        let c = &self.channels;
+        let set = match which {
+            "transitions" => &c.transitions,
+            "decisions" => &c.decisions,
+            "tasks" => &c.tasks,
+            "documents" => &c.documents,
+            _ => &c.notifications,
+        };
+        set.clone().unwrap_or_else(|| format!("{}.{which}", self.name))
+    }
+}

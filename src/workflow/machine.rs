@@ -1,0 +1,230 @@
+//! The workflow state machine: `apply(definition, instance, event) -> (instance, actions)`.
+//! Deterministic and free of I/O: the same inputs give the same outputs, so a replay reproduces
+//! decisions, and every action's idempotency key (`<instance>:<step>:<n>`) is the same again.
+//!
+//! ```text
+//!   event ──> duplicate id? ──yes──> Duplicate (no change)
+//!               │ no
+//!               v
+//!   state terminal? ──yes──> Finished (dead-letter or ignore)
+//!               │ no
+//!   first transition from the state whose `on`/`on_error` and guard match
+//!               │ none ──> state ignores it? ──> Ignored ; else Unmatched (dead-letter or ignore)
+//!               v
+//!   cancel the old state's timers, run the actions, set the new state's timers
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::definition::{parse_duration, ActionSpec, Definition, RetrySpec};
+
+/// How many recent event ids an instance remembers to drop duplicates.
+const REMEMBERED_EVENTS: usize = 64;
+
+/// One workflow instance, as stored (and as `GET /workflows/{id}` will show it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub workflow: String,
+    pub state: String,
+    /// Transitions taken; part of every idempotency key.
+    pub step: u64,
+    pub variables: BTreeMap<String, Value>,
+    /// The audit trail.
+    pub history: Vec<HistoryEntry>,
+    pub finished: bool,
+    /// Ids of the latest events, newest last.
+    pub recent_events: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub from: String,
+    pub to: String,
+    pub event: String,
+    pub at: i64,
+    pub step: u64,
+}
+
+/// An event as the machine sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub name: String,
+    /// `Some(code)` for an error event (matched by `on_error`).
+    pub error: Option<String>,
+    pub id: Option<String>,
+    pub payload: Value,
+    pub at: i64,
+}
+
+/// What the runtime must do. Data only: the processor performs them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Produce `value` (keyed by the instance) to `topic`.
+    Emit { topic: String, value: Value },
+    SetTimer { name: String, due: i64, fire: String },
+    CancelTimer { name: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Transitioned { instance: Instance, actions: Vec<Action> },
+    /// The event was seen before (same id): nothing happens.
+    Duplicate,
+    /// The state ignores this event.
+    Ignored,
+    /// Nothing fits; the reason says why. The definition's `unmatched` decides its fate.
+    Unmatched(String),
+}
+
+/// Applies `event` to `instance` (`None`: an instance that does not exist yet).
+///
+/// # Errors
+/// A guard that fails to evaluate (e.g. compares a string with a number): the event is rejected
+/// with the reason, like an unmatched one.
+pub fn apply(def: &Definition, key: &str, instance: Option<&Instance>, event: &Event) -> Outcome {
+    let mut inst = instance.cloned().unwrap_or_else(|| Instance { id: key.into(), workflow: def.name.clone(), state: def.initial.get_ref().clone(), ..Default::default() });
+    if let Some(id) = &event.id {
+        if inst.recent_events.contains(id) {
+            return Outcome::Duplicate;
+        }
+    }
+    let state = def.states[&inst.state].get_ref();
+    if inst.finished {
+        if state.ignore.contains(&event.name) {
+            return Outcome::Ignored;
+        }
+        return Outcome::Unmatched(format!("instance `{key}` already finished in `{}`; `{}` arrived late", inst.state, event.name));
+    }
+    let mut chosen = None;
+    for t in &def.transitions {
+        let tr = t.get_ref();
+        let matches_event = match (&tr.on, &tr.on_error, &event.error) {
+            (Some(on), _, None) => *on == event.name,
+            (_, Some(code), Some(err)) => code == err,
+            _ => false,
+        };
+        if !matches_event || !tr.from.states().contains(&inst.state.as_str()) {
+            continue;
+        }
+        if let Some(when) = &tr.when {
+            match guard(when, &inst, event) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => return Outcome::Unmatched(format!("guard `{when}` failed on `{}`: {e}", event.name)),
+            }
+        }
+        chosen = Some(tr);
+        break;
+    }
+    let Some(tr) = chosen else {
+        if state.ignore.contains(&event.name) {
+            return Outcome::Ignored;
+        }
+        let what = event.error.as_ref().map_or_else(|| format!("event `{}`", event.name), |e| format!("error `{e}`"));
+        return Outcome::Unmatched(format!("no transition from `{}` on {what}", inst.state));
+    };
+
+    let from = inst.state.clone();
+    let to = tr.to.as_ref().expect("validated: every transition has a target").get_ref().clone();
+    inst.step += 1;
+    for (name, template) in &tr.set {
+        let v = render(template, &inst, event);
+        inst.variables.insert(name.clone(), v);
+    }
+    let mut actions = Vec::new();
+    if from != to {
+        for t in &state.timers {
+            actions.push(Action::CancelTimer { name: t.name.clone() });
+        }
+    }
+    for (n, spec) in tr.actions.iter().enumerate() {
+        let idempotency = format!("{}:{}:{}", inst.id, inst.step, n);
+        actions.push(action(def, spec, &inst, event, &idempotency));
+    }
+    let target = def.states[&to].get_ref();
+    if from != to {
+        for t in &target.timers {
+            let after = parse_duration(&t.after).expect("validated").as_millis() as i64;
+            actions.push(Action::SetTimer { name: t.name.clone(), due: event.at + after, fire: t.fire.clone() });
+        }
+    }
+    inst.state = to.clone();
+    inst.finished = target.terminal;
+    inst.history.push(HistoryEntry { from: from.clone(), to: to.clone(), event: event.error.clone().map_or(event.name.clone(), |e| format!("error:{e}")), at: event.at, step: inst.step });
+    if let Some(id) = &event.id {
+        inst.recent_events.push(id.clone());
+        if inst.recent_events.len() > REMEMBERED_EVENTS {
+            inst.recent_events.remove(0);
+        }
+    }
+    actions.push(Action::Emit {
+        topic: def.channel("transitions"),
+        value: json!({"instanceId": inst.id, "workflow": def.name, "from": from, "to": to, "event": event.name,
+                      "step": inst.step, "final": inst.finished, "at": event.at}),
+    });
+    Outcome::Transitioned { instance: inst, actions }
+}
+
+fn action(def: &Definition, spec: &ActionSpec, inst: &Instance, event: &Event, idempotency: &str) -> Action {
+    let fields = |m: &BTreeMap<String, Value>| -> Map<String, Value> { m.iter().map(|(k, v)| (k.clone(), render(v, inst, event))).collect() };
+    let retry = |r: &Option<RetrySpec>| r.as_ref().map_or(Value::Null, |r| json!(r));
+    let common = |mut v: Value, r: &Option<RetrySpec>| {
+        v["instanceId"] = json!(inst.id);
+        v["workflow"] = json!(def.name);
+        v["idempotencyKey"] = json!(idempotency);
+        v["retry"] = retry(r);
+        v["at"] = json!(event.at);
+        v
+    };
+    match spec {
+        ActionSpec::Emit { topic, fields: f, retry: r } => Action::Emit { topic: topic.clone(), value: common(Value::Object(fields(f)), r) },
+        ActionSpec::RequestDecision { decision, inputs, retry: r } => {
+            Action::Emit { topic: def.channel("decisions"), value: common(json!({"decisionKey": decision, "variables": fields(inputs)}), r) }
+        }
+        ActionSpec::OpenTask { name, candidate_groups, assignee, retry: r } => Action::Emit {
+            topic: def.channel("tasks"),
+            value: common(json!({"name": name, "candidateGroups": candidate_groups, "assignee": assignee.as_ref().map(|a| render(&json!(a), inst, event))}), r),
+        },
+        ActionSpec::UpdateDocument { properties, aspects, retry: r } => {
+            Action::Emit { topic: def.channel("documents"), value: common(json!({"nodeId": inst.id, "properties": fields(properties), "aspects": aspects}), r) }
+        }
+        ActionSpec::Notify { channel, recipient, subject, body, retry: r } => Action::Emit {
+            topic: def.channel("notifications"),
+            value: common(json!({"channel": channel, "recipient": render(&json!(recipient), inst, event), "subject": render(&json!(subject), inst, event), "body": render(&json!(body), inst, event)}), r),
+        },
+        ActionSpec::SetTimer { name, after, fire } => {
+            Action::SetTimer { name: name.clone(), due: event.at + parse_duration(after).expect("validated").as_millis() as i64, fire: fire.clone() }
+        }
+        ActionSpec::CancelTimer { name } => Action::CancelTimer { name: name.clone() },
+    }
+}
+
+/// A template: `$key`, `$state`, `$step`, `$event.<path>`, `$vars.<name>`; else the literal.
+fn render(template: &Value, inst: &Instance, event: &Event) -> Value {
+    let Value::String(s) = template else { return template.clone() };
+    let path = |root: &Value, p: &str| p.split('.').try_fold(root, |v, k| v.get(k)).cloned().unwrap_or(Value::Null);
+    match s.as_str() {
+        "$key" => json!(inst.id),
+        "$state" => json!(inst.state),
+        "$step" => json!(inst.step),
+        _ if s.starts_with("$event.") => path(&event.payload, &s["$event.".len()..]),
+        _ if s.starts_with("$vars.") => inst.variables.get(&s["$vars.".len()..]).cloned().unwrap_or(Value::Null),
+        _ => template.clone(),
+    }
+}
+
+fn guard(expr: &str, inst: &Instance, event: &Event) -> Result<bool, String> {
+    let program = cel::Program::compile(expr).map_err(|e| e.to_string())?;
+    let mut ctx = cel::Context::default();
+    ctx.add_variable("event", &event.payload).map_err(|e| e.to_string())?;
+    ctx.add_variable("vars", &inst.variables).map_err(|e| e.to_string())?;
+    ctx.add_variable("state", &inst.state).map_err(|e| e.to_string())?;
+    match program.execute(&ctx).map_err(|e| e.to_string())? {
+        cel::Value::Bool(b) => Ok(b),
+        other => Err(format!("the guard gave {other:?}, not a boolean")),
+    }
+}

@@ -1,0 +1,89 @@
+//! Workflows: definitions in `topologies/*.toml`, compiled into keyed topologies whose processor
+//! runs a deterministic state machine per instance (the record key).
+
+pub mod definition;
+pub mod machine;
+pub mod processor;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use definition::{Definition, Error};
+pub use machine::{apply, Action, Event, Instance, Outcome};
+
+use crate::serde::Serde;
+use crate::state::StoreSpec;
+use crate::topology::{Topology, TopologyBuilder};
+use definition::ActionSpec;
+use processor::{sink_name, WorkflowProcessor, STORE};
+
+/// Reads and validates a definition file.
+///
+/// # Errors
+/// [`Error`] with the file, the line and the problem.
+pub fn load(path: &Path) -> Result<Definition, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error { file: path.display().to_string(), line: 0, message: e.to_string() })?;
+    Definition::parse(&text, &path.display().to_string())
+}
+
+/// Every topic a definition writes, sorted.
+pub fn output_topics(def: &Definition) -> Vec<String> {
+    let mut topics = BTreeSet::from([def.channel("transitions")]);
+    for t in &def.transitions {
+        for a in &t.get_ref().actions {
+            match a {
+                ActionSpec::Emit { topic, .. } => topics.insert(topic.clone()),
+                ActionSpec::RequestDecision { .. } => topics.insert(def.channel("decisions")),
+                ActionSpec::OpenTask { .. } => topics.insert(def.channel("tasks")),
+                ActionSpec::UpdateDocument { .. } => topics.insert(def.channel("documents")),
+                ActionSpec::Notify { .. } => topics.insert(def.channel("notifications")),
+                ActionSpec::SetTimer { .. } | ActionSpec::CancelTimer { .. } => false,
+            };
+        }
+    }
+    topics.into_iter().collect()
+}
+
+/// Compiles a definition into a topology: a source per input topic, the workflow processor with
+/// its `instances` store, a sink per output topic. Keys are strings, values JSON.
+pub fn compile(def: Definition) -> Topology {
+    let def = Arc::new(def);
+    let name = def.name.clone();
+    let mut b = TopologyBuilder::new();
+    let sources: Vec<String> = def.inputs.iter().map(|i| format!("in:{}", i.get_ref().topic)).collect();
+    for (i, s) in def.inputs.iter().zip(&sources) {
+        b = b.source(s, &[&i.get_ref().topic], Serde::String, Serde::Json);
+    }
+    let parents: Vec<&str> = sources.iter().map(String::as_str).collect();
+    let d = def.clone();
+    b = b.processor(&name, move || WorkflowProcessor::new(d.clone()), &parents).store(StoreSpec::new(STORE), &[&name]);
+    for topic in output_topics(&def) {
+        b = b.sink(&sink_name(&topic), &topic, Serde::String, Serde::Json, &[&name]);
+    }
+    b.build().expect("a validated definition compiles to a valid topology")
+}
+
+/// A definition's own summary (states, transitions), then its topology.
+pub fn describe(def: &Definition) -> String {
+    use std::fmt::Write;
+    let mut out = format!("Workflow: {} (initial: {})\n", def.name, def.initial.get_ref());
+    for (name, s) in &def.states {
+        let s = s.get_ref();
+        let mut notes = Vec::new();
+        if s.terminal {
+            notes.push("terminal".to_owned());
+        }
+        for t in &s.timers {
+            notes.push(format!("timer {} after {} fires {}", t.name, t.after, t.fire));
+        }
+        let _ = writeln!(out, "  state {name}{}", if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) });
+    }
+    for t in &def.transitions {
+        let t = t.get_ref();
+        let on = t.on.clone().unwrap_or_else(|| format!("error:{}", t.on_error.clone().unwrap_or_default()));
+        let when = t.when.as_ref().map(|w| format!(" [{w}]")).unwrap_or_default();
+        let _ = writeln!(out, "  {} --{on}{when}--> {} ({} actions)", t.from.states().join("|"), t.to.as_ref().map_or("?", |s| s.get_ref().as_str()), t.actions.len());
+    }
+    out
+}

@@ -1,0 +1,105 @@
+//! The workflow processor: keeps each instance in the `instances` store, turns records and timers
+//! into events for the machine, and performs the actions it returns through the processor
+//! context (so they commit with the state, exactly once).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::processor::{Context, Error, Processor};
+use crate::record::Record;
+use crate::state::{TimeKind, Timer};
+
+use super::definition::{ActionSpec, Definition, Unmatched};
+use super::machine::{self, Action, Event, Instance, Outcome};
+
+/// The store every workflow keeps its instances in.
+pub const STORE: &str = "instances";
+
+pub(crate) fn sink_name(topic: &str) -> String {
+    format!("out:{topic}")
+}
+
+pub struct WorkflowProcessor {
+    def: Arc<Definition>,
+    /// Timer name -> the event it fires.
+    timer_events: HashMap<String, String>,
+}
+
+impl WorkflowProcessor {
+    pub fn new(def: Arc<Definition>) -> Self {
+        let mut timer_events = HashMap::new();
+        for s in def.states.values() {
+            for t in &s.get_ref().timers {
+                timer_events.insert(t.name.clone(), t.fire.clone());
+            }
+        }
+        for t in &def.transitions {
+            for a in &t.get_ref().actions {
+                if let ActionSpec::SetTimer { name, fire, .. } = a {
+                    timer_events.insert(name.clone(), fire.clone());
+                }
+            }
+        }
+        Self { def, timer_events }
+    }
+
+    fn event_of(&self, topic: &str, record: &Record) -> Result<Event, Error> {
+        let input = self.def.inputs.iter().map(|i| i.get_ref()).find(|i| i.topic == topic).ok_or_else(|| Error::Topology(format!("no input for topic `{topic}`")))?;
+        let v = &record.value;
+        let name = match (&input.event, &input.event_field) {
+            (Some(fixed), _) => fixed.clone(),
+            (None, Some(field)) => v.get(field).and_then(Value::as_str).ok_or_else(|| Error::BadRecord(format!("event has no string field `{field}` naming it")))?.to_owned(),
+            (None, None) => unreachable!("validated: inputs name their events"),
+        };
+        let text = |field: &str| v.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+        Ok(Event { name, error: text(&self.def.error_field), id: text(&self.def.event_id_field), payload: v.clone(), at: record.timestamp })
+    }
+
+    fn handle(&self, ctx: &mut Context<'_>, key: &str, event: Event) -> Result<(), Error> {
+        let before: Option<Instance> = ctx.get_json(STORE, key)?;
+        match machine::apply(&self.def, key, before.as_ref(), &event) {
+            Outcome::Transitioned { instance, actions } => {
+                for a in actions {
+                    match a {
+                        Action::Emit { topic, value } => ctx.forward_to(&sink_name(&topic), Record::new(key.to_owned(), value, event.at)),
+                        Action::SetTimer { name, due, .. } => ctx.schedule(&name, key, TimeKind::WallClock, due)?,
+                        Action::CancelTimer { name } => ctx.cancel_timer(&name, key)?,
+                    }
+                }
+                ctx.put_json(STORE, key, &instance)
+            }
+            Outcome::Duplicate | Outcome::Ignored => {
+                tracing::debug!(key, event = %event.name, "event dropped (duplicate or ignored by the state)");
+                Ok(())
+            }
+            Outcome::Unmatched(reason) => match self.def.unmatched {
+                Unmatched::DeadLetter => Err(Error::BadRecord(reason)),
+                Unmatched::Ignore => {
+                    tracing::info!(key, reason, "event fits no transition; ignored as the definition says");
+                    Ok(())
+                }
+            },
+        }
+    }
+}
+
+impl Processor for WorkflowProcessor {
+    fn process(&mut self, ctx: &mut Context<'_>, record: Record) -> Result<(), Error> {
+        let key = record.key_string();
+        if key.is_empty() || record.key.is_null() {
+            return Err(Error::BadRecord("record has no key: the key is the workflow instance".into()));
+        }
+        let event = self.event_of(&ctx.metadata().topic.clone(), &record)?;
+        self.handle(ctx, &key, event)
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_>, timer: Timer) -> Result<(), Error> {
+        let Some(fire) = self.timer_events.get(&timer.name).cloned() else {
+            return Err(Error::BadRecord(format!("timer `{}` is not in the definition any more", timer.name)));
+        };
+        let event = Event { name: fire, error: None, id: Some(format!("timer:{}:{}", timer.name, timer.due)), payload: json!({"timer": timer.name, "due": timer.due}), at: timer.due };
+        self.handle(ctx, &timer.key, event)
+    }
+}
