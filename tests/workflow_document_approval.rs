@@ -182,3 +182,32 @@ fn the_compiled_topology_and_the_workflow_are_described_stably() {
     let text = workflow::describe(&def);
     insta::assert_snapshot!(format!("{text}{}", workflow::compile(def).describe()));
 }
+
+/// A custom step in Rust: an in-process virus scanner answering the workflow's scan commands.
+struct Scanner;
+
+impl keyflow::Processor for Scanner {
+    fn process(&mut self, ctx: &mut keyflow::Context<'_>, record: keyflow::Record) -> Result<(), keyflow::processor::Error> {
+        if record.value["service"] == "virus-scan" {
+            let id = format!("scan-{}", record.value["idempotencyKey"].as_str().unwrap_or_default());
+            ctx.forward(keyflow::Record::new(record.key.clone(), json!({"id": id, "service": "virus-scan", "status": "OK"}), record.timestamp));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_rust_processor_plugs_in_as_a_custom_step() {
+    use keyflow::serde::Serde;
+    let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
+    let topology = workflow::builder(def)
+        .source("scan-commands", &["document-services.commands"], Serde::String, Serde::Json)
+        .processor("scanner", || Scanner, &["scan-commands"])
+        .sink("scan-results", "document-services.results", Serde::String, Serde::Json, &["scanner"])
+        .build()
+        .unwrap();
+    let mut d = TopologyTestDriver::new(topology, DriverConfig { application_id: "docs".into(), ..DriverConfig::default() });
+    upload(&mut d, NODE, "ev-1");
+    d.commit();
+    assert_eq!(instance(&d, NODE).state, "classifying", "the in-process scanner answered and the workflow moved on");
+}

@@ -177,7 +177,7 @@ pub struct RetrySpec {
     pub backoff: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Channels {
     pub transitions: Option<String>,
@@ -185,12 +185,6 @@ pub struct Channels {
     pub tasks: Option<String>,
     pub documents: Option<String>,
     pub notifications: Option<String>,
-}
-
-impl Default for Channels {
-    fn default() -> Self {
-        Channels { transitions: None, decisions: None, tasks: None, documents: None, notifications: None }
-    }
 }
 
 /// Parses `30s`, `15m`, `48h`, `2d`, `500ms`.

@@ -86,6 +86,32 @@ pub enum Outcome {
 /// A guard that fails to evaluate (e.g. compares a string with a number): the event is rejected
 /// with the reason, like an unmatched one.
 pub fn apply(def: &Definition, key: &str, instance: Option<&Instance>, event: &Event) -> Outcome {
+    apply_with(def, key, instance, event, &mut Guards::default())
+}
+
+/// Compiled guards, by their source text (compiling CEL per event would dominate the cost).
+#[derive(Default)]
+pub struct Guards(std::collections::HashMap<String, cel::Program>);
+
+impl Guards {
+    fn eval(&mut self, expr: &str, inst: &Instance, event: &Event) -> Result<bool, String> {
+        if !self.0.contains_key(expr) {
+            let program = cel::Program::compile(expr).map_err(|e| e.to_string())?;
+            self.0.insert(expr.to_owned(), program);
+        }
+        let mut ctx = cel::Context::default();
+        ctx.add_variable("event", &event.payload).map_err(|e| e.to_string())?;
+        ctx.add_variable("vars", &inst.variables).map_err(|e| e.to_string())?;
+        ctx.add_variable("state", &inst.state).map_err(|e| e.to_string())?;
+        match self.0[expr].execute(&ctx).map_err(|e| e.to_string())? {
+            cel::Value::Bool(b) => Ok(b),
+            other => Err(format!("the guard gave {other:?}, not a boolean")),
+        }
+    }
+}
+
+/// [`apply`] with a cache of compiled guards.
+pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, event: &Event, guards: &mut Guards) -> Outcome {
     let mut inst = instance.cloned().unwrap_or_else(|| Instance { id: key.into(), workflow: def.name.clone(), state: def.initial.get_ref().clone(), ..Default::default() });
     if let Some(id) = &event.id {
         if inst.recent_events.contains(id) {
@@ -111,7 +137,7 @@ pub fn apply(def: &Definition, key: &str, instance: Option<&Instance>, event: &E
             continue;
         }
         if let Some(when) = &tr.when {
-            match guard(when, &inst, event) {
+            match guards.eval(when, &inst, event) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => return Outcome::Unmatched(format!("guard `{when}` failed on `{}`: {e}", event.name)),
@@ -214,17 +240,5 @@ fn render(template: &Value, inst: &Instance, event: &Event) -> Value {
         _ if s.starts_with("$event.") => path(&event.payload, &s["$event.".len()..]),
         _ if s.starts_with("$vars.") => inst.variables.get(&s["$vars.".len()..]).cloned().unwrap_or(Value::Null),
         _ => template.clone(),
-    }
-}
-
-fn guard(expr: &str, inst: &Instance, event: &Event) -> Result<bool, String> {
-    let program = cel::Program::compile(expr).map_err(|e| e.to_string())?;
-    let mut ctx = cel::Context::default();
-    ctx.add_variable("event", &event.payload).map_err(|e| e.to_string())?;
-    ctx.add_variable("vars", &inst.variables).map_err(|e| e.to_string())?;
-    ctx.add_variable("state", &inst.state).map_err(|e| e.to_string())?;
-    match program.execute(&ctx).map_err(|e| e.to_string())? {
-        cel::Value::Bool(b) => Ok(b),
-        other => Err(format!("the guard gave {other:?}, not a boolean")),
     }
 }

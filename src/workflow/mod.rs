@@ -48,6 +48,13 @@ pub fn output_topics(def: &Definition) -> Vec<String> {
 /// Compiles a definition into a topology: a source per input topic, the workflow processor with
 /// its `instances` store, a sink per output topic. Keys are strings, values JSON.
 pub fn compile(def: Definition) -> Topology {
+    builder(def).build().expect("a validated definition compiles to a valid topology")
+}
+
+/// The topology of a definition, not yet built: add Rust processors for custom steps (for
+/// example one reading a command topic the workflow writes and answering on one it reads),
+/// then `build()`.
+pub fn builder(def: Definition) -> TopologyBuilder {
     let def = Arc::new(def);
     let name = def.name.clone();
     let mut b = TopologyBuilder::new();
@@ -61,7 +68,7 @@ pub fn compile(def: Definition) -> Topology {
     for topic in output_topics(&def) {
         b = b.sink(&sink_name(&topic), &topic, Serde::String, Serde::Json, &[&name]);
     }
-    b.build().expect("a validated definition compiles to a valid topology")
+    b
 }
 
 /// A definition's own summary (states, transitions), then its topology.

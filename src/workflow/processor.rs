@@ -12,7 +12,7 @@ use crate::record::Record;
 use crate::state::{TimeKind, Timer};
 
 use super::definition::{ActionSpec, Definition, Unmatched};
-use super::machine::{self, Action, Event, Instance, Outcome};
+use super::machine::{self, Action, Event, Guards, Instance, Outcome};
 
 /// The store every workflow keeps its instances in.
 pub const STORE: &str = "instances";
@@ -25,6 +25,7 @@ pub struct WorkflowProcessor {
     def: Arc<Definition>,
     /// Timer name -> the event it fires.
     timer_events: HashMap<String, String>,
+    guards: Guards,
 }
 
 impl WorkflowProcessor {
@@ -42,7 +43,7 @@ impl WorkflowProcessor {
                 }
             }
         }
-        Self { def, timer_events }
+        Self { def, timer_events, guards: Guards::default() }
     }
 
     fn event_of(&self, topic: &str, record: &Record) -> Result<Event, Error> {
@@ -57,9 +58,9 @@ impl WorkflowProcessor {
         Ok(Event { name, error: text(&self.def.error_field), id: text(&self.def.event_id_field), payload: v.clone(), at: record.timestamp })
     }
 
-    fn handle(&self, ctx: &mut Context<'_>, key: &str, event: Event) -> Result<(), Error> {
+    fn handle(&mut self, ctx: &mut Context<'_>, key: &str, event: Event) -> Result<(), Error> {
         let before: Option<Instance> = ctx.get_json(STORE, key)?;
-        match machine::apply(&self.def, key, before.as_ref(), &event) {
+        match machine::apply_with(&self.def, key, before.as_ref(), &event, &mut self.guards) {
             Outcome::Transitioned { instance, actions } => {
                 for a in actions {
                     match a {
