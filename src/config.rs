@@ -205,19 +205,6 @@ fn default_replication() -> NonZeroUsize {
     NonZeroUsize::new(3).expect("3 > 0")
 }
 
-impl TopologyConfig {
-    /// The topology to run: the workflow definition if `file` is set, else the built-in.
-    ///
-    /// # Errors
-    /// A definition error (file, line, problem) or an unknown built-in.
-    pub fn build(&self) -> Result<crate::Topology, String> {
-        match &self.file {
-            Some(f) => crate::workflow::load(f).map(crate::workflow::compile).map_err(|e| e.to_string()),
-            None => crate::builtin::by_name(&self.builtin, &self.input, &self.output, self.sla_ms),
-        }
-    }
-}
-
 impl Config {
     /// Reads `path`, applies `KEYFLOW_*` variables from `env`, validates.
     ///
@@ -302,6 +289,23 @@ impl Config {
         c.bootstrap_servers = bootstrap_servers.to_owned();
         c.state_dir = state_dir.to_owned();
         c
+    }
+
+    /// The topology to run: the workflow definition if `[topology] file` is set, else the built-in.
+    ///
+    /// # Errors
+    /// A definition error (file, line, problem), a registry that cannot be set up, or an unknown
+    /// built-in.
+    pub fn build_topology(&self) -> Result<crate::Topology, String> {
+        let t = &self.topology;
+        match &t.file {
+            Some(f) => {
+                let registry = self.registry().map(|r| crate::serde::Registry::new(&r)).transpose().map_err(|e| e.to_string())?;
+                let def = crate::workflow::load(f).map_err(|e| e.to_string())?;
+                crate::workflow::compile(def, registry.as_ref()).map_err(|e| e.to_string())
+            }
+            None => crate::builtin::by_name(&t.builtin, &t.input, &t.output, t.sla_ms),
+        }
     }
 
     /// The schema registry settings, if a registry is configured.

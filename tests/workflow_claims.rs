@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 fn driver() -> TopologyTestDriver {
     let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/claim-processing.toml")).unwrap();
-    TopologyTestDriver::new(workflow::compile(def), DriverConfig { application_id: "claims".into(), partitions: 2, ..DriverConfig::default() })
+    TopologyTestDriver::new(workflow::compile(def, None).unwrap(), DriverConfig { application_id: "claims".into(), partitions: 2, ..DriverConfig::default() })
 }
 
 fn pipe(d: &mut TopologyTestDriver, topic: &str, claim: &str, v: Value) {

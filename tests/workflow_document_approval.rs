@@ -13,7 +13,7 @@ const HOUR: i64 = 3_600_000;
 
 fn driver() -> TopologyTestDriver {
     let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
-    TopologyTestDriver::new(workflow::compile(def), DriverConfig { application_id: "docs".into(), ..DriverConfig::default() })
+    TopologyTestDriver::new(workflow::compile(def, None).unwrap(), DriverConfig { application_id: "docs".into(), ..DriverConfig::default() })
 }
 
 fn values(records: Vec<StoredRecord>) -> Vec<Value> {
@@ -180,7 +180,7 @@ fn the_workflow_survives_a_crash_between_steps() {
 fn the_compiled_topology_and_the_workflow_are_described_stably() {
     let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
     let text = workflow::describe(&def);
-    insta::assert_snapshot!(format!("{text}{}", workflow::compile(def).describe()));
+    insta::assert_snapshot!(format!("{text}{}", workflow::compile(def, None).unwrap().describe()));
 }
 
 /// A custom step in Rust: an in-process virus scanner answering the workflow's scan commands.
@@ -200,7 +200,8 @@ impl keyflow::Processor for Scanner {
 fn a_rust_processor_plugs_in_as_a_custom_step() {
     use keyflow::serde::Serde;
     let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
-    let topology = workflow::builder(def)
+    let topology = workflow::builder(def, None)
+        .unwrap()
         .source("scan-commands", &["document-services.commands"], Serde::String, Serde::Json)
         .processor("scanner", || Scanner, &["scan-commands"])
         .sink("scan-results", "document-services.results", Serde::String, Serde::Json, &["scanner"])

@@ -19,7 +19,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config, std::env::vars())?;
     anyhow::ensure!(!config.bootstrap_servers.is_empty(), "bootstrap.servers is required by `keyflow run`");
-    let topology = config.topology.build().map_err(anyhow::Error::msg)?;
+    let topology = config.build_topology().map_err(anyhow::Error::msg)?;
     tracing::info!(config = ?config, "starting");
     if config.provision_topics {
         let partitions = kafka::source_partitions(&config, &topology)?;

@@ -39,7 +39,10 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
         Command::Describe { file: Some(file), .. } => {
             let def = crate::workflow::load(&file)?;
             print!("{}", crate::workflow::describe(&def));
-            print!("{}", crate::workflow::compile(def).describe());
+            // Avro inputs are described against a throwaway in-process registry: describing
+            // needs no real one.
+            let registry = crate::serde::Registry::new(&crate::serde::RegistryConfig { url: "mock://describe".into(), ..Default::default() })?;
+            print!("{}", crate::workflow::compile(def, Some(&registry))?.describe());
             Ok(ExitCode::SUCCESS)
         }
         Command::Describe { file: None, builtin } => {

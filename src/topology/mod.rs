@@ -60,6 +60,12 @@ pub(crate) struct Inner {
     pub sources: BTreeMap<String, usize>,
 }
 
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
 impl Topology {
     pub(crate) fn nodes(&self) -> &[Node] {
         &self.inner.nodes

@@ -93,6 +93,24 @@ pub struct Input {
     pub event: Option<String>,
     /// Or: the value's field that names the event.
     pub event_field: Option<String>,
+    /// `json` (default) or `avro` (Confluent wire format, through `schema.registry.url`).
+    #[serde(default)]
+    pub format: Format,
+    /// Avro reader schema file, relative to the definition; without it records are read with
+    /// their writer schema.
+    pub schema: Option<String>,
+    /// The parsed reader schema (filled by `workflow::load`).
+    #[serde(skip)]
+    pub reader_schema: Option<apache_avro::Schema>,
+}
+
+/// The wire format of an input's values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    #[default]
+    Json,
+    Avro,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -222,8 +240,12 @@ impl Definition {
             return Err(Error { file: file.into(), line: 1, message: "no [[inputs]]: the workflow reads no topic".into() });
         }
         for input in &def.inputs {
-            if input.get_ref().event.is_some() == input.get_ref().event_field.is_some() {
-                return Err(err(input.span(), format!("input `{}`: set exactly one of `event` and `event_field`", input.get_ref().topic)));
+            let i = input.get_ref();
+            if i.event.is_some() == i.event_field.is_some() {
+                return Err(err(input.span(), format!("input `{}`: set exactly one of `event` and `event_field`", i.topic)));
+            }
+            if i.schema.is_some() && i.format != Format::Avro {
+                return Err(err(input.span(), format!("input `{}`: `schema` needs format = \"avro\"", i.topic)));
             }
         }
         let known = |s: &str| def.states.contains_key(s);

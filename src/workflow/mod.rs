@@ -12,10 +12,10 @@ use std::sync::Arc;
 pub use definition::{Definition, Error};
 pub use machine::{apply, Action, Event, Instance, Outcome};
 
-use crate::serde::Serde;
+use crate::serde::{AvroSerde, Registry, Serde, SubjectStrategy};
 use crate::state::StoreSpec;
 use crate::topology::{Topology, TopologyBuilder};
-use definition::ActionSpec;
+use definition::{ActionSpec, Format};
 use processor::{sink_name, WorkflowProcessor, STORE};
 
 /// Reads and validates a definition file.
@@ -23,8 +23,20 @@ use processor::{sink_name, WorkflowProcessor, STORE};
 /// # Errors
 /// [`Error`] with the file, the line and the problem.
 pub fn load(path: &Path) -> Result<Definition, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error { file: path.display().to_string(), line: 0, message: e.to_string() })?;
-    Definition::parse(&text, &path.display().to_string())
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error { file: file.clone(), line: 0, message: e.to_string() })?;
+    let mut def = Definition::parse(&text, &file)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    for input in &mut def.inputs {
+        let line = text[..input.span().start].matches('\n').count() + 1;
+        let i = input.get_mut();
+        if let Some(rel) = &i.schema {
+            let at = |m: String| Error { file: file.clone(), line, message: format!("input `{}`: {m}", i.topic) };
+            let schema_text = std::fs::read_to_string(base.join(rel)).map_err(|e| at(format!("schema `{rel}`: {e}")))?;
+            i.reader_schema = Some(apache_avro::Schema::parse_str(&schema_text).map_err(|e| at(format!("schema `{rel}` is not valid Avro: {e}")))?);
+        }
+    }
+    Ok(def)
 }
 
 /// Every topic a definition writes, sorted.
@@ -46,21 +58,41 @@ pub fn output_topics(def: &Definition) -> Vec<String> {
 }
 
 /// Compiles a definition into a topology: a source per input topic, the workflow processor with
-/// its `instances` store, a sink per output topic. Keys are strings, values JSON.
-pub fn compile(def: Definition) -> Topology {
-    builder(def).build().expect("a validated definition compiles to a valid topology")
+/// its `instances` store, a sink per output topic. Keys are strings; values JSON, or Avro for
+/// inputs that say so (through `registry`). Outputs are JSON.
+///
+/// # Errors
+/// An Avro input without a registry.
+pub fn compile(def: Definition, registry: Option<&Arc<Registry>>) -> Result<Topology, Error> {
+    Ok(builder(def, registry)?.build().expect("a validated definition compiles to a valid topology"))
 }
 
 /// The topology of a definition, not yet built: add Rust processors for custom steps (for
 /// example one reading a command topic the workflow writes and answering on one it reads),
 /// then `build()`.
-pub fn builder(def: Definition) -> TopologyBuilder {
+///
+/// # Errors
+/// As [`compile`].
+pub fn builder(mut def: Definition, registry: Option<&Arc<Registry>>) -> Result<TopologyBuilder, Error> {
+    let mut serdes = Vec::new();
+    for input in &mut def.inputs {
+        let i = input.get_mut();
+        serdes.push(match i.format {
+            Format::Json => Serde::Json,
+            Format::Avro => {
+                let Some(r) = registry else {
+                    return Err(Error { file: def.name.clone(), line: 0, message: format!("input `{}` is Avro: set schema.registry.url", i.topic) });
+                };
+                Serde::Avro(AvroSerde::new(r.clone(), i.reader_schema.take(), SubjectStrategy::TopicName))
+            }
+        });
+    }
     let def = Arc::new(def);
     let name = def.name.clone();
     let mut b = TopologyBuilder::new();
     let sources: Vec<String> = def.inputs.iter().map(|i| format!("in:{}", i.get_ref().topic)).collect();
-    for (i, s) in def.inputs.iter().zip(&sources) {
-        b = b.source(s, &[&i.get_ref().topic], Serde::String, Serde::Json);
+    for ((i, s), serde) in def.inputs.iter().zip(&sources).zip(serdes) {
+        b = b.source(s, &[&i.get_ref().topic], Serde::String, serde);
     }
     let parents: Vec<&str> = sources.iter().map(String::as_str).collect();
     let d = def.clone();
@@ -68,7 +100,7 @@ pub fn builder(def: Definition) -> TopologyBuilder {
     for topic in output_topics(&def) {
         b = b.sink(&sink_name(&topic), &topic, Serde::String, Serde::Json, &[&name]);
     }
-    b
+    Ok(b)
 }
 
 /// A definition's own summary (states, transitions), then its topology.
