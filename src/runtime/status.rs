@@ -21,6 +21,7 @@ pub struct Status {
     restoring: AtomicBool,
     running: AtomicBool,
     assignment: Mutex<Vec<i32>>,
+    first_input: std::sync::OnceLock<std::time::Instant>,
 }
 
 /// A consistent-enough copy of the counters.
@@ -77,6 +78,16 @@ impl Status {
     pub(crate) fn set_assignment(&self, partitions: Vec<i32>, restoring: bool) {
         *self.assignment.lock().expect("status lock") = partitions;
         self.restoring.store(restoring, Relaxed);
+    }
+
+    /// Notes when the instance handled its first input (for throughput figures).
+    pub(crate) fn input_seen(&self) {
+        self.first_input.get_or_init(std::time::Instant::now);
+    }
+
+    /// When the instance handled its first input, if it has.
+    pub fn first_input_at(&self) -> Option<std::time::Instant> {
+        self.first_input.get().copied()
     }
 
     pub(crate) fn set_running(&self, running: bool) {

@@ -392,7 +392,7 @@ impl Task {
         for s in self.stores.values_mut() {
             s.end_record(ok);
         }
-        self.timers.store_mut().end_record(ok);
+        self.timers.end_record(ok);
     }
 
     fn run_inner(&mut self, start: usize, input: Input, metadata: &RecordMetadata, wall_clock: i64) -> Result<Vec<OutputRecord>, (String, processor::Error)> {

@@ -79,6 +79,7 @@ impl TaskManager {
     /// Only [`Error::Fatal`]: every other class is recovered here.
     pub fn process<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>, msg: &BorrowedMessage<'_>, now: i64) -> Result<(), Error> {
         let input = input_record(msg);
+        self.status.input_seen();
         if self.tasks.get(input.partition).is_none_or(|t| t.state() != TaskState::Running) {
             // Fetched before the partition was paused or revoked; it is read again later.
             return Ok(());

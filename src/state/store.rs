@@ -203,7 +203,11 @@ impl Store {
     /// Ends the current record: its writes join the commit layer if it succeeded, vanish if not.
     pub(crate) fn end_record(&mut self, succeeded: bool) {
         if succeeded {
-            self.commit.append(&mut self.record);
+            // Not `BTreeMap::append`: it rebuilds the whole tree, which made every record cost
+            // O(writes since the last commit). A record writes a handful of keys.
+            for (k, v) in std::mem::take(&mut self.record) {
+                self.commit.insert(k, v);
+            }
         } else {
             self.record.clear();
         }

@@ -1,0 +1,147 @@
+//! Throughput of the status-tracker topology (the peer workload: per-key state machine with a
+//! count, last status, transition validity and running total; one output per input) on
+//! librdkafka's in-process mock broker, for both guarantees at two commit intervals, against a
+//! stateless rdkafka consume->produce pipe on the same broker (the ceiling the broker allows).
+//!
+//! `cargo bench --bench throughput -- [--events 200000] [--keys 10000] [--partitions 4]`
+//!
+//! Figures are processing-only: from the first input handled to every input processed and
+//! committed (the load is produced before the clock starts). Run on a quiet machine; quote medians
+//! of several runs.
+
+use std::time::{Duration, Instant};
+
+use keyflow::builtin::status_tracker;
+use keyflow::config::Config;
+use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};
+use keyflow::runtime::{Guarantee, Instance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message};
+
+struct Args {
+    events: usize,
+    keys: usize,
+    partitions: i32,
+}
+
+fn args() -> Args {
+    let mut a = Args { events: 200_000, keys: 10_000, partitions: 4 };
+    let v: Vec<String> = std::env::args().collect();
+    for w in v.windows(2) {
+        match w[0].as_str() {
+            "--events" => a.events = w[1].parse().expect("--events N"),
+            "--keys" => a.keys = w[1].parse().expect("--keys N"),
+            "--partitions" => a.partitions = w[1].parse().expect("--partitions N"),
+            _ => {}
+        }
+    }
+    a
+}
+
+fn load(bootstrap: &str, topic: &str, a: &Args) {
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "20").set("batch.num.messages", "10000").create().unwrap();
+    let statuses = ["uploaded", "scanned", "classified", "approved"];
+    for i in 0..a.events {
+        let key = format!("doc-{}", i % a.keys);
+        let value = format!(r#"{{"status":"{}","amount":{}}}"#, statuses[(i / a.keys) % statuses.len()], i % 100);
+        let mut r = BaseRecord::to(topic).key(key.as_str()).payload(value.as_str());
+        loop {
+            match p.send(r) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    p.poll(Duration::from_millis(5));
+                    r = back;
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+}
+
+fn cluster(a: &Args, app: &str) -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
+    let c = MockCluster::new(1).unwrap();
+    let b = c.bootstrap_servers();
+    MockProvisioner(&c)
+        .ensure(&[TopicSpec { name: "events".into(), partitions: a.partitions, compacted: false }, TopicSpec { name: "statuses".into(), partitions: a.partitions, compacted: false }])
+        .unwrap();
+    let topology = status_tracker::topology("events", "statuses", 3_600_000);
+    let config = Config::for_application(app, &b, std::path::Path::new("unused"));
+    MockProvisioner(&c).ensure(&kafka::internal_topics(&config, &topology, a.partitions)).unwrap();
+    (c, b)
+}
+
+/// events/s of keyflow with `guarantee` and `commit` interval.
+fn keyflow_run(a: &Args, guarantee: Guarantee, commit: Duration) -> f64 {
+    let (_c, bootstrap) = cluster(a, "bench");
+    load(&bootstrap, "events", a);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_application("bench", &bootstrap, dir.path());
+    config.processing_guarantee = guarantee;
+    config.set_commit_interval(commit);
+    let instance = Instance::start(config, status_tracker::topology("events", "statuses", 3_600_000)).unwrap();
+    let status = instance.status();
+    // Done = every input processed and a commit completed after that (the mock does not store
+    // transactional offsets, so committed group offsets cannot be the signal under EOS).
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut commits_at_done = None;
+    let end = loop {
+        let s = status.snapshot();
+        if commits_at_done.is_none() && s.processed + s.dead_lettered + s.skipped >= a.events as u64 {
+            commits_at_done = Some(s.commits);
+        }
+        if commits_at_done.is_some_and(|c| s.commits > c) {
+            break Instant::now();
+        }
+        assert!(Instant::now() < deadline, "benchmark did not finish: {s:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let start = status.first_input_at().expect("inputs were handled");
+    instance.stop();
+    instance.join().unwrap();
+    a.events as f64 / (end - start).as_secs_f64()
+}
+
+/// events/s of a stateless rdkafka pipe: consume, produce the same record, commit at the end.
+fn pipe_run(a: &Args) -> f64 {
+    let (_c, bootstrap) = cluster(a, "pipe");
+    load(&bootstrap, "events", a);
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", "pipe").set("auto.offset.reset", "earliest").set("enable.auto.commit", "false").create().unwrap();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).set("linger.ms", "5").create().unwrap();
+    consumer.subscribe(&["events"]).unwrap();
+    let (mut n, mut start) = (0usize, None);
+    while n < a.events {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            start.get_or_insert_with(Instant::now);
+            let mut r = BaseRecord::to("statuses").key(m.key().unwrap_or_default()).payload(m.payload().unwrap_or_default());
+            loop {
+                match producer.send(r) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        producer.poll(Duration::ZERO);
+                        r = back;
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+            n += 1;
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+    a.events as f64 / start.expect("consumed").elapsed().as_secs_f64()
+}
+
+fn main() {
+    let a = args();
+    println!("keyflow throughput: {} events, {} keys, {} partitions, librdkafka mock broker (1 broker, in process)", a.events, a.keys, a.partitions);
+    let pipe = pipe_run(&a);
+    println!("{:<44} {:>10.0} events/s", "stateless rdkafka pipe (ceiling)", pipe);
+    for (guarantee, name) in [(Guarantee::AtLeastOnce, "at_least_once"), (Guarantee::ExactlyOnceV2, "exactly_once_v2")] {
+        for ms in [100, 1_000] {
+            let eps = keyflow_run(&a, guarantee, Duration::from_millis(ms));
+            println!("{:<44} {:>10.0} events/s  ({:.0}% of the pipe)", format!("keyflow status-tracker {name}, commit {ms} ms"), eps, 100.0 * eps / pipe);
+        }
+    }
+}
