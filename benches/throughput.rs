@@ -46,16 +46,7 @@ fn load(bootstrap: &str, topic: &str, a: &Args) {
     for i in 0..a.events {
         let key = format!("doc-{}", i % a.keys);
         let value = format!(r#"{{"status":"{}","amount":{}}}"#, statuses[(i / a.keys) % statuses.len()], i % 100);
-        let mut r = BaseRecord::to(topic).key(key.as_str()).payload(value.as_str());
-        loop {
-            match p.send(r) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    p.poll(Duration::from_millis(5));
-                    r = back;
-                }
-            }
-        }
+        kafka::send_waiting(&p, BaseRecord::to(topic).key(key.as_str()).payload(value.as_str())).unwrap();
     }
     p.flush(Duration::from_secs(120)).unwrap();
 }

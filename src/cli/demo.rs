@@ -152,17 +152,7 @@ fn generate(documents: usize) -> anyhow::Result<(Vec<Event>, Expected)> {
 
 fn send(producer: &BaseProducer, events: &[Event]) -> anyhow::Result<()> {
     for (ts, key, value) in events {
-        let mut record = BaseRecord::to("events").key(key.as_str()).payload(value.as_slice()).timestamp(*ts);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = r;
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        kafka::send_waiting(producer, BaseRecord::to("events").key(key.as_str()).payload(value.as_slice()).timestamp(*ts))?;
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(())

@@ -27,6 +27,28 @@ pub enum Error {
     CoPartitioning(String),
 }
 
+/// Sends `record`, waiting (serving delivery reports) while librdkafka's queue is full.
+///
+/// # Errors
+/// Any other send error.
+pub fn send_waiting<K, P>(producer: &rdkafka::producer::BaseProducer, mut record: rdkafka::producer::BaseRecord<'_, K, P>) -> Result<(), rdkafka::error::KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(Duration::from_millis(5));
+                record = back;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
 /// A client context that does not log end-of-partition as an error: restore consumers and
 /// readers ask for those events on purpose.
 pub struct QuietEof;

@@ -106,16 +106,7 @@ pub fn workload(docs: usize, events: usize, seed: u64) -> Workload {
 pub fn produce(bootstrap: &str, topic: &str, events: &[(i64, String, Vec<u8>)]) {
     let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create().unwrap();
     for (ts, key, value) in events {
-        let mut r = BaseRecord::to(topic).key(key.as_str()).payload(value.as_slice()).timestamp(*ts);
-        loop {
-            match p.send(r) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    p.poll(Duration::from_millis(10));
-                    r = back;
-                }
-            }
-        }
+        kafka::send_waiting(&p, BaseRecord::to(topic).key(key.as_str()).payload(value.as_slice()).timestamp(*ts)).unwrap();
     }
     p.flush(Duration::from_secs(30)).unwrap();
 }
