@@ -48,6 +48,15 @@ pub struct TaskStats {
     pub timers_fired: u64,
 }
 
+impl std::ops::AddAssign for TaskStats {
+    fn add_assign(&mut self, o: TaskStats) {
+        self.processed += o.processed;
+        self.skipped += o.skipped;
+        self.dead_lettered += o.dead_lettered;
+        self.timers_fired += o.timers_fired;
+    }
+}
+
 enum Input {
     Record(Record),
     Timer(Timer),
@@ -193,8 +202,7 @@ impl Task {
     /// [`Error::TaskCorrupted`].
     pub fn restore(&mut self, store: &str, entries: &[ChangelogEntry]) -> Result<(), Error> {
         let partition = self.partition;
-        let s = if store == TIMER_STORE { Some(self.timers.store_mut()) } else { self.stores.get_mut(store) };
-        match s {
+        match store_mut(&mut self.timers, &mut self.stores, store) {
             Some(s) => s.restore(entries).map_err(|source| Error::corrupted(partition, &source)),
             None => Ok(()),
         }
@@ -207,8 +215,7 @@ impl Task {
     pub fn wipe_store(&mut self, store: &str) -> Result<(), Error> {
         let partition = self.partition;
         let corrupted = |source: state::Error| Error::corrupted(partition, &source);
-        let s = if store == TIMER_STORE { Some(self.timers.store_mut()) } else { self.stores.get_mut(store) };
-        if let Some(s) = s {
+        if let Some(s) = store_mut(&mut self.timers, &mut self.stores, store) {
             s.wipe().map_err(corrupted)?;
         }
         self.reload_position();
@@ -229,7 +236,7 @@ impl Task {
         let vouched = all().find(|s| s.position() == &furthest).and_then(Store::last_commit);
         let partition = self.partition;
         for name in self.changelogs.keys() {
-            let store = if name == TIMER_STORE { self.timers.store_mut() } else { self.stores.get_mut(name).expect("known store") };
+            let store = store_mut(&mut self.timers, &mut self.stores, name).expect("changelogs name existing stores");
             let lagging = store.position() != &furthest;
             store.finish_restore(if lagging { vouched } else { None }).map_err(|source| Error::corrupted(partition, &source))?;
             if lagging {
@@ -519,7 +526,7 @@ impl Task {
         let partition = self.partition;
         for (name, topic) in &self.changelogs {
             let next = delivered.get(&(topic.clone(), partition)).map(|o| o + 1);
-            let store = if name == TIMER_STORE { self.timers.store_mut() } else { self.stores.get_mut(name).expect("known store") };
+            let store = store_mut(&mut self.timers, &mut self.stores, name).expect("changelogs name existing stores");
             store.persist_commit(next, &self.committed, self.commit_id).map_err(|source| Error::corrupted(partition, &source))?;
         }
         self.repair_markers.clear();
@@ -549,6 +556,16 @@ impl Task {
         self.state = TaskState::Closed;
     }
 
+}
+
+/// A store by name, the timer store included. A free function over the two fields so callers
+/// can hold other parts of the task (e.g. iterate `changelogs`) at the same time.
+fn store_mut<'a>(timers: &'a mut TimerStore, stores: &'a mut HashMap<String, Store>, name: &str) -> Option<&'a mut Store> {
+    if name == TIMER_STORE {
+        Some(timers.store_mut())
+    } else {
+        stores.get_mut(name)
+    }
 }
 
 fn commit_headers(commit: u64) -> crate::record::Headers {

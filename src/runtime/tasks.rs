@@ -81,11 +81,7 @@ impl Tasks {
         if let Some(mut t) = self.tasks.remove(&partition) {
             t.rollback();
             t.close();
-            let s = t.stats();
-            self.closed_stats.processed += s.processed;
-            self.closed_stats.skipped += s.skipped;
-            self.closed_stats.dead_lettered += s.dead_lettered;
-            self.closed_stats.timers_fired += s.timers_fired;
+            self.closed_stats += t.stats();
         }
     }
 
@@ -93,11 +89,7 @@ impl Tasks {
     pub fn stats(&self) -> TaskStats {
         let mut s = self.closed_stats;
         for t in self.tasks.values() {
-            let ts = t.stats();
-            s.processed += ts.processed;
-            s.skipped += ts.skipped;
-            s.dead_lettered += ts.dead_lettered;
-            s.timers_fired += ts.timers_fired;
+            s += t.stats();
         }
         s
     }

@@ -194,10 +194,7 @@ impl TopologyTestDriver {
     pub fn crash_and_restart(&mut self, wipe_local_state: bool) {
         self.crashes += 1;
         let s = self.tasks.stats();
-        self.restarted_stats.processed += s.processed;
-        self.restarted_stats.dead_lettered += s.dead_lettered;
-        self.restarted_stats.skipped += s.skipped;
-        self.restarted_stats.timers_fired += s.timers_fired;
+        self.restarted_stats += s;
         // Drop the tasks (closing RocksDB) before the log, as the process would lose both.
         self.tasks = Tasks::new(self.topology.clone(), &self.config.application_id, self.state_dir.clone(), "unused", self.config.guarantee);
         if let Some(log) = self.log.take() {
@@ -398,13 +395,9 @@ impl TopologyTestDriver {
 
     /// Task counters since the driver started, across restarts.
     pub fn stats(&self) -> TaskStats {
-        let s = self.tasks.stats();
-        TaskStats {
-            processed: s.processed + self.restarted_stats.processed,
-            skipped: s.skipped + self.restarted_stats.skipped,
-            dead_lettered: s.dead_lettered + self.restarted_stats.dead_lettered,
-            timers_fired: s.timers_fired + self.restarted_stats.timers_fired,
-        }
+        let mut s = self.tasks.stats();
+        s += self.restarted_stats;
+        s
     }
 
     pub fn broker(&self) -> std::cell::Ref<'_, MemoryBroker> {
