@@ -166,6 +166,9 @@ pub struct Config {
     /// librdkafka producer settings, passed through.
     #[serde(default)]
     pub producer: KafkaProps,
+    /// Services that perform a workflow's commands (`[topology] builtin = "connectors"`).
+    #[serde(default)]
+    pub connectors: Option<crate::connectors::ConnectorsConfig>,
 }
 
 fn default_strategy() -> String {
@@ -176,6 +179,12 @@ fn default_strategy() -> String {
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_owned())
+    }
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -222,6 +231,11 @@ impl Config {
     pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Error> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Syntax { path: origin.to_owned(), message: e.to_string() })?;
         let mut flat = flatten_top(table)?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        if let Some(c) = flat.get_mut("connectors") {
+            let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            crate::connectors::config::expand_env(c, &lookup).map_err(Error::Invalid)?;
+        }
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("KEYFLOW_") else { continue };
             let dotted = rest.to_ascii_lowercase().replace('_', ".");
@@ -304,6 +318,11 @@ impl Config {
                 let def = crate::workflow::load(f).map_err(|e| e.to_string())?;
                 crate::workflow::compile(def, registry.as_ref()).map_err(|e| e.to_string())
             }
+            None if t.builtin == "connectors" => {
+                let c = self.connectors.as_ref().ok_or("[topology] builtin = \"connectors\" needs a [connectors] section")?;
+                let registry = self.registry().map(|r| crate::serde::Registry::new(&r)).transpose().map_err(|e| e.to_string())?;
+                crate::connectors::topology(c, registry.as_ref())
+            }
             None => crate::builtin::by_name(&t.builtin, &t.input, &t.output, t.sla_ms),
         }
     }
@@ -351,7 +370,10 @@ impl Config {
 fn flatten_top(table: toml::Table) -> Result<toml::Table, Error> {
     let mut out = toml::Table::new();
     for (k, v) in table {
-        if SECTIONS.contains(&k.as_str()) {
+        if k == "connectors" {
+            // Nested tables of its own (see `connectors::config`): kept as written.
+            out.insert(k, v);
+        } else if SECTIONS.contains(&k.as_str()) {
             let toml::Value::Table(inner) = v else {
                 return Err(Error::Invalid(format!("`{k}` must be a table ([{k}])")));
             };

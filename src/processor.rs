@@ -29,6 +29,11 @@ pub enum Error {
     /// nothing of this attempt is kept, and the record is processed again after a backoff.
     #[error("transient: {0}")]
     Retry(String),
+    /// A transient failure after which the processor knows how long to wait: a retry policy's
+    /// next backoff, a circuit breaker's open period, a service's `Retry-After`. As [`Error::Retry`],
+    /// but the partition resumes after `after` instead of the runtime's own backoff.
+    #[error("transient: {reason} (retry in {after:?})")]
+    Backoff { reason: String, after: std::time::Duration },
 }
 
 /// A user processor. One instance is created per task (input partition), so it may keep caches,

@@ -67,7 +67,7 @@ pub enum Error {
     /// This input cannot be processed now for a transient reason (the schema registry is down);
     /// nothing of it was kept. It is read again after a backoff, and never dead-lettered for this.
     #[error("input {topic}-{partition}@{offset} must be retried: {reason}")]
-    InputRetriable { topic: String, partition: i32, offset: i64, reason: String },
+    InputRetriable { topic: String, partition: i32, offset: i64, reason: String, after: Option<std::time::Duration> },
     #[error("fatal: {0}")]
     Fatal(String),
     /// Raised only by the test driver's fault injector: the process "dies" before `Step`.

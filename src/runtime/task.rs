@@ -270,7 +270,7 @@ impl Task {
             self.stats.skipped += 1;
             return Ok(Outcome::Skipped);
         }
-        let retry = |reason: String| Error::InputRetriable { topic: input.topic.clone(), partition: input.partition, offset: input.offset, reason };
+        let retry = |reason: String| Error::InputRetriable { topic: input.topic.clone(), partition: input.partition, offset: input.offset, reason, after: None };
         let topology = self.topology.clone();
         let Some(source) = topology.source_for(&input.topic) else {
             return Err(Error::Fatal(format!("task {} got a record from `{}`, which no source reads", self.partition, input.topic)));
@@ -306,6 +306,10 @@ impl Task {
             Err((_, processor::Error::Retry(reason))) => {
                 self.position.stream_time = stream_time_before;
                 return Err(retry(reason));
+            }
+            Err((_, processor::Error::Backoff { reason, after })) => {
+                self.position.stream_time = stream_time_before;
+                return Err(Error::InputRetriable { topic: input.topic.clone(), partition: input.partition, offset: input.offset, reason, after: Some(after) });
             }
             Err((stage, processor::Error::BadRecord(msg))) => {
                 self.stats.dead_lettered += 1;
@@ -366,7 +370,7 @@ impl Task {
                         self.stats.dead_lettered += 1;
                         out.send(&dlq::dead_timer(&self.dlq_topic, &key, &msg, &stage, wall_clock))?;
                     }
-                    Err((_, processor::Error::Retry(reason))) => {
+                    Err((_, processor::Error::Retry(reason) | processor::Error::Backoff { reason, .. })) => {
                         // Nothing of the attempt was kept, the timer included: it fires again later.
                         tracing::warn!(key = %key, reason, "timer hit a transient failure; it fires again later");
                         return Ok(fired);

@@ -149,11 +149,12 @@ impl TaskManager {
                 tracing::warn!(error = %m, "retriable error; the step is retried");
                 Ok(())
             }
-            Error::InputRetriable { topic, partition, offset, reason } => {
+            Error::InputRetriable { topic, partition, offset, reason, after } => {
                 let entry = self.backoff.entry((topic.clone(), partition)).or_insert((Instant::now(), 0));
                 entry.1 += 1;
-                // 100 ms, doubling, at most 10 s: the partition waits, the others go on.
-                let delay = Duration::from_millis(100u64.saturating_mul(1 << (entry.1 - 1).min(7))).min(Duration::from_secs(10));
+                // The processor's own delay if it named one (a retry policy, a circuit breaker);
+                // else 100 ms, doubling, at most 10 s. Either way only this partition waits.
+                let delay = after.unwrap_or_else(|| Duration::from_millis(100u64.saturating_mul(1 << (entry.1 - 1).min(7))).min(Duration::from_secs(10)));
                 entry.0 = Instant::now() + delay;
                 tracing::warn!(topic, partition, offset, attempt = entry.1, ?delay, reason, "input failed for a transient reason; retrying after a backoff");
                 pause(consumer, partition, &BTreeSet::from([topic.clone()]));

@@ -203,6 +203,13 @@ pub struct Channels {
     pub tasks: Option<String>,
     pub documents: Option<String>,
     pub notifications: Option<String>,
+    /// Where the connectors answer decisions (`decision.made`). Default `<name>.decision-results`.
+    pub decision_results: Option<String>,
+    /// Where completed human tasks arrive (`task.completed`). Default `<name>.task-results`.
+    pub task_results: Option<String>,
+    /// Where document write-backs are confirmed, if the workflow wants to know. Default: none,
+    /// and a write-back that fails for good is dead-lettered.
+    pub document_results: Option<String>,
 }
 
 /// Parses `30s`, `15m`, `48h`, `2d`, `500ms`.
@@ -327,8 +334,20 @@ impl Definition {
             "decisions" => &c.decisions,
             "tasks" => &c.tasks,
             "documents" => &c.documents,
+            "decision-results" => &c.decision_results,
+            "task-results" => &c.task_results,
             _ => &c.notifications,
         };
         set.clone().unwrap_or_else(|| format!("{}.{which}", self.name))
+    }
+
+    /// Where the connectors answer the commands of channel `which`, if anywhere.
+    pub fn result_channel(&self, which: &str) -> Option<String> {
+        match which {
+            "decisions" => Some(self.channel("decision-results")),
+            "tasks" => Some(self.channel("task-results")),
+            "documents" => self.channels.document_results.clone(),
+            _ => None,
+        }
     }
 }

@@ -1,0 +1,280 @@
+//! The action executor: processors that read a workflow's command topics, perform each command
+//! against its service, and answer on the workflow's result topics.
+//!
+//! Each command is one record, so the usual commit makes it exactly-once on the Kafka side: the
+//! answer and the command's offset commit together. The call itself leaves Kafka and may be
+//! repeated after a crash; it carries the command's idempotency key (as the Camunda 7 task id,
+//! a Camunda 8 process variable searched before creating, an `Idempotency-Key` header), and the
+//! answer carries it as its event id, so the workflow drops a repeated answer.
+//!
+//! Failure policy, one for every channel:
+//! - transient (timeout, 5xx, refused credentials): retried with backoff, up to the command's
+//!   `retry.attempts`; the record waits on its paused partition meanwhile (see `resilience`);
+//! - back-pressure: waits, not counted as an attempt;
+//! - circuit open: waits, no call made, not counted;
+//! - refused (4xx) or attempts used up: the workflow's error policy. Channels with a result topic
+//!   answer with an error event (`error = "<channel>_failed"`), which the workflow takes as an
+//!   error transition or dead-letters if it has none; channels without one dead-letter the
+//!   command itself (original bytes, reason, attempts).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::alfresco::Alfresco;
+use super::decision::DecisionService;
+use super::http::CallError;
+use super::resilience::{Attempts, CircuitBreaker, RetryPolicy};
+use super::tasks::{TaskRequest, TaskService};
+use crate::config::Secret;
+use crate::processor::{Context, Error, Processor};
+use crate::record::Record;
+use crate::state::{TimeKind, Timer};
+use crate::workflow::definition::parse_duration;
+
+/// Open remote tasks of this partition: task id -> [`OpenTask`].
+pub const OPEN_TASKS: &str = "open-tasks";
+/// The completion poller's state, one entry.
+pub const POLLER: &str = "task-poller";
+const POLL_TIMER: &str = "poll-completions";
+/// Completions are searched from this long before the cursor: Camunda's search is eventually
+/// consistent, so a completion can appear after a later one was already seen. Seen ones are
+/// gone from [`OPEN_TASKS`], so the overlap never doubles an answer.
+const POLL_OVERLAP_MS: i64 = 5 * 60 * 1000;
+const POLL_PAGE: usize = 100;
+
+/// What a command asks for.
+pub enum Perform {
+    Decision(Arc<dyn DecisionService>),
+    Task(Arc<dyn TaskService>, Duration),
+    /// Embedded tasks: the task is a record on this sink's topic.
+    EmbeddedTask { sink: String },
+    Document(Arc<Alfresco>),
+    Webhook { url: String, http: reqwest::blocking::Client, auth: Option<(String, Secret)> },
+}
+
+/// Performs one channel's commands. One per task (partition); the breaker is the service's,
+/// shared by all of them.
+pub struct CommandProcessor {
+    pub channel: &'static str,
+    pub perform: Arc<Perform>,
+    pub breaker: Arc<CircuitBreaker>,
+    pub default_retry: RetryPolicy,
+    /// The sink answering the workflow, if the channel has a result topic.
+    pub result_sink: Option<String>,
+    pub attempts: Attempts,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct OpenTask {
+    pub instance_id: String,
+    pub idempotency_key: String,
+    pub name: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PollerState {
+    /// Latest completion time seen, ms.
+    cursor: i64,
+    /// Open tasks of this partition; polling stops at zero.
+    open: u64,
+    /// When the poll timer is due, if set.
+    next_poll: Option<i64>,
+}
+
+impl CommandProcessor {
+    fn policy(&self, cmd: &Value) -> RetryPolicy {
+        let Some(r) = cmd.get("retry").filter(|r| r.is_object()) else { return self.default_retry };
+        RetryPolicy {
+            attempts: r.get("attempts").and_then(Value::as_u64).map_or(self.default_retry.attempts, |a| a.max(1) as u32),
+            backoff: r.get("backoff").and_then(Value::as_str).and_then(parse_duration).unwrap_or(self.default_retry.backoff),
+            max_backoff: self.default_retry.max_backoff,
+        }
+    }
+
+    /// The call; `Ok` carries the answer for the result topic, if any.
+    fn call(&self, ctx: &mut Context<'_>, key: &str, idem: &str, cmd: &Value) -> Result<Result<Option<Value>, CallError>, Error> {
+        let text = |f: &str| cmd.get(f).and_then(Value::as_str).map(str::to_owned);
+        let need = |f: &str| text(f).ok_or_else(|| Error::BadRecord(format!("{} command has no string field `{f}`", self.channel)));
+        let object = |f: &str| cmd.get(f).and_then(Value::as_object).cloned().unwrap_or_default();
+        Ok(match &*self.perform {
+            Perform::Decision(service) => {
+                let decision = need("decisionKey")?;
+                service.evaluate(&decision, &object("variables")).map(|outcome| Some(json!({"id": idem, "decisionKey": decision, "outcome": outcome, "instanceId": key})))
+            }
+            Perform::Task(service, poll_every) => {
+                let request = task_request(key, idem, cmd)?;
+                match service.create(&request) {
+                    Ok(task_id) => {
+                        self.track(ctx, &task_id, &request, *poll_every)?;
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Perform::EmbeddedTask { sink } => {
+                let r = task_request(key, idem, cmd)?;
+                let id = super::tasks::Camunda7Tasks::task_id(idem);
+                let task = json!({"taskId": id, "name": r.name, "candidateGroups": r.candidate_groups, "assignee": r.assignee, "instanceId": key,
+                                  "workflow": r.workflow, "idempotencyKey": idem, "state": "CREATED", "createdAt": ctx.wall_clock_time(),
+                                  "resultTopic": self.result_sink.as_deref().map(|s| s.trim_start_matches("out:"))});
+                ctx.forward_to(sink, Record::new(id, task, ctx.metadata().timestamp));
+                Ok(None)
+            }
+            Perform::Document(alfresco) => {
+                let node = need("nodeId")?;
+                let aspects: Vec<String> = cmd.get("aspects").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
+                alfresco.update_node(&node, &object("properties"), &aspects).map(|()| Some(json!({"id": idem, "nodeId": node, "status": "updated", "instanceId": key})))
+            }
+            Perform::Webhook { url, http, auth } => {
+                let build = || {
+                    let r = http.post(url).header("Idempotency-Key", idem).json(cmd);
+                    match auth {
+                        Some((user, password)) => r.basic_auth(user, Some(password.expose())),
+                        None => r,
+                    }
+                };
+                super::http::send("webhook", build()).map(|_| None).map_err(|f| f.into_call("webhook"))
+            }
+        })
+    }
+
+    /// Remembers a remote task so the poller can answer its completion, and makes sure the
+    /// poller runs.
+    fn track(&self, ctx: &mut Context<'_>, task_id: &str, r: &TaskRequest, poll_every: Duration) -> Result<(), Error> {
+        if ctx.get_json::<OpenTask>(OPEN_TASKS, task_id)?.is_some() {
+            return Ok(());
+        }
+        ctx.put_json(OPEN_TASKS, task_id, &OpenTask { instance_id: r.instance_id.clone(), idempotency_key: r.idempotency_key.clone(), name: r.name.clone() })?;
+        let now = ctx.wall_clock_time();
+        let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or(PollerState { cursor: now, ..PollerState::default() });
+        p.open += 1;
+        if p.next_poll.is_none() {
+            let due = now + poll_every.as_millis() as i64;
+            ctx.schedule(POLL_TIMER, "poller", TimeKind::WallClock, due)?;
+            p.next_poll = Some(due);
+        }
+        ctx.put_json(POLLER, "state", &p)
+    }
+
+    /// Gives up on a command: an error answer if the channel has a result topic, else the
+    /// dead-letter topic.
+    fn give_up(&self, ctx: &mut Context<'_>, key: &str, idem: &str, reason: &str, attempts: u32) -> Result<(), Error> {
+        tracing::warn!(channel = self.channel, instance = key, idempotency_key = idem, attempts, reason, "command failed for good");
+        match &self.result_sink {
+            Some(sink) => {
+                let error = format!("{}_failed", self.channel.trim_end_matches('s'));
+                let answer = json!({"id": idem, "error": error, "reason": reason, "attempts": attempts, "instanceId": key});
+                ctx.forward_to(sink, Record::new(key.to_owned(), answer, ctx.metadata().timestamp));
+                Ok(())
+            }
+            None => Err(Error::BadRecord(format!("{} command failed after {attempts} attempt(s): {reason}", self.channel))),
+        }
+    }
+}
+
+fn task_request(key: &str, idem: &str, cmd: &Value) -> Result<TaskRequest, Error> {
+    Ok(TaskRequest {
+        idempotency_key: idem.to_owned(),
+        instance_id: key.to_owned(),
+        workflow: cmd.get("workflow").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        name: cmd.get("name").and_then(Value::as_str).ok_or_else(|| Error::BadRecord("task command has no string field `name`".into()))?.to_owned(),
+        candidate_groups: cmd.get("candidateGroups").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect(),
+        assignee: cmd.get("assignee").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+impl Processor for CommandProcessor {
+    fn process(&mut self, ctx: &mut Context<'_>, record: Record) -> Result<(), Error> {
+        let key = record.key_string();
+        let cmd = record.value;
+        let idem = cmd.get("idempotencyKey").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(|| Error::BadRecord(format!("{} command has no idempotencyKey", self.channel)))?.to_owned();
+        let policy = self.policy(&cmd);
+        let now = ctx.wall_clock_time();
+        if let Some(after) = self.attempts.wait(&idem, now) {
+            return Err(Error::Backoff { reason: format!("{} command {idem} waits for its next attempt", self.channel), after });
+        }
+        if let Err(after) = self.breaker.permit(now) {
+            return Err(Error::Backoff { reason: format!("{} service circuit is open", self.channel), after });
+        }
+        match self.call(ctx, &key, &idem, &cmd)? {
+            Ok(answer) => {
+                self.breaker.record(true, now);
+                self.attempts.done(&idem);
+                if let (Some(sink), Some(answer)) = (&self.result_sink, answer) {
+                    ctx.forward_to(sink, Record::new(key, answer, record.timestamp));
+                }
+                Ok(())
+            }
+            Err(CallError::BackPressure { message, retry_after, .. }) => {
+                let after = retry_after.unwrap_or_else(|| policy.delay(self.attempts.failures(&idem) + 1));
+                self.attempts.defer(&idem, after, now);
+                Err(Error::Backoff { reason: message, after })
+            }
+            Err(e @ CallError::Transient { .. }) => {
+                self.breaker.record(false, now);
+                let made = self.attempts.failures(&idem) + 1;
+                match self.attempts.failed(&idem, &policy, now) {
+                    Some(after) => Err(Error::Backoff { reason: format!("attempt {made} of {}: {e}", policy.attempts), after }),
+                    None => self.give_up(ctx, &key, &idem, &e.to_string(), made),
+                }
+            }
+            Err(e @ CallError::Rejected { .. }) => {
+                self.breaker.record(true, now);
+                let made = self.attempts.failures(&idem) + 1;
+                self.attempts.done(&idem);
+                self.give_up(ctx, &key, &idem, &e.to_string(), made)
+            }
+        }
+    }
+
+    /// The completion poller: answers every completed task this partition opened, once.
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _timer: Timer) -> Result<(), Error> {
+        let Perform::Task(service, poll_every) = &*self.perform else { return Ok(()) };
+        let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or_default();
+        let now = ctx.wall_clock_time();
+        let completed = service.completed_since((p.cursor - POLL_OVERLAP_MS).max(0), POLL_PAGE).map_err(|e| Error::Retry(e.to_string()))?;
+        for c in &completed {
+            p.cursor = p.cursor.max(c.completed_at);
+            let Some(open) = ctx.get_json::<OpenTask>(OPEN_TASKS, &c.task_id)? else { continue };
+            ctx.store(OPEN_TASKS)?.delete(c.task_id.as_bytes())?;
+            p.open = p.open.saturating_sub(1);
+            let answer = json!({"id": format!("{}:completed", open.idempotency_key), "taskId": c.task_id, "name": open.name,
+                                "completedBy": c.completed_by, "completedAt": c.completed_at, "variables": Value::Object(stringly(&c.variables)), "instanceId": open.instance_id});
+            if let Some(sink) = &self.result_sink {
+                ctx.forward_to(sink, Record::new(open.instance_id, answer, c.completed_at));
+            }
+        }
+        p.next_poll = (p.open > 0).then(|| now + if completed.len() == POLL_PAGE { 1 } else { poll_every.as_millis() as i64 });
+        if let Some(due) = p.next_poll {
+            ctx.schedule(POLL_TIMER, "poller", TimeKind::WallClock, due)?;
+        }
+        ctx.put_json(POLLER, "state", &p)
+    }
+}
+
+/// Task variables as the workflow's guards compare them: Camunda forms submit booleans and
+/// numbers, a person on the CLI types text; `approved == 'true'` should hold for both.
+fn stringly(vars: &Map<String, Value>) -> Map<String, Value> {
+    vars.iter().map(|(k, v)| (k.clone(), match v { Value::Bool(_) | Value::Number(_) => Value::String(v.to_string()), other => other.clone() })).collect()
+}
+
+/// Turns repository events into `DocumentUploaded` events keyed by node id.
+pub struct IngestProcessor {
+    pub sink: String,
+}
+
+impl Processor for IngestProcessor {
+    fn process(&mut self, ctx: &mut Context<'_>, record: Record) -> Result<(), Error> {
+        match super::alfresco::document_uploaded(&record.value).map_err(Error::BadRecord)? {
+            Some(doc) => {
+                let node = doc["nodeId"].as_str().expect("set by document_uploaded").to_owned();
+                ctx.forward_to(&self.sink, Record::new(node, doc, record.timestamp));
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! What every outbound HTTP call shares: one blocking client with a timeout, and one reading of
+//! responses into [`CallError`]s classified by what the caller should do about them.
+//!
+//! The clients are blocking on purpose: they run inside a processor on the stream thread, and a
+//! call's timeout is the bound on how long it can hold that thread (and so the other partitions).
+
+use std::time::Duration;
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// Why an outbound call failed, by what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The service could not be reached, timed out, or failed on its side (5xx): try again
+    /// later. Counts against the retry policy and the circuit breaker.
+    #[error("{service} unavailable: {message}")]
+    Transient { service: &'static str, message: String },
+    /// The service is healthy but asks callers to slow down (HTTP 429, or Camunda's
+    /// `503 RESOURCE_EXHAUSTED`): wait and send again. Neither a failed attempt nor a breaker
+    /// failure: Camunda documents it as back-pressure, to be retried after a backoff.
+    #[error("{service} applies back-pressure: {message}")]
+    BackPressure { service: &'static str, message: String, retry_after: Option<Duration> },
+    /// The service refused this request for what it is (4xx: unknown decision, invalid
+    /// variables, a node that does not exist): sending it again cannot help, so the workflow's
+    /// error policy decides.
+    #[error("{service} refused the request ({status}): {message}")]
+    Rejected { service: &'static str, status: u16, message: String },
+}
+
+impl CallError {
+    pub fn transient(service: &'static str, message: impl Into<String>) -> Self {
+        CallError::Transient { service, message: message.into() }
+    }
+
+    /// A send that produced no response (connect, timeout, TLS) is always transient.
+    pub fn from_send(service: &'static str, e: &reqwest::Error) -> Self {
+        let what = if e.is_timeout() { "timed out" } else if e.is_connect() { "cannot connect" } else { "request failed" };
+        CallError::transient(service, format!("{what}: {e}"))
+    }
+}
+
+/// The shared client: `timeout` bounds each whole call (connect, send, read).
+///
+/// # Errors
+/// The TLS backend cannot be initialised.
+pub fn client(timeout: Duration) -> Result<Client, String> {
+    Client::builder().timeout(timeout).connect_timeout(timeout.min(Duration::from_secs(5))).build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Sends `request` and classifies the answer. `Ok` carries a 2xx response; 401 and 403 come back
+/// as [`Unauthorized`] so a caller holding a token can refresh it once and send again.
+pub fn send(service: &'static str, request: RequestBuilder) -> Result<Response, Failure> {
+    let response = request.send().map_err(|e| Failure::Call(CallError::from_send(service, &e)))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Err(Failure::Unauthorized(Unauthorized { status: status.as_u16(), message: problem_text(response) }));
+    }
+    let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    let message = problem_text(response);
+    Err(Failure::Call(classify(service, status, message, retry_after)))
+}
+
+/// A 401/403: the credentials were refused.
+#[derive(Debug)]
+pub struct Unauthorized {
+    pub status: u16,
+    pub message: String,
+}
+
+/// The outcome of [`send`] when it is not a success.
+#[derive(Debug)]
+pub enum Failure {
+    Call(CallError),
+    Unauthorized(Unauthorized),
+}
+
+impl Failure {
+    /// For callers with nothing to refresh: refused credentials are a configuration problem,
+    /// not the record's. They are transient so events wait (and the breaker opens) until an
+    /// operator fixes them, instead of failing every workflow that needs the service.
+    pub fn into_call(self, service: &'static str) -> CallError {
+        match self {
+            Failure::Call(e) => e,
+            Failure::Unauthorized(u) => CallError::transient(service, format!("credentials refused ({}): {}", u.status, u.message)),
+        }
+    }
+}
+
+fn classify(service: &'static str, status: StatusCode, message: String, retry_after: Option<Duration>) -> CallError {
+    let code = status.as_u16();
+    if status == StatusCode::TOO_MANY_REQUESTS || (status == StatusCode::SERVICE_UNAVAILABLE && message.contains("RESOURCE_EXHAUSTED")) {
+        return CallError::BackPressure { service, message, retry_after };
+    }
+    // 408 and 5xx are the service's trouble; 409 is left to callers (it can mean "already done").
+    if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
+        return CallError::Transient { service, message: format!("HTTP {code}: {message}") };
+    }
+    CallError::Rejected { service, status: code, message }
+}
+
+/// The most useful text of an error body: an RFC 9457 problem's `title: detail` (Camunda 8),
+/// Camunda 7's `type: message`, Alfresco's `error.briefSummary`, else the raw text.
+fn problem_text(response: Response) -> String {
+    let status = response.status();
+    let body = response.text().unwrap_or_default();
+    let Ok(v) = serde_json::from_str::<Value>(&body) else {
+        return if body.trim().is_empty() { status.to_string() } else { truncate(body.trim()) };
+    };
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let text = match (s(&v, "title"), s(&v, "detail"), s(&v, "type"), s(&v, "message"), v.get("error").and_then(|e| s(e, "briefSummary"))) {
+        (Some(t), Some(d), ..) => format!("{t}: {d}"),
+        (Some(t), None, ..) => t,
+        (None, Some(d), ..) => d,
+        (_, _, Some(t), Some(m), _) => format!("{t}: {m}"),
+        (_, _, _, Some(m), _) => m,
+        (.., Some(b)) => b,
+        _ => body,
+    };
+    truncate(&text)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(500).collect()
+}

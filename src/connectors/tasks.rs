@@ -1,0 +1,257 @@
+//! Human tasks behind one trait: open a task for a workflow instance, find tasks completed since
+//! a point in time, assign and complete them.
+//!
+//! - Camunda 8: a task is a process instance of a small BPMN process holding one user task
+//!   (`topologies/camunda/keyflow-human-task.bpmn`), started with the workflow's ids as
+//!   variables; user tasks are searched, assigned and completed under `/v2/user-tasks/...`.
+//! - Camunda 7: a standalone task (`POST /task/create`) whose id keyflow chooses from the
+//!   command's idempotency key, so opening it twice is impossible; completions are read from
+//!   the history (`GET /history/task?finished=true`).
+//!
+//! In embedded mode (no Camunda) tasks are records on a Kafka topic instead: see `embedded`.
+
+use reqwest::blocking::Client;
+use serde_json::{json, Map, Value};
+
+use super::auth::Credentials;
+use super::decision::typed_value;
+use super::http::CallError;
+
+/// A task to open.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRequest {
+    pub idempotency_key: String,
+    pub instance_id: String,
+    pub workflow: String,
+    pub name: String,
+    pub candidate_groups: Vec<String>,
+    pub assignee: Option<String>,
+}
+
+/// A completed task, as the poller turns it into a `task.completed` event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completed {
+    /// The id [`TaskService::create`] returned.
+    pub task_id: String,
+    pub completed_by: Option<String>,
+    /// ms since the epoch.
+    pub completed_at: i64,
+    pub variables: Map<String, Value>,
+}
+
+pub trait TaskService: Send + Sync {
+    /// Opens the task unless it is already open (same idempotency key); returns its id.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    fn create(&self, task: &TaskRequest) -> Result<String, CallError>;
+    /// Tasks completed at or after `since` (ms), oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    fn completed_since(&self, since: i64, limit: usize) -> Result<Vec<Completed>, CallError>;
+    /// # Errors
+    /// [`CallError`].
+    fn assign(&self, task_id: &str, user: &str) -> Result<(), CallError>;
+    /// # Errors
+    /// [`CallError`].
+    fn complete(&self, task_id: &str, variables: &Map<String, Value>) -> Result<(), CallError>;
+}
+
+const C8: &str = "camunda8";
+const C7: &str = "camunda7";
+
+/// Camunda 8. Task ids are process instance keys.
+pub struct Camunda8Tasks {
+    pub base_url: String,
+    pub http: Client,
+    pub credentials: Credentials,
+    /// The BPMN process id of the one-user-task process.
+    pub process_id: String,
+}
+
+impl Camunda8Tasks {
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{path}", self.base_url.trim_end_matches('/'))
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Result<Value, CallError> {
+        let url = self.url(path);
+        let r = self.credentials.send(C8, &self.http, || self.http.post(&url).json(body))?;
+        if r.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        r.json().map_err(|e| CallError::transient(C8, format!("response unreadable: {e}")))
+    }
+
+    /// The open user task of a task's process instance.
+    fn user_task_key(&self, task_id: &str) -> Result<String, CallError> {
+        let r = self.post("user-tasks/search", &json!({"filter": {"processInstanceKey": task_id, "state": "CREATED"}, "page": {"limit": 1}}))?;
+        r.pointer("/items/0/userTaskKey").and_then(key_text).ok_or_else(|| CallError::Rejected { service: C8, status: 404, message: format!("task {task_id} has no open user task") })
+    }
+}
+
+/// Camunda 8 keys are int64 serialized as strings (older versions: numbers).
+fn key_text(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|i| i.to_string()))
+}
+
+impl TaskService for Camunda8Tasks {
+    fn create(&self, task: &TaskRequest) -> Result<String, CallError> {
+        // Camunda 8 cannot dedupe a creation by key, so search first. Search is eventually
+        // consistent: a retry within the exporter's lag could still open a second instance
+        // (README, known limits); the poller then reports only the task keyflow recorded.
+        let key_var = json!(task.idempotency_key).to_string();
+        let found = self.post("process-instances/search", &json!({"filter": {"processDefinitionId": self.process_id, "variables": [{"name": "keyflowIdempotencyKey", "value": key_var}]}, "page": {"limit": 1}}))?;
+        if let Some(k) = found.pointer("/items/0/processInstanceKey").and_then(key_text) {
+            return Ok(k);
+        }
+        let variables = json!({
+            "keyflowIdempotencyKey": task.idempotency_key, "keyflowInstanceId": task.instance_id, "keyflowWorkflow": task.workflow,
+            "taskName": task.name, "candidateGroups": task.candidate_groups, "assignee": task.assignee,
+        });
+        let r = self.post("process-instances", &json!({"processDefinitionId": self.process_id, "variables": variables}))?;
+        r.get("processInstanceKey").and_then(key_text).ok_or_else(|| CallError::transient(C8, "creation response has no processInstanceKey"))
+    }
+
+    fn completed_since(&self, since: i64, limit: usize) -> Result<Vec<Completed>, CallError> {
+        let body = json!({
+            "filter": {"state": "COMPLETED", "processDefinitionId": self.process_id, "completionDate": {"$gte": format_millis(since)}},
+            "sort": [{"field": "completionDate", "order": "ASC"}],
+            "page": {"limit": limit},
+        });
+        let r = self.post("user-tasks/search", &body)?;
+        let mut out = Vec::new();
+        for item in r.get("items").and_then(Value::as_array).into_iter().flatten() {
+            let (Some(task_id), Some(user_task)) = (item.get("processInstanceKey").and_then(key_text), item.get("userTaskKey").and_then(key_text)) else { continue };
+            let vars = self.post(&format!("user-tasks/{user_task}/variables/search"), &json!({}))?;
+            // Variable values are JSON documents in strings.
+            let variables = vars
+                .get("items")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| Some((v.get("name")?.as_str()?.to_owned(), v.get("value").and_then(Value::as_str).map_or(Value::Null, |s| serde_json::from_str(s).unwrap_or_else(|_| json!(s))))))
+                .collect();
+            out.push(Completed {
+                task_id,
+                completed_by: item.get("assignee").and_then(Value::as_str).map(str::to_owned),
+                completed_at: item.get("completionDate").and_then(Value::as_str).and_then(parse_millis).unwrap_or(since),
+                variables,
+            });
+        }
+        Ok(out)
+    }
+
+    fn assign(&self, task_id: &str, user: &str) -> Result<(), CallError> {
+        let key = self.user_task_key(task_id)?;
+        self.post(&format!("user-tasks/{key}/assignment"), &json!({"assignee": user, "allowOverride": true})).map(drop)
+    }
+
+    fn complete(&self, task_id: &str, variables: &Map<String, Value>) -> Result<(), CallError> {
+        let key = self.user_task_key(task_id)?;
+        self.post(&format!("user-tasks/{key}/completion"), &json!({"variables": variables})).map(drop)
+    }
+}
+
+/// Camunda 7 (`base_url` ends in `/engine-rest`). Task ids are chosen by keyflow.
+pub struct Camunda7Tasks {
+    pub base_url: String,
+    pub http: Client,
+    pub credentials: Credentials,
+}
+
+impl Camunda7Tasks {
+    fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base_url.trim_end_matches('/'))
+    }
+
+    fn send(&self, build: impl Fn() -> reqwest::blocking::RequestBuilder) -> Result<Value, CallError> {
+        let r = self.credentials.send(C7, &self.http, build)?;
+        if r.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        r.json().map_err(|e| CallError::transient(C7, format!("response unreadable: {e}")))
+    }
+
+    /// The task id for an idempotency key: readable when it fits Camunda 7's 64-character ids.
+    pub fn task_id(idempotency_key: &str) -> String {
+        let clean: String = idempotency_key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let id = format!("kf-{clean}");
+        if id.len() <= 64 {
+            return id;
+        }
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let hash = idempotency_key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        format!("kf-{}-{hash:016x}", &clean[..40])
+    }
+}
+
+impl TaskService for Camunda7Tasks {
+    fn create(&self, task: &TaskRequest) -> Result<String, CallError> {
+        let id = Self::task_id(&task.idempotency_key);
+        let open = self.send(|| self.http.get(self.url("task")).query(&[("taskId", id.as_str())]))?;
+        let done = self.send(|| self.http.get(self.url("history/task")).query(&[("taskId", id.as_str())]))?;
+        let exists = |v: &Value| v.as_array().is_some_and(|a| !a.is_empty());
+        if exists(&open) || exists(&done) {
+            return Ok(id);
+        }
+        let body = json!({"id": id, "name": task.name, "assignee": task.assignee, "description": format!("keyflow {} instance {}", task.workflow, task.instance_id)});
+        self.send(|| self.http.post(self.url("task/create")).json(&body))?;
+        for group in &task.candidate_groups {
+            let link = json!({"groupId": group, "type": "candidate"});
+            self.send(|| self.http.post(self.url(&format!("task/{id}/identity-links"))).json(&link))?;
+        }
+        Ok(id)
+    }
+
+    fn completed_since(&self, since: i64, limit: usize) -> Result<Vec<Completed>, CallError> {
+        // `finishedAfter` is exclusive; a millisecond earlier makes it "at or after".
+        let after = format_c7(since - 1);
+        let limit = limit.to_string();
+        let q = [("finished", "true"), ("finishedAfter", after.as_str()), ("sortBy", "endTime"), ("sortOrder", "asc"), ("maxResults", limit.as_str())];
+        let tasks = self.send(|| self.http.get(self.url("history/task")).query(&q))?;
+        let mut out = Vec::new();
+        for t in tasks.as_array().into_iter().flatten() {
+            // Deleted tasks finish too; only completions count.
+            if t.get("deleteReason").and_then(Value::as_str) != Some("completed") {
+                continue;
+            }
+            let Some(id) = t.get("id").and_then(Value::as_str) else { continue };
+            let vars = self.send(|| self.http.get(self.url("history/variable-instance")).query(&[("taskIdIn", id)]))?;
+            let variables = vars.as_array().into_iter().flatten().filter_map(|v| Some((v.get("name")?.as_str()?.to_owned(), v.get("value").cloned().unwrap_or(Value::Null)))).collect();
+            out.push(Completed {
+                task_id: id.to_owned(),
+                completed_by: t.get("assignee").and_then(Value::as_str).map(str::to_owned),
+                completed_at: t.get("endTime").and_then(Value::as_str).and_then(parse_millis).unwrap_or(since),
+                variables,
+            });
+        }
+        Ok(out)
+    }
+
+    fn assign(&self, task_id: &str, user: &str) -> Result<(), CallError> {
+        self.send(|| self.http.post(self.url(&format!("task/{task_id}/assignee"))).json(&json!({"userId": user}))).map(drop)
+    }
+
+    fn complete(&self, task_id: &str, variables: &Map<String, Value>) -> Result<(), CallError> {
+        let typed: Map<String, Value> = variables.iter().map(|(k, v)| (k.clone(), typed_value(v))).collect();
+        self.send(|| self.http.post(self.url(&format!("task/{task_id}/complete"))).json(&json!({"variables": typed}))).map(drop)
+    }
+}
+
+/// An ISO 8601 / RFC 3339 date (Camunda 8's `2024-05-01T10:00:00.000Z`, Camunda 7's
+/// `2024-05-01T12:00:00.000+0200`) in ms since the epoch.
+pub fn parse_millis(s: &str) -> Option<i64> {
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn format_millis(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| format!("{t:.3}")).unwrap_or_default()
+}
+
+/// Camunda 7's query date format: `yyyy-MM-dd'T'HH:mm:ss.SSSZ`, here with a `+0000` offset.
+fn format_c7(ms: i64) -> String {
+    format_millis(ms).trim_end_matches('Z').to_owned() + "+0000"
+}
