@@ -221,9 +221,12 @@ impl TopologyTestDriver {
         self.pipe_input(topic, Some(key.as_bytes()), Some(&v), timestamp);
     }
 
-    /// Moves the wall clock, fires the timers now due and commits.
+    /// Moves the wall clock, processes inputs that were waiting (a transient failure stalls them
+    /// until time moves on, as a paused partition waits for its backoff), fires the timers now due
+    /// and commits.
     pub fn advance_wall_clock(&mut self, ms: i64) {
         self.wall_clock += ms;
+        self.run_until_idle();
         let fired = self.with_recovery(|d| {
             let now = d.wall_clock;
             d.tasks.fire_wall_clock_timers(now, d.log.as_mut().expect("log"))?;

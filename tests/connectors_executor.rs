@@ -1,0 +1,237 @@
+//! The connectors application in the test driver, next to the document-approval workflow: commands
+//! flow from the workflow to the connectors and answers flow back (`shuttle`), against recorded
+//! Camunda services. An outage of the decision service, a decision refused for good, and the
+//! human-task completion poller across a crash.
+
+use std::path::Path;
+
+use keyflow::connectors::{self, ConnectorsConfig};
+use keyflow::testing::{DriverConfig, StoredRecord, TopologyTestDriver};
+use keyflow::workflow::{self, Instance};
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const DECISIONS: &str = "document-approval.decision-requests";
+const DECISION_RESULTS: &str = "document-approval.decision-results";
+const TASKS: &str = "document-approval.task-requests";
+const TASK_RESULTS: &str = "document-approval.task-results";
+
+fn workflow_driver() -> TopologyTestDriver {
+    let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
+    TopologyTestDriver::new(workflow::compile(def, None).unwrap(), DriverConfig { application_id: "docs".into(), partitions: 2, ..DriverConfig::default() })
+}
+
+fn connectors_driver(sections: &str) -> TopologyTestDriver {
+    let workflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml");
+    let text = format!("workflow = {:?}\ntimeout_ms = 2000\n{sections}", workflow.display().to_string());
+    let config: ConnectorsConfig = toml::from_str(&text).unwrap();
+    TopologyTestDriver::new(connectors::topology(&config, None).unwrap(), DriverConfig { application_id: "docs-connectors".into(), partitions: 2, ..DriverConfig::default() })
+}
+
+fn values(records: &[StoredRecord]) -> Vec<Value> {
+    records.iter().map(|r| serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()).collect()
+}
+
+/// Moves what `from` committed to `topic` into `to`, as Kafka would.
+fn shuttle(from: &mut TopologyTestDriver, topic: &str, to: &mut TopologyTestDriver) -> Vec<Value> {
+    let records = from.read_output(topic);
+    for r in &records {
+        to.pipe_input(topic, r.key.as_deref(), r.value.as_deref(), to.wall_clock());
+    }
+    values(&records)
+}
+
+fn instance(d: &TopologyTestDriver, node: &str) -> Instance {
+    serde_json::from_slice(&d.store_get("instances", node.as_bytes()).expect("instance exists")).unwrap()
+}
+
+/// Uploads, scans and classifies `node`: the workflow then asks for the routing decision.
+fn to_deciding(d: &mut TopologyTestDriver, node: &str, class: &str) {
+    let now = d.wall_clock();
+    d.pipe_json("alfresco.node-events", node, &json!({"id": format!("{node}-up"), "type": "org.alfresco.event.node.Created",
+        "data": {"resource": {"id": node, "nodeType": "cm:content", "name": "f.pdf", "content": {"mimeType": "application/pdf", "sizeInBytes": 1200}, "createdByUser": {"id": "jdoe"}}}}), now);
+    d.pipe_json("document-services.results", node, &json!({"id": format!("{node}-scan"), "service": "virus-scan", "status": "OK"}), now);
+    d.pipe_json("document-services.results", node, &json!({"id": format!("{node}-class"), "service": "classification", "result": {"class": class}}), now);
+}
+
+struct Camunda {
+    rt: tokio::runtime::Runtime,
+    server: MockServer,
+}
+
+impl Camunda {
+    fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let server = rt.block_on(MockServer::start());
+        Self { rt, server }
+    }
+    fn answer(&self, p: &str, status: u16, body: Value) {
+        self.rt.block_on(Mock::given(method("POST")).and(path(p)).respond_with(ResponseTemplate::new(status).set_body_json(body)).mount(&self.server));
+    }
+    fn answer_get(&self, p: &str, body: Value) {
+        self.rt.block_on(Mock::given(method("GET")).and(path(p)).respond_with(ResponseTemplate::new(200).set_body_json(body)).mount(&self.server));
+    }
+    fn calls(&self, p: &str) -> usize {
+        self.rt.block_on(self.server.received_requests()).unwrap_or_default().iter().filter(|r| r.url.path() == p).count()
+    }
+    fn reset(&self) {
+        self.rt.block_on(self.server.reset());
+    }
+}
+
+const EVALUATE: &str = "/v2/decision-definitions/evaluation";
+
+fn decided(route: &str) -> Value {
+    json!({"decisionDefinitionId": "document-routing", "output": json!({"route": route}).to_string(), "failureMessage": "", "evaluatedDecisions": []})
+}
+
+#[test]
+fn a_decision_service_outage_delays_decisions_and_loses_or_doubles_none() {
+    let camunda = Camunda::start();
+    camunda.answer(EVALUATE, 500, json!({"title": "INTERNAL_SERVER_ERROR", "status": 500, "detail": "the gateway is down"}));
+    let mut wf = workflow_driver();
+    let mut conn = connectors_driver(&format!(
+        "[retry]\nattempts = 1000\nbackoff_ms = 500\nmax_backoff_ms = 2000\n[breaker]\nfailure_threshold = 3\nopen_ms = 10000\n[decisions]\nbackend = \"camunda8\"\nurl = \"{}\"\n",
+        camunda.server.uri()
+    ));
+    let nodes: Vec<String> = (0..6).map(|i| format!("doc-{i}")).collect();
+    for n in &nodes {
+        to_deciding(&mut wf, n, "invoice");
+    }
+    // The commands carry the workflow's own retry policy (5 attempts, 2 s); the outage outlasts
+    // it, so the default (1000 attempts) applies only if the command had none. Strip it here to
+    // test a long outage; the refused-for-good test below keeps it.
+    for r in wf.read_output(DECISIONS) {
+        let mut v: Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        v["retry"] = Value::Null;
+        conn.pipe_json(DECISIONS, std::str::from_utf8(r.key.as_deref().unwrap()).unwrap(), &v, conn.wall_clock());
+    }
+
+    // Two minutes of outage, in one-second steps.
+    for _ in 0..120 {
+        conn.advance_wall_clock(1000);
+    }
+    assert!(conn.read_output(DECISION_RESULTS).is_empty(), "nothing is answered while the service is down");
+    let calls_during_outage = camunda.calls(EVALUATE);
+    // The breaker opens after 3 failures and lets one probe through every 10 s (~12 probes), far
+    // fewer than the ~240 calls retrying each second would make.
+    assert!((3..=30).contains(&calls_during_outage), "calls during the outage: {calls_during_outage}");
+    assert!(conn.committed_records("docs-connectors-dlq").is_empty(), "an outage dead-letters nothing");
+    assert!(nodes.iter().all(|n| instance(&wf, n).state == "deciding"));
+
+    // The service comes back.
+    camunda.reset();
+    camunda.answer(EVALUATE, 200, decided("auto-approve"));
+    for _ in 0..60 {
+        conn.advance_wall_clock(1000);
+    }
+    let answers = shuttle(&mut conn, DECISION_RESULTS, &mut wf);
+    let mut ids: Vec<&str> = answers.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((answers.len(), ids.len()), (6, 6), "one answer per decision, none doubled: {answers:?}");
+    assert!(answers.iter().all(|a| a["outcome"]["route"] == "auto-approve" && a.get("error").is_none()));
+    for n in &nodes {
+        assert_eq!(instance(&wf, n).state, "approved", "{n} resumed and finished");
+    }
+    assert!(wf.committed_records("docs-dlq").is_empty());
+    // Replaying the answers (a redelivery) changes nothing: the workflow drops them by id.
+    let replay: Vec<StoredRecord> = conn.committed_records(DECISION_RESULTS).into_iter().map(|(_, r)| r).collect();
+    for r in &replay {
+        wf.pipe_input(DECISION_RESULTS, r.key.as_deref(), r.value.as_deref(), wf.wall_clock());
+    }
+    assert!(nodes.iter().all(|n| instance(&wf, n).history.len() == 4), "no transition twice");
+}
+
+#[test]
+fn a_decision_refused_or_out_of_retries_takes_the_workflows_error_transition() {
+    let camunda = Camunda::start();
+    camunda.rt.block_on(
+        Mock::given(method("POST"))
+            .and(path(EVALUATE))
+            .and(wiremock::matchers::body_partial_json(json!({"variables": {"classification": "contract"}})))
+            .respond_with(ResponseTemplate::new(400).set_body_json(json!({"title": "INVALID_ARGUMENT", "status": 400, "detail": "no variable 'amount'"})))
+            .expect(1)
+            .mount(&camunda.server),
+    );
+    camunda.rt.block_on(
+        Mock::given(method("POST"))
+            .and(path(EVALUATE))
+            .and(wiremock::matchers::body_partial_json(json!({"variables": {"classification": "invoice"}})))
+            .respond_with(ResponseTemplate::new(503).set_body_json(json!({"title": "UNAVAILABLE", "status": 503})))
+            .expect(5)
+            .mount(&camunda.server),
+    );
+    let mut wf = workflow_driver();
+    let mut conn = connectors_driver(&format!("[breaker]\nfailure_threshold = 100\n[decisions]\nbackend = \"camunda8\"\nurl = \"{}\"\n", camunda.server.uri()));
+    to_deciding(&mut wf, "refused", "contract");
+    to_deciding(&mut wf, "exhausted", "invoice");
+    let commands = shuttle(&mut wf, DECISIONS, &mut conn);
+    assert!(commands.iter().all(|c| c["retry"] == json!({"attempts": 5, "backoff": "2s"})), "{commands:?}");
+    // 2 s doubling with jitter, five attempts: done well within five minutes.
+    for _ in 0..300 {
+        conn.advance_wall_clock(1000);
+    }
+    let answers = shuttle(&mut conn, DECISION_RESULTS, &mut wf);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    for a in &answers {
+        assert_eq!(a["error"], "decision_failed");
+    }
+    let by = |id: &str| answers.iter().find(|a| a["instanceId"] == id).unwrap().clone();
+    assert_eq!(by("refused")["attempts"], 1, "a refusal is not retried");
+    assert!(by("refused")["reason"].as_str().unwrap().contains("no variable 'amount'"));
+    assert_eq!(by("exhausted")["attempts"], 5);
+    for n in ["refused", "exhausted"] {
+        let i = instance(&wf, n);
+        assert_eq!(i.state, "review", "{n}: a person decides instead");
+        assert!(i.variables["decisionError"].as_str().unwrap().contains("camunda8"));
+    }
+    let tasks = values(&wf.read_output(TASKS));
+    assert_eq!(tasks.iter().filter(|t| t["name"] == "Route document (decision service failed)").count(), 2);
+}
+
+#[test]
+fn completed_camunda7_tasks_are_answered_once_across_a_crash() {
+    let camunda = Camunda::start();
+    let id = "kf-doc-1_4_0";
+    camunda.answer_get("/engine-rest/task", json!([]));
+    // Not completed yet: history has nothing.
+    camunda.answer_get("/engine-rest/history/task", json!([]));
+    camunda.answer_get("/engine-rest/history/variable-instance", json!([{"name": "approved", "type": "Boolean", "value": true}]));
+    camunda.answer("/engine-rest/task/create", 204, Value::Null);
+    camunda.answer(&format!("/engine-rest/task/{id}/identity-links"), 204, Value::Null);
+    let mut wf = workflow_driver();
+    let mut conn = connectors_driver(&format!("[tasks]\nbackend = \"camunda7\"\nurl = \"{}/engine-rest\"\npoll_interval_ms = 5000\n", camunda.server.uri()));
+
+    to_deciding(&mut wf, "doc-1", "contract");
+    let now = wf.wall_clock();
+    wf.pipe_json(DECISION_RESULTS, "doc-1", &json!({"id": "d-1", "outcome": {"route": "manual"}}), now);
+    assert_eq!(instance(&wf, "doc-1").state, "review");
+    let opened = shuttle(&mut wf, TASKS, &mut conn);
+    assert_eq!(opened[0]["idempotencyKey"], "doc-1:4:0");
+    assert_eq!(camunda.calls("/engine-rest/task/create"), 1);
+
+    conn.advance_wall_clock(6000);
+    assert!(conn.read_output(TASK_RESULTS).is_empty());
+
+    // A reviewer completes it in Camunda's Tasklist.
+    let done_at = jiff::Timestamp::from_millisecond(conn.wall_clock()).unwrap().to_string();
+    camunda.reset();
+    camunda.answer_get("/engine-rest/history/variable-instance", json!([{"name": "approved", "type": "Boolean", "value": true}]));
+    camunda.answer_get("/engine-rest/history/task", json!([{"id": id, "assignee": "alice", "endTime": done_at, "deleteReason": "completed"}]));
+    conn.advance_wall_clock(6000);
+    // A crash with the disk lost: the open-task store and the cursor come back from the changelog.
+    conn.crash_and_restart(true);
+    for _ in 0..3 {
+        conn.advance_wall_clock(6000);
+    }
+    let answers = shuttle(&mut conn, TASK_RESULTS, &mut wf);
+    assert_eq!(answers.len(), 1, "answered once although the history keeps returning it: {answers:?}");
+    assert_eq!(answers[0]["id"], "doc-1:4:0:completed");
+    assert_eq!(answers[0]["completedBy"], "alice");
+    assert_eq!(answers[0]["variables"]["approved"], "true");
+    let i = instance(&wf, "doc-1");
+    assert_eq!(i.state, "approved");
+    assert_eq!(i.history.last().unwrap().event, "task.completed");
+}
