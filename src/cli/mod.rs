@@ -4,6 +4,7 @@ mod demo;
 mod dev_broker;
 mod run;
 mod schemas;
+mod tasks;
 mod topology;
 
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Check schema evolution in schemas/ and register schemas with a registry.
     #[command(subcommand)]
     Schemas(schemas::Command),
+    /// List and complete embedded human tasks (no Camunda).
+    #[command(subcommand)]
+    Tasks(tasks::Command),
 }
 
 /// Runs a parsed command line.
@@ -47,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DevBroker(a) => dev_broker::run(a),
         Command::Topology(c) => topology::run(c),
         Command::Schemas(c) => schemas::run(c),
+        Command::Tasks(c) => tasks::run(c),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod alfresco;
 pub mod auth;
 pub mod config;
 pub mod decision;
+pub mod embedded;
 pub mod executor;
 pub mod http;
 pub mod resilience;

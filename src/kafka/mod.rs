@@ -2,6 +2,8 @@
 //! (the admin API on a real broker, `create_topic` on librdkafka's mock cluster, whose admin API
 //! does not answer CreateTopics).
 
+pub mod read;
+
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

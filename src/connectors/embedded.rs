@@ -1,0 +1,87 @@
+//! Embedded human tasks: without Camunda, a task is a record on a Kafka topic
+//! (`<workflow>.human-tasks`, keyed by task id; the newest record of a key is the task's state),
+//! and a person acts on it with `keyflow tasks list` and `keyflow tasks complete`.
+//!
+//! Completing is one Kafka transaction: the `task.completed` event for the workflow and the
+//! task's `COMPLETED` record commit together or not at all. The event id is the task's
+//! idempotency key + `:completed`, so even two people completing the same task at once move the
+//! workflow once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use serde_json::{json, Map, Value};
+
+use crate::kafka::read::read_to_end;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("no task `{0}` on the task topic")]
+    Unknown(String),
+    #[error("task `{id}` is already {state}")]
+    NotOpen { id: String, state: String },
+    #[error("task `{0}` names no result topic; it was not written by keyflow's connectors")]
+    NoResultTopic(String),
+}
+
+/// Every task on `topic`, newest state per task id, oldest first.
+///
+/// # Errors
+/// [`Error::Kafka`].
+pub fn tasks(bootstrap: &str, topic: &str) -> Result<Vec<Value>, Error> {
+    let mut latest: BTreeMap<Vec<u8>, (i64, Value)> = BTreeMap::new();
+    for m in read_to_end(bootstrap, topic, TIMEOUT)? {
+        let (Some(key), Some(value)) = (m.key, m.value) else { continue };
+        let Ok(v) = serde_json::from_slice::<Value>(&value) else {
+            tracing::warn!(topic, partition = m.partition, offset = m.offset, "skipping a task record that is not JSON");
+            continue;
+        };
+        latest.insert(key, (v.get("createdAt").and_then(Value::as_i64).unwrap_or(m.timestamp), v));
+    }
+    let mut all: Vec<(i64, Value)> = latest.into_values().collect();
+    all.sort_by_key(|(at, _)| *at);
+    Ok(all.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Completes open task `id` as `user` with `variables`; returns the `task.completed` event sent.
+///
+/// # Errors
+/// The task is unknown or not open, or Kafka refused the transaction.
+pub fn complete(bootstrap: &str, topic: &str, id: &str, user: &str, variables: Map<String, Value>, now: i64) -> Result<Value, Error> {
+    let task = tasks(bootstrap, topic)?.into_iter().find(|t| t["taskId"] == id).ok_or_else(|| Error::Unknown(id.to_owned()))?;
+    let state = task["state"].as_str().unwrap_or_default();
+    if state != "CREATED" {
+        return Err(Error::NotOpen { id: id.to_owned(), state: state.to_lowercase() });
+    }
+    let results = task["resultTopic"].as_str().ok_or_else(|| Error::NoResultTopic(id.to_owned()))?;
+    let instance = task["instanceId"].as_str().unwrap_or_default();
+    let event = json!({"id": format!("{}:completed", task["idempotencyKey"].as_str().unwrap_or(id)), "taskId": id, "name": task["name"],
+                       "completedBy": user, "completedAt": now, "variables": variables, "instanceId": instance});
+    let mut done = task.clone();
+    done["state"] = json!("COMPLETED");
+    done["completedBy"] = json!(user);
+    done["completedAt"] = json!(now);
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", format!("keyflow-tasks-{id}"))
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    producer.init_transactions(TIMEOUT)?;
+    producer.begin_transaction()?;
+    let (event_bytes, done_bytes) = (event.to_string(), done.to_string());
+    let sent = crate::kafka::send_waiting(&producer, BaseRecord::to(results).key(instance).payload(&event_bytes))
+        .and_then(|()| crate::kafka::send_waiting(&producer, BaseRecord::to(topic).key(id).payload(&done_bytes)))
+        .and_then(|()| producer.commit_transaction(TIMEOUT));
+    if let Err(e) = sent {
+        let _ = producer.abort_transaction(TIMEOUT);
+        return Err(e.into());
+    }
+    Ok(event)
+}

@@ -1,0 +1,69 @@
+//! Reading a whole topic, beginning to end, outside any group: what the operator commands
+//! (`keyflow tasks`, and inspection tools) need. Committed records only.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::QuietEof;
+
+/// One record as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Every committed record of `topic` now, in partition and offset order. A topic that does not
+/// exist yet reads as empty.
+///
+/// # Errors
+/// The cluster cannot be reached within `timeout`, or a read fails.
+pub fn read_to_end(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Vec<Message>, KafkaError> {
+    let consumer: BaseConsumer<QuietEof> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "keyflow-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create_with_context(QuietEof)?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata.topics().iter().filter(|t| t.name() == topic && t.error().is_none()).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let (mut at_end, mut out) = (std::collections::BTreeSet::new(), Vec::new());
+    let deadline = Instant::now() + timeout;
+    while at_end.len() < partitions.len() {
+        if Instant::now() > deadline {
+            return Err(KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::OperationTimedOut));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(Message {
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis().unwrap_or(0),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+            }),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    out.sort_by_key(|m| (m.partition, m.offset));
+    Ok(out)
+}
