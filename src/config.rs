@@ -454,6 +454,25 @@ sasl.password = "hunter2"
     }
 
     #[test]
+    fn the_shipped_connectors_config_is_valid_and_takes_secrets_from_the_environment() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/connectors.toml");
+        let env = || [("CAMUNDA_CLIENT_SECRET".to_owned(), "c8-secret".to_owned()), ("ALFRESCO_PASSWORD".to_owned(), "alf-secret".to_owned())];
+        let mut c = Config::load(&path, env()).unwrap();
+        let conn = c.connectors.clone().unwrap();
+        assert_eq!(conn.breaker.open_ms, 30_000);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("c8-secret") && !shown.contains("alf-secret"), "{shown}");
+        // The topology builds once the workflow is where the file says (here: the repository's).
+        c.connectors.as_mut().unwrap().workflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml");
+        c.schema_registry_url = Some("mock://connectors-config".into());
+        let t = c.build_topology().unwrap();
+        assert!(t.source_topics().contains(&"alfresco.events".to_owned()), "{t:?}");
+        assert!(t.sink_topics().contains(&"document-approval.decision-results".to_owned()));
+        let e = Config::load(&path, []).unwrap_err().to_string();
+        assert!(e.contains("${ALFRESCO_PASSWORD}, which is not set in the environment"), "{e}");
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug_output() {
         let c = Config::parse(FILE, "test", []).unwrap();
         let shown = format!("{c:?}");

@@ -1,7 +1,7 @@
 //! `keyflow tasks list|complete`: act on embedded human tasks (`[connectors.tasks] backend =
 //! "embedded"`), which live on a Kafka topic instead of Camunda.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -46,7 +46,7 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 }
 
 /// The bootstrap servers and task topic the configuration names.
-fn topic(config: &PathBuf) -> anyhow::Result<(String, String)> {
+fn topic(config: &Path) -> anyhow::Result<(String, String)> {
     let c = Config::load(config, std::env::vars())?;
     let conn = c.connectors.as_ref().context("the configuration has no [connectors] section")?;
     let tasks = conn.tasks.as_ref().context("the configuration has no [connectors.tasks] section")?;
