@@ -275,7 +275,7 @@ fn camunda7_tasks_use_the_idempotency_key_as_id_and_read_completions_from_histor
             .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"id": "v1", "name": "approved", "type": "Boolean", "value": true, "taskId": id}]))),
     );
     s.mount(Mock::given(method("POST")).and(path(format!("/engine-rest/task/{id}/complete"))).and(body_json(json!({"variables": {"approved": {"value": true, "type": "Boolean"}}}))).respond_with(ResponseTemplate::new(204)).expect(1));
-    s.mount(Mock::given(method("POST")).and(path(format!("/engine-rest/task/{id}/assignee"))).and(body_json(json!({"userId": "bob"}))).respond_with(ResponseTemplate::new(204)).expect(1));
+    s.mount(Mock::given(method("POST")).and(path(format!("/engine-rest/task/{id}/claim"))).and(body_json(json!({"userId": "bob"}))).respond_with(ResponseTemplate::new(204)).expect(1));
 
     let c7 = Camunda7Tasks { base_url: format!("{}/engine-rest", s.url()), http: http(), credentials: Credentials::None };
     assert_eq!(c7.create(&review_task()).unwrap(), id);

@@ -235,3 +235,31 @@ fn completed_camunda7_tasks_are_answered_once_across_a_crash() {
     assert_eq!(i.state, "approved");
     assert_eq!(i.history.last().unwrap().event, "task.completed");
 }
+
+#[test]
+fn notifications_reach_the_webhook_with_their_idempotency_key_and_a_refusal_is_dead_lettered() {
+    let hook = Camunda::start();
+    hook.rt.block_on(
+        Mock::given(method("POST"))
+            .and(path("/hook"))
+            .and(wiremock::matchers::header("idempotency-key", "doc-1:5:1"))
+            .and(wiremock::matchers::body_partial_json(json!({"channel": "email", "recipient": "jdoe", "subject": "Document approved"})))
+            .respond_with(ResponseTemplate::new(202))
+            .expect(1)
+            .mount(&hook.server),
+    );
+    hook.rt.block_on(
+        Mock::given(method("POST")).and(path("/hook")).and(wiremock::matchers::header("idempotency-key", "doc-2:5:1")).respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "unknown recipient"}))).mount(&hook.server),
+    );
+    let mut conn = connectors_driver(&format!("[notifications]\nwebhook = \"{}/hook\"\n", hook.server.uri()));
+    for (doc, key) in [("doc-1", "doc-1:5:1"), ("doc-2", "doc-2:5:1")] {
+        let now = conn.wall_clock();
+        conn.pipe_json("notifications", doc, &json!({"channel": "email", "recipient": "jdoe", "subject": "Document approved", "body": "f.pdf", "idempotencyKey": key, "instanceId": doc}), now);
+    }
+    let dead = conn.committed_records("docs-connectors-dlq");
+    assert_eq!(dead.len(), 1, "the refused notification, with its original bytes");
+    let reason = dead[0].1.headers.last_str(keyflow::dlq::ERROR_MESSAGE).unwrap();
+    assert!(reason.contains("unknown recipient"), "{reason}");
+    let original: Value = serde_json::from_slice(dead[0].1.value.as_deref().unwrap()).unwrap();
+    assert_eq!(original["idempotencyKey"], "doc-2:5:1");
+}

@@ -231,7 +231,7 @@ impl TaskService for Camunda7Tasks {
     }
 
     fn assign(&self, task_id: &str, user: &str) -> Result<(), CallError> {
-        self.send(|| self.http.post(self.url(&format!("task/{task_id}/assignee"))).json(&json!({"userId": user}))).map(drop)
+        self.send(|| self.http.post(self.url(&format!("task/{task_id}/claim"))).json(&json!({"userId": user}))).map(drop)
     }
 
     fn complete(&self, task_id: &str, variables: &Map<String, Value>) -> Result<(), CallError> {
