@@ -351,6 +351,10 @@ impl Config {
         self.dlq_topic.clone().unwrap_or_else(|| format!("{}-dlq", self.application_id))
     }
 
+    pub fn set_punctuation_interval(&mut self, interval: Duration) {
+        self.punctuation_interval_ms = interval.as_millis().max(1) as u64;
+    }
+
     pub fn punctuation_interval(&self) -> Duration {
         Duration::from_millis(self.punctuation_interval_ms)
     }

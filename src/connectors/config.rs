@@ -99,6 +99,8 @@ pub enum DecisionBackend {
     Camunda8,
     Camunda7,
     Dsntk,
+    /// CEL rules from `rules` (no service).
+    Rules,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -106,7 +108,8 @@ pub enum DecisionBackend {
 pub struct DecisionsConfig {
     pub backend: DecisionBackend,
     /// Camunda 8: the cluster's REST address (without `/v2`); Camunda 7: `.../engine-rest`;
-    /// dsntk: `http://host:22022`.
+    /// dsntk: `http://host:22022`. Not used by `rules`.
+    #[serde(default)]
     pub url: String,
     #[serde(default)]
     pub auth: AuthConfig,
@@ -116,6 +119,9 @@ pub struct DecisionsConfig {
     /// dsntk: decision id -> path under `/evaluate/` (e.g. `io/keyflow/documents/document-routing/Route`).
     #[serde(default)]
     pub paths: BTreeMap<String, String>,
+    /// `rules`: decision id -> rules in order, the first that holds decides.
+    #[serde(default)]
+    pub rules: BTreeMap<String, Vec<super::decision::RuleConfig>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

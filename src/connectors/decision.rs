@@ -4,7 +4,9 @@
 //!   plain JSON variables, OAuth2 client credentials.
 //! - Camunda 7 engine-rest: `POST /decision-definition/key/{key}/evaluate`, typed variables.
 //! - dsntk, a standalone DMN 1.3/1.5 engine: the same `.dmn` file that would be deployed to
-//!   Camunda, evaluated without Camunda (development, tests, the demo).
+//!   Camunda, evaluated without Camunda (development, tests).
+//! - Rules: ordered CEL rules in the configuration, first match wins (DMN's FIRST hit policy):
+//!   the embedded fallback when no engine is at hand (the demo).
 //!
 //! Every backend returns the outcome as a JSON object of output name -> value, so a workflow's
 //! guards (`event.outcome.route`) do not depend on the backend.
@@ -123,6 +125,60 @@ impl DecisionService for Dsntk {
             return Err(CallError::Rejected { service: DSNTK, status: 200, message: format!("decision `{decision}` failed: {errors}") });
         }
         outcome(DSNTK, decision, r.get("data").cloned().unwrap_or(Value::Null), None)
+    }
+}
+
+/// One rule of a [`Rules`] decision, as configured.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// A CEL condition over the decision's variables (`classification == 'invoice' && sizeBytes < 10000000`).
+    pub when: String,
+    /// The outcome when it holds.
+    pub outcome: Map<String, Value>,
+}
+
+/// Decisions as ordered CEL rules (hit policy FIRST), compiled once.
+pub struct Rules {
+    decisions: BTreeMap<String, Vec<(String, cel::Program, Map<String, Value>)>>,
+}
+
+impl Rules {
+    /// # Errors
+    /// A rule that does not compile, named by decision and position.
+    pub fn new(config: &BTreeMap<String, Vec<RuleConfig>>) -> Result<Self, String> {
+        let mut decisions = BTreeMap::new();
+        for (decision, rules) in config {
+            let compiled = rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| cel::Program::compile(&r.when).map(|p| (r.when.clone(), p, r.outcome.clone())).map_err(|e| format!("decision `{decision}` rule {}: {e}", i + 1)))
+                .collect::<Result<Vec<_>, _>>()?;
+            decisions.insert(decision.clone(), compiled);
+        }
+        Ok(Self { decisions })
+    }
+}
+
+const RULES: &str = "rules";
+
+impl DecisionService for Rules {
+    fn evaluate(&self, decision: &str, variables: &Map<String, Value>) -> Result<Map<String, Value>, CallError> {
+        let refuse = |message: String| CallError::Rejected { service: RULES, status: 422, message };
+        let rules = self.decisions.get(decision).ok_or_else(|| CallError::Rejected { service: RULES, status: 404, message: format!("no rules for decision `{decision}`") })?;
+        let mut ctx = cel::Context::default();
+        for (name, value) in variables {
+            ctx.add_variable(name.as_str(), value).map_err(|e| refuse(format!("variable `{name}`: {e}")))?;
+        }
+        for (when, program, outcome) in rules {
+            match program.execute(&ctx) {
+                Ok(cel::Value::Bool(true)) => return Ok(outcome.clone()),
+                Ok(cel::Value::Bool(false)) => {}
+                Ok(other) => return Err(refuse(format!("rule `{when}` gave {other:?}, not a boolean"))),
+                Err(e) => return Err(refuse(format!("rule `{when}`: {e}"))),
+            }
+        }
+        outcome(RULES, decision, Value::Null, None)
     }
 }
 

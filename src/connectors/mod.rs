@@ -77,6 +77,7 @@ pub fn topology(config: &ConnectorsConfig, registry: Option<&Arc<Registry>>) -> 
             DecisionBackend::Camunda8 => Arc::new(decision::Camunda8 { base_url: d.url.clone(), http: http.clone(), credentials, tenant_id: d.tenant_id.clone() }),
             DecisionBackend::Camunda7 => Arc::new(decision::Camunda7 { base_url: d.url.clone(), http: http.clone(), credentials }),
             DecisionBackend::Dsntk => Arc::new(decision::Dsntk { base_url: d.url.clone(), http: http.clone(), paths: d.paths.clone() }),
+            DecisionBackend::Rules => Arc::new(decision::Rules::new(&d.rules)?),
         };
         b = channel(b, "decisions", Perform::Decision(service), None);
         any = true;

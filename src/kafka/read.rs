@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message as _;
+use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::QuietEof;
@@ -18,6 +18,14 @@ pub struct Message {
     pub timestamp: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    pub headers: crate::record::Headers,
+}
+
+impl Message {
+    /// The last value of header `name` as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.last_str(name)
+    }
 }
 
 /// Every committed record of `topic` now, in partition and offset order. A topic that does not
@@ -56,6 +64,13 @@ pub fn read_to_end(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Ve
                 timestamp: m.timestamp().to_millis().unwrap_or(0),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec),
+                headers: m.headers().map_or_else(crate::record::Headers::new, |hs| {
+                    let mut out = crate::record::Headers::new();
+                    for h in hs.iter() {
+                        out.insert(h.key, h.value.unwrap_or_default());
+                    }
+                    out
+                }),
             }),
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
