@@ -10,6 +10,7 @@ pub mod connectors;
 pub mod demo;
 pub mod dlq;
 pub mod kafka;
+pub mod ops;
 pub mod processor;
 pub mod record;
 pub mod runtime;

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per command.
 
 mod demo;
+mod dlq;
 mod dev_broker;
 mod run;
 mod schemas;
@@ -35,6 +36,9 @@ pub enum Command {
     /// Check schema evolution in schemas/ and register schemas with a registry.
     #[command(subcommand)]
     Schemas(schemas::Command),
+    /// Inspect dead letters, redrive them to their source, purge them.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
     /// List and complete embedded human tasks (no Camunda).
     #[command(subcommand)]
     Tasks(tasks::Command),
@@ -52,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topology(c) => topology::run(c),
         Command::Schemas(c) => schemas::run(c),
         Command::Tasks(c) => tasks::run(c),
+        Command::Dlq(c) => dlq::run(c),
     }
 }
 
