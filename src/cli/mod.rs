@@ -3,6 +3,7 @@
 mod demo;
 mod dlq;
 mod dev_broker;
+mod replay;
 mod run;
 mod schemas;
 mod tasks;
@@ -36,6 +37,8 @@ pub enum Command {
     /// Check schema evolution in schemas/ and register schemas with a registry.
     #[command(subcommand)]
     Schemas(schemas::Command),
+    /// Move the application's offsets back to re-process, optionally rebuilding its state.
+    Replay(replay::Args),
     /// Inspect dead letters, redrive them to their source, purge them.
     #[command(subcommand)]
     Dlq(dlq::Command),
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schemas(c) => schemas::run(c),
         Command::Tasks(c) => tasks::run(c),
         Command::Dlq(c) => dlq::run(c),
+        Command::Replay(a) => replay::run(a),
     }
 }
 

@@ -2,3 +2,4 @@
 //! call): dead-letter inspection and redrive, replay for recovery.
 
 pub mod dlq;
+pub mod replay;

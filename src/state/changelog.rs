@@ -20,8 +20,13 @@ use serde::{Deserialize, Serialize};
 
 /// Key of the position marker in every changelog. Never reuse or change.
 pub(crate) const MARKER_KEY: &[u8] = b"\xffkeyflow.position";
+/// Key of the reset marker `keyflow replay --wipe-state` writes to every changelog partition:
+/// everything before it is void, so every instance, whatever its local state, restores an empty
+/// store and rebuilds it from the replayed source. Never reuse or change.
+pub const RESET_KEY: &[u8] = b"\xffkeyflow.reset";
+pub const RESET_FORMAT: &str = "reset-v1";
 /// Header on the position marker naming its format.
-pub(crate) const MARKER_HEADER: &str = "keyflow.marker";
+pub const MARKER_HEADER: &str = "keyflow.marker";
 pub(crate) const MARKER_FORMAT: &str = "position-v1";
 /// Header on every changelog record: the id of the commit it belongs to (8 bytes, big-endian).
 pub(crate) const COMMIT_HEADER: &str = "keyflow.commit";

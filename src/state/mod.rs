@@ -17,7 +17,7 @@ mod store;
 mod timers;
 
 pub use changelog::Position;
-pub(crate) use changelog::{ChangelogEntry, COMMIT_HEADER, MARKER_FORMAT, MARKER_HEADER, MARKER_KEY};
+pub(crate) use changelog::{ChangelogEntry, COMMIT_HEADER, MARKER_FORMAT, MARKER_HEADER, MARKER_KEY, RESET_FORMAT, RESET_KEY};
 pub use store::{Entries, Store};
 pub use timers::{Timer, TimeKind};
 pub(crate) use timers::{TimerStore, TIMER_STORE};

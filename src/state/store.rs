@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
-use super::changelog::{ChangelogEntry, Position, MARKER_KEY};
+use super::changelog::{ChangelogEntry, Position, MARKER_KEY, RESET_KEY};
 use super::Error;
 
 const DATA: u8 = b'd';
@@ -262,6 +262,15 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut applied_to = None;
         for e in entries {
+            if e.is_marker && e.key == RESET_KEY {
+                // A replay voided everything before: start from an empty store.
+                self.unmarked.clear();
+                batch.delete_range(vec![DATA], vec![DATA + 1]);
+                self.position = Position::default();
+                self.last_commit = None;
+                applied_to = Some(e.offset + 1);
+                continue;
+            }
             if !(e.is_marker && e.key == MARKER_KEY) {
                 self.unmarked.push(e.clone());
                 continue;
@@ -482,6 +491,25 @@ mod tests {
         assert_eq!(s.checkpoint(), Some(7));
         assert_eq!(s.position(), &p);
         assert!(matches!(s.put(b"\xffx", b"v"), Err(Error::ReservedKey { .. })));
+    }
+
+    #[test]
+    fn a_reset_marker_voids_everything_restored_before_it_even_across_restore_batches() {
+        let (_d, mut s) = open();
+        let mut before = Position::default();
+        before.applied.insert("in".into(), 50);
+        s.restore(&[data(0, b"old", 1), marker(1, &before, 1)]).unwrap();
+        assert!(s.get(b"old").unwrap().is_some());
+        let reset = ChangelogEntry { offset: 2, key: RESET_KEY.to_vec(), value: None, is_marker: true, commit: None };
+        let mut after = Position::default();
+        after.applied.insert("in".into(), 3);
+        // Held-back data of an unfinished commit is voided too.
+        s.restore(&[data(3, b"unfinished", 2), reset, data(4, b"new", 3), marker(5, &after, 3)]).unwrap();
+        assert_eq!(s.get(b"old").unwrap(), None);
+        assert_eq!(s.get(b"unfinished").unwrap(), None);
+        assert!(s.get(b"new").unwrap().is_some());
+        assert_eq!(s.position(), &after, "the position starts again: replayed inputs are applied, not skipped");
+        assert_eq!(s.checkpoint(), Some(6));
     }
 
     #[test]
