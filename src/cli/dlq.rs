@@ -1,7 +1,7 @@
 //! `keyflow dlq list|show|redrive|purge`: inspect the application's dead letters and act on them.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -75,7 +75,7 @@ fn parse_time(s: &str) -> Result<i64, String> {
     s.parse::<i64>().or_else(|_| s.parse::<jiff::Timestamp>().map(|t| t.as_millisecond())).map_err(|_| format!("`{s}` is neither RFC 3339 nor ms since the epoch"))
 }
 
-fn load(config: &PathBuf) -> anyhow::Result<Config> {
+fn load(config: &Path) -> anyhow::Result<Config> {
     let c = Config::load(config, std::env::vars())?;
     anyhow::ensure!(!c.bootstrap_servers.is_empty(), "bootstrap.servers is required");
     Ok(c)

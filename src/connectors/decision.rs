@@ -138,9 +138,12 @@ pub struct RuleConfig {
     pub outcome: Map<String, Value>,
 }
 
+/// A compiled rule: its source text, program and outcome.
+type Rule = (String, cel::Program, Map<String, Value>);
+
 /// Decisions as ordered CEL rules (hit policy FIRST), compiled once.
 pub struct Rules {
-    decisions: BTreeMap<String, Vec<(String, cel::Program, Map<String, Value>)>>,
+    decisions: BTreeMap<String, Vec<Rule>>,
 }
 
 impl Rules {
