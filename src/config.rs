@@ -166,6 +166,10 @@ pub struct Config {
     /// librdkafka producer settings, passed through.
     #[serde(default)]
     pub producer: KafkaProps,
+    /// Serve `/metrics`, `/health`, `/ready` and `/workflows/{id}` on this `host:port`. Default:
+    /// none (no HTTP endpoint).
+    #[serde(rename = "http.listen", default)]
+    pub http_listen: Option<String>,
     /// Services that perform a workflow's commands (`[topology] builtin = "connectors"`).
     #[serde(default)]
     pub connectors: Option<crate::connectors::ConnectorsConfig>,

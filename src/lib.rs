@@ -10,6 +10,8 @@ pub mod connectors;
 pub mod demo;
 pub mod dlq;
 pub mod kafka;
+pub mod metrics;
+pub mod observe;
 pub mod ops;
 pub mod processor;
 pub mod record;

@@ -191,6 +191,7 @@ impl Processor for CommandProcessor {
         let key = record.key_string();
         let cmd = record.value;
         let idem = cmd.get("idempotencyKey").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(|| Error::BadRecord(format!("{} command has no idempotencyKey", self.channel)))?.to_owned();
+        let _span = tracing::info_span!("command", channel = self.channel, instance = %key, idempotency_key = %idem).entered();
         let policy = self.policy(&cmd);
         let now = ctx.wall_clock_time();
         if let Some(after) = self.attempts.wait(&idem, now) {
@@ -199,7 +200,16 @@ impl Processor for CommandProcessor {
         if let Err(after) = self.breaker.permit(now) {
             return Err(Error::Backoff { reason: format!("{} service circuit is open", self.channel), after });
         }
-        match self.call(ctx, &key, &idem, &cmd)? {
+        let started = std::time::Instant::now();
+        let result = self.call(ctx, &key, &idem, &cmd)?;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(CallError::Transient { .. }) => "transient",
+            Err(CallError::BackPressure { .. }) => "back_pressure",
+            Err(CallError::Rejected { .. }) => "rejected",
+        };
+        crate::metrics::call(self.channel, outcome, started.elapsed());
+        match result {
             Ok(answer) => {
                 self.breaker.record(true, now);
                 self.attempts.done(&idem);

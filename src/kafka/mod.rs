@@ -199,7 +199,9 @@ pub fn group_consumer_config(config: &Config, topology: &Topology) -> ClientConf
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", strategy)
-        .set("isolation.level", isolation(config));
+        .set("isolation.level", isolation(config))
+        // Consumer lag for the metrics (`ClientContext::stats`).
+        .set("statistics.interval.ms", "5000");
     if let Some(id) = &config.instance_id {
         c.set("group.instance.id", id);
     }

@@ -41,7 +41,21 @@ struct GroupContext {
     killed: AtomicBool,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): keeps each partition's consumer
+    /// lag for the metrics.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag = std::collections::BTreeMap::new();
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    lag.insert((topic.clone(), partition), p.consumer_lag);
+                }
+            }
+        }
+        self.tm.lock().expect("task manager lock").status().set_lag(lag);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -193,6 +207,9 @@ fn stream_thread(config: &Config, topology: &Topology, control: &AtomicU8, statu
             wait = Duration::ZERO;
         }
         let mut tm = lock();
+        for q in status.take_queries() {
+            let _ = q.reply.send(tm.query(&q.store, &q.key));
+        }
         tm.poll_producer();
         tm.restore_step(&consumer);
         tm.resume_backed_off(&consumer);

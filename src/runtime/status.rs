@@ -1,5 +1,6 @@
 //! What an instance is doing, readable from any thread (for the CLI, the demo and metrics).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,6 +23,20 @@ pub struct Status {
     running: AtomicBool,
     assignment: Mutex<Vec<i32>>,
     first_input: std::sync::OnceLock<std::time::Instant>,
+    /// Consumer lag per (topic, partition), from librdkafka's statistics.
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Estimated keys per (store, partition), refreshed at each commit.
+    store_keys: Mutex<BTreeMap<(String, i32), u64>>,
+    /// Interactive queries waiting for the stream thread (it owns the stores).
+    queries: Mutex<Vec<Query>>,
+}
+
+/// A read of one key of a store, answered by the stream thread between polls.
+#[derive(Debug)]
+pub struct Query {
+    pub store: String,
+    pub key: Vec<u8>,
+    pub reply: std::sync::mpsc::Sender<Option<Vec<u8>>>,
 }
 
 /// A consistent-enough copy of the counters.
@@ -88,6 +103,41 @@ impl Status {
     /// When the instance handled its first input, if it has.
     pub fn first_input_at(&self) -> Option<std::time::Instant> {
         self.first_input.get().copied()
+    }
+
+    pub(crate) fn set_lag(&self, lag: BTreeMap<(String, i32), i64>) {
+        *self.lag.lock().expect("status lock") = lag;
+    }
+
+    pub fn lag(&self) -> BTreeMap<(String, i32), i64> {
+        self.lag.lock().expect("status lock").clone()
+    }
+
+    pub(crate) fn set_store_keys(&self, keys: BTreeMap<(String, i32), u64>) {
+        *self.store_keys.lock().expect("status lock") = keys;
+    }
+
+    pub fn store_keys(&self) -> BTreeMap<(String, i32), u64> {
+        self.store_keys.lock().expect("status lock").clone()
+    }
+
+    /// Reads `key` of `store` from whichever of this instance's tasks holds it: `Ok(None)` when
+    /// none does (another instance owns its partition), `Err` when the stream thread did not
+    /// answer within `timeout`.
+    ///
+    /// # Errors
+    /// The stream thread is not running or busy for longer than `timeout`.
+    pub fn query(&self, store: &str, key: &[u8], timeout: Duration) -> Result<Option<Vec<u8>>, String> {
+        if !self.running.load(Relaxed) {
+            return Err("the instance is not running".into());
+        }
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.queries.lock().expect("status lock").push(Query { store: store.to_owned(), key: key.to_vec(), reply });
+        answer.recv_timeout(timeout).map_err(|_| format!("no answer within {timeout:?}"))
+    }
+
+    pub(crate) fn take_queries(&self) -> Vec<Query> {
+        std::mem::take(&mut *self.queries.lock().expect("status lock"))
     }
 
     pub(crate) fn set_running(&self, running: bool) {

@@ -166,6 +166,11 @@ impl Task {
             .collect()
     }
 
+    /// Estimated keys of each store.
+    pub fn store_sizes(&self) -> Vec<(String, u64)> {
+        self.changelogs.iter().filter_map(|(name, _)| self.store(name).map(|s| (name.clone(), s.estimated_keys()))).collect()
+    }
+
     fn store(&self, name: &str) -> Option<&Store> {
         if name == TIMER_STORE {
             Some(self.timers.store())

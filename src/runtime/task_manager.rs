@@ -109,6 +109,15 @@ impl TaskManager {
         }
     }
 
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    /// A key of a user store, from whichever task holds it.
+    pub fn query(&self, store: &str, key: &[u8]) -> Option<Vec<u8>> {
+        self.tasks.partitions().into_iter().find_map(|p| self.tasks.get(p).and_then(|t| t.get(store, key).ok().flatten()))
+    }
+
     pub fn commit_needed(&self) -> bool {
         self.tasks.commit_needed()
     }
@@ -136,6 +145,9 @@ impl TaskManager {
         match result {
             Ok(n) => {
                 self.status.committed(n, started.elapsed());
+                if n > 0 {
+                    self.status.set_store_keys(self.tasks.store_sizes());
+                }
                 Ok(())
             }
             Err(e) => self.recover(consumer, e),

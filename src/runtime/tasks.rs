@@ -64,6 +64,11 @@ impl Tasks {
         Ok(self.tasks.get_mut(&partition).expect("just inserted"))
     }
 
+    /// Estimated keys per (store, partition), timer stores included.
+    pub fn store_sizes(&self) -> std::collections::BTreeMap<(String, i32), u64> {
+        self.tasks.iter().flat_map(|(&p, t)| t.store_sizes().into_iter().map(move |(s, n)| ((s, p), n))).collect()
+    }
+
     pub fn get(&self, partition: i32) -> Option<&Task> {
         self.tasks.get(&partition)
     }

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 pub use definition::{Definition, Error};
 pub use machine::{apply, Action, Event, Instance, Outcome};
+pub use processor::STORE;
 
 use crate::serde::{AvroSerde, Registry, Serde, SubjectStrategy};
 use crate::state::StoreSpec;
 use crate::topology::{Topology, TopologyBuilder};
 use definition::{ActionSpec, Format};
-use processor::{sink_name, WorkflowProcessor, STORE};
+use processor::{sink_name, WorkflowProcessor};
 
 /// Reads and validates a definition file.
 ///

@@ -59,9 +59,12 @@ impl WorkflowProcessor {
     }
 
     fn handle(&mut self, ctx: &mut Context<'_>, key: &str, event: Event) -> Result<(), Error> {
+        let _span = tracing::info_span!("workflow", workflow = %self.def.name, instance = key, event = %event.name).entered();
         let before: Option<Instance> = ctx.get_json(STORE, key)?;
         match machine::apply_with(&self.def, key, before.as_ref(), &event, &mut self.guards) {
             Outcome::Transitioned { instance, actions } => {
+                let from = before.as_ref().map_or(self.def.initial.get_ref().as_str(), |b| b.state.as_str());
+                crate::metrics::transition(&self.def.name, from, &instance.state);
                 for a in actions {
                     match a {
                         Action::Emit { topic, value } => ctx.forward_to(&sink_name(&topic), Record::new(key.to_owned(), value, event.at)),
