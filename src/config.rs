@@ -170,6 +170,10 @@ pub struct Config {
     /// none (no HTTP endpoint).
     #[serde(rename = "http.listen", default)]
     pub http_listen: Option<String>,
+    /// The other instances' HTTP addresses (`http://host:port`): a `/workflows/{id}` query this
+    /// instance cannot answer is asked of them. Default: none.
+    #[serde(rename = "http.peers", default)]
+    pub http_peers: Vec<String>,
     /// Services that perform a workflow's commands (`[topology] builtin = "connectors"`).
     #[serde(default)]
     pub connectors: Option<crate::connectors::ConnectorsConfig>,

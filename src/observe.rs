@@ -2,8 +2,9 @@
 //! thread runs), `/ready` (and no task is restoring), and `GET /workflows/{id}`, an interactive
 //! query of a workflow instance's state and audit trail from this instance's stores.
 //!
-//! A query for an instance whose partition another keyflow instance owns answers 404 saying so;
-//! ask the other instances (or put a load balancer that retries on 404 in front of them).
+//! A query for an instance whose partition another keyflow instance owns is asked of the peers
+//! (`http.peers`), once: a forwarded query carries `X-Keyflow-Forwarded` and is not forwarded
+//! again. Without peers, or when none has it, the answer is 404.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,15 +25,22 @@ impl Server {
     ///
     /// # Errors
     /// The address cannot be bound.
-    pub fn start(listen: &str, application: &str, status: Arc<Status>) -> Result<Server, String> {
+    pub fn start(listen: &str, application: &str, status: Arc<Status>, peers: Vec<String>) -> Result<Server, String> {
         let http = Arc::new(Http::http(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?);
         let address = http.server_addr().to_ip().map_or_else(|| listen.to_owned(), |a| a.to_string());
         let (h, app) = (http.clone(), application.to_owned());
         let thread = std::thread::Builder::new()
             .name("keyflow-http".into())
             .spawn(move || {
+                let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().ok();
                 for request in h.incoming_requests() {
-                    let (code, content_type, body) = route(request.method(), request.url(), &app, &status);
+                    let forwarded = request.headers().iter().any(|h| h.field.equiv(FORWARDED));
+                    let (mut code, mut content_type, mut body) = route(request.method(), request.url(), &app, &status);
+                    if code == 404 && !forwarded && request.url().starts_with("/workflows/") {
+                        if let Some((c, b)) = http.as_ref().and_then(|c| ask_peers(c, &peers, request.url())) {
+                            (code, content_type, body) = (c, JSON, b);
+                        }
+                    }
                     let header = Header::from_bytes("Content-Type", content_type).expect("a valid header");
                     let _ = request.respond(Response::from_string(body).with_status_code(code).with_header(header));
                 }
@@ -53,6 +61,15 @@ impl Drop for Server {
 }
 
 const JSON: &str = "application/json";
+const FORWARDED: &str = "X-Keyflow-Forwarded";
+
+/// The first peer that has the instance.
+fn ask_peers(http: &reqwest::blocking::Client, peers: &[String], path: &str) -> Option<(u16, String)> {
+    peers.iter().find_map(|peer| {
+        let r = http.get(format!("{}{path}", peer.trim_end_matches('/'))).header(FORWARDED, "1").send().ok()?;
+        (r.status().as_u16() == 200).then(|| r.text().ok()).flatten().map(|b| (200, b))
+    })
+}
 const TEXT: &str = "text/plain; charset=utf-8";
 
 fn route(method: &Method, url: &str, application: &str, status: &Status) -> (u16, &'static str, String) {

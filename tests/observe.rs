@@ -70,7 +70,7 @@ fn health_readiness_metrics_and_the_instance_query_are_served() {
     p.ensure(&kafka::internal_topics(&config, &topology, PARTITIONS)).unwrap();
     let app = config.application_id.clone();
     let instance = Instance::start(config, topology).unwrap();
-    let server = Server::start("127.0.0.1:0", &app, instance.status()).unwrap();
+    let server = Server::start("127.0.0.1:0", &app, instance.status(), Vec::new()).unwrap();
     let base = format!("http://{}", server.address);
 
     wait_until("ready", Duration::from_secs(30), || get(&format!("{base}/ready")).0 == 200 && !instance.status().snapshot().assignment.is_empty());
@@ -88,6 +88,16 @@ fn health_readiness_metrics_and_the_instance_query_are_served() {
     let inst: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(inst["state"], "scanning");
     assert_eq!(inst["history"][0]["to"], "scanning");
+    // An instance without the key asks its peers.
+    let idle = Instance::start(Config::for_application(&unique("idle"), &bootstrap, &dir.path().join("idle")), keyflow::builtin::by_name("status-tracker", "idle-in", "idle-out", 1000).unwrap()).unwrap();
+    let front = Server::start("127.0.0.1:0", "idle", idle.status(), vec![base.clone()]).unwrap();
+    wait_until("the front instance runs", Duration::from_secs(30), || idle.status().snapshot().running);
+    let (code, body) = get(&format!("http://{}/workflows/doc%201", front.address));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["state"], "scanning");
+    assert_eq!(get(&format!("http://{}/workflows/nobody", front.address)).0, 404);
+    idle.stop();
+    idle.join().unwrap();
     let (code, body) = get(&format!("{base}/workflows/nobody"));
     assert_eq!(code, 404);
     assert!(body.contains("another instance owns it, or it does not exist"), "{body}");

@@ -168,7 +168,7 @@ impl Task {
 
     /// Estimated keys of each store.
     pub fn store_sizes(&self) -> Vec<(String, u64)> {
-        self.changelogs.iter().filter_map(|(name, _)| self.store(name).map(|s| (name.clone(), s.estimated_keys()))).collect()
+        self.changelogs.keys().filter_map(|name| self.store(name).map(|s| (name.clone(), s.estimated_keys()))).collect()
     }
 
     fn store(&self, name: &str) -> Option<&Store> {
