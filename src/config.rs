@@ -172,7 +172,7 @@ pub struct Config {
     pub http_listen: Option<String>,
     /// The other instances' HTTP addresses (`http://host:port`): a `/workflows/{id}` query this
     /// instance cannot answer is asked of them. Default: none.
-    #[serde(rename = "http.peers", default)]
+    #[serde(rename = "http.peers", default, deserialize_with = "list_or_commas")]
     pub http_peers: Vec<String>,
     /// Services that perform a workflow's commands (`[topology] builtin = "connectors"`).
     #[serde(default)]
@@ -204,6 +204,20 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+/// A list, or one string of comma-separated items (as an environment variable gives it).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(l) => l,
+        Either::Text(t) => t.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+    })
 }
 
 fn default_state_dir() -> PathBuf {
@@ -468,7 +482,7 @@ sasl.password = "hunter2"
     #[test]
     fn the_shipped_connectors_config_is_valid_and_takes_secrets_from_the_environment() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/connectors.toml");
-        let env = || [("CAMUNDA_CLIENT_SECRET".to_owned(), "c8-secret".to_owned()), ("ALFRESCO_PASSWORD".to_owned(), "alf-secret".to_owned())];
+        let env = || [("CAMUNDA_PASSWORD".to_owned(), "c8-secret".to_owned()), ("ALFRESCO_PASSWORD".to_owned(), "alf-secret".to_owned())];
         let mut c = Config::load(&path, env()).unwrap();
         let conn = c.connectors.clone().unwrap();
         assert_eq!(conn.breaker.open_ms, 30_000);
