@@ -5,16 +5,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{unique, wait_until, PARTITIONS};
+use common::{document_approval, unique, wait_until, WorkflowSetup};
 use keyflow::config::Config;
-use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};
+use keyflow::kafka;
 use keyflow::observe::Server;
-use keyflow::runtime::Instance;
-use keyflow::workflow;
-use rdkafka::mocking::MockCluster;
+use keyflow::runtime::{Guarantee, Instance};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
@@ -55,19 +52,7 @@ fn check_exposition(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn health_readiness_metrics_and_the_instance_query_are_served() {
-    keyflow::cli::init_tracing(0);
-    let cluster = MockCluster::new(1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
-    let topology = workflow::compile(def, None).unwrap();
-    let mut config = Config::for_application(&unique("observed"), &bootstrap, dir.path());
-    config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
-    config.set_commit_interval(Duration::from_millis(100));
-    let p = MockProvisioner(&cluster);
-    let topics: Vec<TopicSpec> = topology.source_topics().into_iter().chain(topology.sink_topics()).map(|name| TopicSpec { name, partitions: PARTITIONS, compacted: false }).collect();
-    p.ensure(&topics).unwrap();
-    p.ensure(&kafka::internal_topics(&config, &topology, PARTITIONS)).unwrap();
+    let WorkflowSetup { cluster: _cluster, bootstrap, config, topology, dir } = document_approval("observed", Guarantee::AtLeastOnce);
     let app = config.application_id.clone();
     let instance = Instance::start(config, topology).unwrap();
     let server = Server::start("127.0.0.1:0", &app, instance.status(), Vec::new()).unwrap();

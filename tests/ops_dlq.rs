@@ -4,19 +4,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{unique, wait_until, PARTITIONS};
-use keyflow::config::Config;
+use common::{document_approval, wait_until, WorkflowSetup};
 use keyflow::dlq;
 use keyflow::kafka::read::read_to_end;
 use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};
 use keyflow::ops::dlq::{self as ops, Filter};
 use keyflow::runtime::{Guarantee, Instance};
-use keyflow::workflow;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
@@ -39,19 +35,8 @@ fn transitions_to(bootstrap: &str, node: &str, state: &str) -> usize {
 
 #[test]
 fn dead_letters_are_listed_shown_redriven_once_and_purged() {
-    keyflow::cli::init_tracing(0);
-    let cluster = MockCluster::new(1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
-    let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
-    let topology = workflow::compile(def, None).unwrap();
-    let mut config = Config::for_application(&unique("docs"), &bootstrap, dir.path());
-    config.processing_guarantee = Guarantee::ExactlyOnceV2;
-    config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
+    let WorkflowSetup { cluster, bootstrap, config, topology, dir } = document_approval("docs", Guarantee::ExactlyOnceV2);
     let p = MockProvisioner(&cluster);
-    let topics: Vec<TopicSpec> = topology.source_topics().into_iter().chain(topology.sink_topics()).map(|name| TopicSpec { name, partitions: PARTITIONS, compacted: false }).collect();
-    p.ensure(&topics).unwrap();
-    p.ensure(&kafka::internal_topics(&config, &topology, PARTITIONS)).unwrap();
     let dlq_topic = config.dlq_topic();
     p.ensure(&[TopicSpec { name: ops::handled_topic(&dlq_topic), partitions: 1, compacted: true }]).unwrap();
     let instance = Instance::start(config.clone(), topology).unwrap();

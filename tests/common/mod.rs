@@ -60,6 +60,34 @@ pub fn setup(guarantee: Guarantee, commit_interval: Duration) -> Setup {
     Setup { cluster, bootstrap, config, topology, input, output, dir }
 }
 
+/// A mock cluster with the document-approval workflow's topics (inputs, outputs, internal
+/// topics), and a config for it (commit every 100 ms, short sessions for the mock).
+pub struct WorkflowSetup {
+    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    pub bootstrap: String,
+    pub config: Config,
+    pub topology: Topology,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn document_approval(app_prefix: &str, guarantee: Guarantee) -> WorkflowSetup {
+    keyflow::cli::init_tracing(0);
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let def = keyflow::workflow::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
+    let topology = keyflow::workflow::compile(def, None).unwrap();
+    let mut config = Config::for_application(&unique(app_prefix), &bootstrap, dir.path());
+    config.processing_guarantee = guarantee;
+    config.set_commit_interval(Duration::from_millis(100));
+    config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
+    let p = MockProvisioner(&cluster);
+    let topics: Vec<TopicSpec> = topology.source_topics().into_iter().chain(topology.sink_topics()).map(|name| TopicSpec { name, partitions: PARTITIONS, compacted: false }).collect();
+    p.ensure(&topics).unwrap();
+    p.ensure(&kafka::internal_topics(&config, &topology, PARTITIONS)).unwrap();
+    WorkflowSetup { cluster, bootstrap, config, topology, dir }
+}
+
 impl Setup {
     /// Starts an instance with its own state directory `name`.
     pub fn start(&self, name: &str) -> Instance {
