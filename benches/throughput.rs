@@ -3,7 +3,10 @@
 //! librdkafka's in-process mock broker, for both guarantees at two commit intervals, against a
 //! stateless rdkafka consume->produce pipe on the same broker (the ceiling the broker allows).
 //!
-//! `cargo bench --bench throughput -- [--events 200000] [--keys 10000] [--partitions 4]`
+//! `cargo bench --bench throughput -- [--events 200000] [--keys 10000] [--partitions 4] [--bootstrap host:port]`
+//!
+//! Without `--bootstrap` each run gets a fresh in-process mock broker; with it, every run uses
+//! its own topics and application id on that broker (e.g. tansu), created through the admin API.
 //!
 //! Figures are processing-only: from the first input handled to every input processed and
 //! committed (the load is produced before the clock starts). Run on a quiet machine; quote medians
@@ -24,16 +27,18 @@ struct Args {
     events: usize,
     keys: usize,
     partitions: i32,
+    bootstrap: Option<String>,
 }
 
 fn args() -> Args {
-    let mut a = Args { events: 200_000, keys: 10_000, partitions: 4 };
+    let mut a = Args { events: 200_000, keys: 10_000, partitions: 4, bootstrap: None };
     let v: Vec<String> = std::env::args().collect();
     for w in v.windows(2) {
         match w[0].as_str() {
             "--events" => a.events = w[1].parse().expect("--events N"),
             "--keys" => a.keys = w[1].parse().expect("--keys N"),
             "--partitions" => a.partitions = w[1].parse().expect("--partitions N"),
+            "--bootstrap" => a.bootstrap = Some(w[1].clone()),
             _ => {}
         }
     }
@@ -51,27 +56,49 @@ fn load(bootstrap: &str, topic: &str, a: &Args) {
     p.flush(Duration::from_secs(120)).unwrap();
 }
 
-fn cluster(a: &Args, app: &str) -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
-    let c = MockCluster::new(1).unwrap();
-    let b = c.bootstrap_servers();
-    MockProvisioner(&c)
-        .ensure(&[TopicSpec { name: "events".into(), partitions: a.partitions, compacted: false }, TopicSpec { name: "statuses".into(), partitions: a.partitions, compacted: false }])
-        .unwrap();
-    let topology = status_tracker::topology("events", "statuses", 3_600_000);
-    let config = Config::for_application(app, &b, std::path::Path::new("unused"));
-    MockProvisioner(&c).ensure(&kafka::internal_topics(&config, &topology, a.partitions)).unwrap();
-    (c, b)
+/// Where one run happens: its broker (kept alive by the guard) and its topic and application names.
+struct Run {
+    _mock: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    bootstrap: String,
+    input: String,
+    output: String,
+    app: String,
+}
+
+fn cluster(a: &Args, app: &str) -> Run {
+    let suffix = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+    let (input, output, app) = (format!("events-{suffix}"), format!("statuses-{suffix}"), format!("{app}-{suffix}"));
+    let topics = [TopicSpec { name: input.clone(), partitions: a.partitions, compacted: false }, TopicSpec { name: output.clone(), partitions: a.partitions, compacted: false }];
+    let topology = status_tracker::topology(&input, &output, 3_600_000);
+    match &a.bootstrap {
+        None => {
+            let c = MockCluster::new(1).unwrap();
+            let bootstrap = c.bootstrap_servers();
+            let config = Config::for_application(&app, &bootstrap, std::path::Path::new("unused"));
+            MockProvisioner(&c).ensure(&topics).unwrap();
+            MockProvisioner(&c).ensure(&kafka::internal_topics(&config, &topology, a.partitions)).unwrap();
+            Run { _mock: Some(c), bootstrap, input, output, app }
+        }
+        Some(b) => {
+            let mut config = Config::for_application(&app, b, std::path::Path::new("unused"));
+            config.replication_factor = std::num::NonZeroUsize::new(1).unwrap();
+            let admin = kafka::AdminProvisioner::new(&config).unwrap();
+            admin.ensure(&topics).unwrap();
+            admin.ensure(&kafka::internal_topics(&config, &topology, a.partitions)).unwrap();
+            Run { _mock: None, bootstrap: b.clone(), input, output, app }
+        }
+    }
 }
 
 /// events/s of keyflow with `guarantee` and `commit` interval.
 fn keyflow_run(a: &Args, guarantee: Guarantee, commit: Duration) -> f64 {
-    let (_c, bootstrap) = cluster(a, "bench");
-    load(&bootstrap, "events", a);
+    let run = cluster(a, "bench");
+    load(&run.bootstrap, &run.input, a);
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_application("bench", &bootstrap, dir.path());
+    let mut config = Config::for_application(&run.app, &run.bootstrap, dir.path());
     config.processing_guarantee = guarantee;
     config.set_commit_interval(commit);
-    let instance = Instance::start(config, status_tracker::topology("events", "statuses", 3_600_000)).unwrap();
+    let instance = Instance::start(config, status_tracker::topology(&run.input, &run.output, 3_600_000)).unwrap();
     let status = instance.status();
     // Done = every input processed and a commit completed after that (the mock does not store
     // transactional offsets, so committed group offsets cannot be the signal under EOS).
@@ -96,16 +123,16 @@ fn keyflow_run(a: &Args, guarantee: Guarantee, commit: Duration) -> f64 {
 
 /// events/s of a stateless rdkafka pipe: consume, produce the same record, commit at the end.
 fn pipe_run(a: &Args) -> f64 {
-    let (_c, bootstrap) = cluster(a, "pipe");
-    load(&bootstrap, "events", a);
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", "pipe").set("auto.offset.reset", "earliest").set("enable.auto.commit", "false").create().unwrap();
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).set("linger.ms", "5").create().unwrap();
-    consumer.subscribe(&["events"]).unwrap();
+    let run = cluster(a, "pipe");
+    load(&run.bootstrap, &run.input, a);
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &run.bootstrap).set("group.id", &run.app).set("auto.offset.reset", "earliest").set("enable.auto.commit", "false").create().unwrap();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &run.bootstrap).set("linger.ms", "5").create().unwrap();
+    consumer.subscribe(&[run.input.as_str()]).unwrap();
     let (mut n, mut start) = (0usize, None);
     while n < a.events {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             start.get_or_insert_with(Instant::now);
-            let mut r = BaseRecord::to("statuses").key(m.key().unwrap_or_default()).payload(m.payload().unwrap_or_default());
+            let mut r = BaseRecord::to(&run.output).key(m.key().unwrap_or_default()).payload(m.payload().unwrap_or_default());
             loop {
                 match producer.send(r) {
                     Ok(()) => break,
@@ -126,7 +153,8 @@ fn pipe_run(a: &Args) -> f64 {
 
 fn main() {
     let a = args();
-    println!("keyflow throughput: {} events, {} keys, {} partitions, librdkafka mock broker (1 broker, in process)", a.events, a.keys, a.partitions);
+    let broker = a.bootstrap.as_deref().map_or_else(|| "librdkafka mock broker (1 broker, in process)".to_owned(), |b| format!("broker at {b}"));
+    println!("keyflow throughput: {} events, {} keys, {} partitions, {broker}", a.events, a.keys, a.partitions);
     let pipe = pipe_run(&a);
     println!("{:<44} {:>10.0} events/s", "stateless rdkafka pipe (ceiling)", pipe);
     for (guarantee, name) in [(Guarantee::AtLeastOnce, "at_least_once"), (Guarantee::ExactlyOnceV2, "exactly_once_v2")] {
