@@ -87,10 +87,6 @@ impl Selection {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::List { select, all, json } => {
@@ -123,7 +119,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Redrive { select, to } => {
             let c = load(&select.config)?;
-            let r = dlq::redrive(&c.bootstrap_servers, &c.dlq_topic(), &select.filter(false), to.as_deref(), now())?;
+            let r = dlq::redrive(&c.bootstrap_servers, &c.dlq_topic(), &select.filter(false), to.as_deref(), crate::runtime::now_ms())?;
             println!("redrove {} dead letter(s){}", r.done.len(), if r.skipped.is_empty() { String::new() } else { format!("; {} already handled, left alone", r.skipped.len()) });
             Ok(ExitCode::SUCCESS)
         }
@@ -146,7 +142,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
-            let r = dlq::purge(&c.bootstrap_servers, &c.dlq_topic(), &filter, now())?;
+            let r = dlq::purge(&c.bootstrap_servers, &c.dlq_topic(), &filter, crate::runtime::now_ms())?;
             println!("purged {} dead letter(s)", r.done.len());
             Ok(ExitCode::SUCCESS)
         }

@@ -42,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config, std::env::vars())?;
     anyhow::ensure!(!config.bootstrap_servers.is_empty(), "bootstrap.servers is required");
     let topology = config.build_topology().map_err(anyhow::Error::msg)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let now = crate::runtime::now_ms();
     let target = if args.to_earliest {
         Target::Earliest
     } else if let Some(o) = args.to_offset {

@@ -80,7 +80,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Complete { id, config, vars, user } => {
             let (bootstrap, topic) = topic(&config)?;
             let variables: Map<String, Value> = vars.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let now = crate::runtime::now_ms();
             let event = embedded::complete(&bootstrap, &topic, &id, &user, variables, now)?;
             println!("completed {id}: sent {event}");
             Ok(ExitCode::SUCCESS)

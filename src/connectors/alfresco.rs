@@ -81,10 +81,6 @@ impl Alfresco {
         format!("{}/{API}/nodes/{node_id}", self.base_url.trim_end_matches('/'))
     }
 
-    fn json(&self, r: reqwest::blocking::Response) -> Result<Value, CallError> {
-        r.json().map_err(|e| CallError::transient(SERVICE, format!("response unreadable: {e}")))
-    }
-
     /// Sets `properties` and adds `aspects` on the node. `aspectNames` in a PUT replaces the
     /// whole list, so the node's current aspects are read first and kept. Setting the same
     /// values again is harmless: the call is idempotent.
@@ -95,8 +91,7 @@ impl Alfresco {
         let url = self.node_url(node_id);
         let mut body = json!({"properties": properties});
         if !aspects.is_empty() {
-            let r = self.credentials.send(SERVICE, &self.http, || self.http.get(&url).query(&[("include", "aspectNames")]))?;
-            let node = self.json(r)?;
+            let node = self.credentials.send_json(SERVICE, &self.http, || self.http.get(&url).query(&[("include", "aspectNames")]))?;
             let mut names: Vec<String> = node.pointer("/entry/aspectNames").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
             for a in aspects {
                 if !names.contains(a) {

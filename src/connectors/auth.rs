@@ -67,7 +67,7 @@ impl Credentials {
                 if refresh || cached.is_none() {
                     let body = json!({"userId": user, "password": password.expose()});
                     let r = http::send(service, http.post(url).json(&body)).map_err(|f| f.into_call(service))?;
-                    let v: Value = r.json().map_err(|e| CallError::transient(service, format!("ticket response unreadable: {e}")))?;
+                    let v = http::read_json(service, r)?;
                     let ticket = v.pointer("/entry/id").and_then(Value::as_str).ok_or_else(|| CallError::transient(service, "ticket response has no entry.id"))?;
                     *cached = Some(ticket.to_owned());
                 }
@@ -79,6 +79,14 @@ impl Credentials {
 
     fn refreshable(&self) -> bool {
         matches!(self, Credentials::OAuth(_) | Credentials::Ticket { .. })
+    }
+
+    /// [`Credentials::send`], then the response's JSON body (see [`http::read_json`]).
+    ///
+    /// # Errors
+    /// As [`Credentials::send`].
+    pub fn send_json(&self, service: &'static str, http: &Client, build: impl Fn() -> RequestBuilder) -> Result<Value, CallError> {
+        http::read_json(service, self.send(service, http, build)?)
     }
 
     /// Sends the request `build` makes, authorized; refreshes credentials once on 401/403.
@@ -153,7 +161,7 @@ impl TokenSource {
             form.push(("scope", s));
         }
         let response = http::send("oauth", http.post(&c.token_url).form(&form)).map_err(|f| f.into_call("oauth"))?;
-        let t: TokenResponse = response.json().map_err(|e| CallError::transient("oauth", format!("token response unreadable: {e}")))?;
+        let t: TokenResponse = serde_json::from_value(http::read_json("oauth", response)?).map_err(|e| CallError::transient("oauth", format!("token response unreadable: {e}")))?;
         let lifetime = Duration::from_secs(t.expires_in.unwrap_or(300));
         tracing::debug!(?lifetime, "fetched an OAuth token");
         *cached = Some((t.access_token.clone(), Instant::now() + lifetime));

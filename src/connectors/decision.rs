@@ -46,7 +46,7 @@ impl DecisionService for Camunda8 {
         if let Some(t) = &self.tenant_id {
             body["tenantId"] = json!(t);
         }
-        let r: Value = self.credentials.send(C8, &self.http, || self.http.post(&url).json(&body))?.json().map_err(|e| unreadable(C8, &e))?;
+        let r: Value = self.credentials.send_json(C8, &self.http, || self.http.post(&url).json(&body))?;
         if let Some(msg) = r.get("failureMessage").and_then(Value::as_str).filter(|m| !m.is_empty()) {
             let failed = r.get("failedDecisionDefinitionId").and_then(Value::as_str).unwrap_or(decision);
             return Err(CallError::Rejected { service: C8, status: 200, message: format!("decision `{failed}` failed: {msg}") });
@@ -72,7 +72,7 @@ impl DecisionService for Camunda7 {
         let url = format!("{}/decision-definition/key/{decision}/evaluate", self.base_url.trim_end_matches('/'));
         let typed: Map<String, Value> = variables.iter().map(|(k, v)| (k.clone(), typed_value(v))).collect();
         let body = json!({"variables": typed});
-        let r: Value = self.credentials.send(C7, &self.http, || self.http.post(&url).json(&body))?.json().map_err(|e| unreadable(C7, &e))?;
+        let r: Value = self.credentials.send_json(C7, &self.http, || self.http.post(&url).json(&body))?;
         // One map of output name -> typed value per matched rule.
         let rules: Vec<Map<String, Value>> = r
             .as_array()
@@ -120,7 +120,7 @@ impl DecisionService for Dsntk {
             message: format!("no model path configured for decision `{decision}` ([connectors.decisions.paths])"),
         })?;
         let url = format!("{}/evaluate/{}", self.base_url.trim_end_matches('/'), path.trim_matches('/'));
-        let r: Value = Credentials::None.send(DSNTK, &self.http, || self.http.post(&url).json(variables))?.json().map_err(|e| unreadable(DSNTK, &e))?;
+        let r: Value = Credentials::None.send_json(DSNTK, &self.http, || self.http.post(&url).json(variables))?;
         if let Some(errors) = r.get("errors").filter(|e| e.as_array().is_some_and(|a| !a.is_empty())) {
             return Err(CallError::Rejected { service: DSNTK, status: 200, message: format!("decision `{decision}` failed: {errors}") });
         }
@@ -192,8 +192,4 @@ fn outcome(service: &'static str, decision: &str, output: Value, name: Option<&s
         Value::Null => Err(CallError::Rejected { service, status: 200, message: format!("decision `{decision}` produced no result (no rule matched)") }),
         other => Ok(Map::from_iter([(name.unwrap_or("result").to_owned(), other)])),
     }
-}
-
-fn unreadable(service: &'static str, e: &reqwest::Error) -> CallError {
-    CallError::transient(service, format!("response unreadable: {e}"))
 }

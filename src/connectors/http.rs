@@ -65,6 +65,18 @@ pub fn send(service: &'static str, request: RequestBuilder) -> Result<Response, 
     Err(Failure::Call(classify(service, status, message, retry_after)))
 }
 
+/// The JSON body of a successful response (`null` for 204 No Content). A body that does not
+/// read as JSON is transient: a proxy's error page, a truncated response.
+///
+/// # Errors
+/// [`CallError::Transient`].
+pub fn read_json(service: &'static str, response: Response) -> Result<Value, CallError> {
+    if response.status() == StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
+    }
+    response.json().map_err(|e| CallError::transient(service, format!("response unreadable: {e}")))
+}
+
 /// A 401/403: the credentials were refused.
 #[derive(Debug)]
 pub struct Unauthorized {

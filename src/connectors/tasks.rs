@@ -77,11 +77,7 @@ impl Camunda8Tasks {
 
     fn post(&self, path: &str, body: &Value) -> Result<Value, CallError> {
         let url = self.url(path);
-        let r = self.credentials.send(C8, &self.http, || self.http.post(&url).json(body))?;
-        if r.status() == reqwest::StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
-        }
-        r.json().map_err(|e| CallError::transient(C8, format!("response unreadable: {e}")))
+        self.credentials.send_json(C8, &self.http, || self.http.post(&url).json(body))
     }
 
     /// The open user task of a task's process instance.
@@ -167,11 +163,7 @@ impl Camunda7Tasks {
     }
 
     fn send(&self, build: impl Fn() -> reqwest::blocking::RequestBuilder) -> Result<Value, CallError> {
-        let r = self.credentials.send(C7, &self.http, build)?;
-        if r.status() == reqwest::StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
-        }
-        r.json().map_err(|e| CallError::transient(C7, format!("response unreadable: {e}")))
+        self.credentials.send_json(C7, &self.http, build)
     }
 
     /// The task id for an idempotency key: readable when it fits Camunda 7's 64-character ids.

@@ -135,7 +135,7 @@ pub fn run(o: &Options) -> anyhow::Result<bool> {
 
     let started = Instant::now();
     let producer: BaseProducer = simulated::producer_config(&bootstrap).set("linger.ms", "5").create()?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let now = crate::runtime::now_ms();
     let mut sent = 0;
     for i in 0..o.documents {
         sent += simulated::upload(&producer, i, now + i as i64, 50)?;

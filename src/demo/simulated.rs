@@ -173,7 +173,7 @@ pub fn reviewers(bootstrap: String, topic: String, slow_after: Duration, stop: A
             })
             .collect();
         if !batch.is_empty() {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let now = crate::runtime::now_ms();
             embedded::complete_with(&p, &topic, &batch, "reviewer", now)?;
             done.extend(ready);
         }

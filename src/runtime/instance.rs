@@ -164,7 +164,8 @@ impl Drop for Instance {
     }
 }
 
-fn now_ms() -> i64 {
+/// The wall clock in ms since the epoch.
+pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 

@@ -21,7 +21,7 @@ pub(crate) mod task;
 pub(crate) mod tasks;
 
 pub use error::{Error, Step};
-pub use instance::Instance;
+pub use instance::{now_ms, Instance};
 pub use status::{Status, StatusSnapshot};
 pub(crate) use log::Log;
 pub use log::{Delivered, SourceOffset};
