@@ -228,15 +228,20 @@ pub fn restore_consumer_config(config: &Config) -> ClientConfig {
 }
 
 /// The instance's producer: transactional under exactly-once, idempotent always.
-pub fn producer_config(config: &Config) -> ClientConfig {
+/// `process_id` is `instance.id` or the id kept in the state directory (`state::process_id`), so
+/// a restarted instance's transactional id fences its dead predecessor at once.
+pub fn producer_config(config: &Config, process_id: &str) -> ClientConfig {
     let mut c = base_client_config(config);
     c.set("enable.idempotence", "true")
         // Java's default partitioner, so keyflow and Java producers agree on a key's partition.
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5");
     if config.processing_guarantee == Guarantee::ExactlyOnceV2 {
-        let suffix = config.instance_id.clone().unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
-        c.set("transactional.id", format!("{}-{suffix}", config.application_id));
+        c.set("transactional.id", format!("{}-{process_id}", config.application_id))
+            // Kafka Streams' exactly-once default (librdkafka's is 60 s): a transaction left open
+            // by a process that hung (not died: a restart fences that at once) blocks
+            // read_committed readers of its partitions for at most this long.
+            .set("transaction.timeout.ms", "10000");
     }
     for (k, v) in &config.producer.0 {
         c.set(k, v);

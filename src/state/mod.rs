@@ -13,10 +13,12 @@
 //! between two commits is sent to the changelog once.
 
 mod changelog;
+mod directory;
 mod store;
 mod timers;
 
 pub use changelog::Position;
+pub use directory::{claim, ClaimError, StateDirLock};
 pub(crate) use changelog::{ChangelogEntry, COMMIT_HEADER, MARKER_FORMAT, MARKER_HEADER, MARKER_KEY, RESET_FORMAT, RESET_KEY};
 pub use store::{Entries, Store};
 pub use timers::{Timer, TimeKind};
