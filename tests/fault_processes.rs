@@ -9,19 +9,17 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_exact, final_states, produce, read_all, unique, workload, PARTITIONS};
+use common::{assert_exact, duplicated_outputs, final_states, missing_outputs, produce, read_all, unique, workload, PARTITIONS};
 use keyflow::builtin::status_tracker;
 use keyflow::config::Config;
 use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::mocking::MockCluster;
-use serde_json::Value;
 
 struct Process {
     child: Child,
@@ -30,7 +28,13 @@ struct Process {
 
 fn spawn(config: &Path, state: &Path, log: &Path) -> Process {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_keyflow"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyflow"));
+    // keyflow reads KEYFLOW_* as config overrides: the test's own (KEYFLOW_SEED, ...) are not
+    // for it.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KEYFLOW_")) {
+        cmd.env_remove(k);
+    }
+    let child = cmd
         .args(["run", "--config"])
         .arg(config)
         .env("KEYFLOW_STATE_DIR", state)
@@ -113,15 +117,8 @@ fn three_processes_killed_at_random_end_with_exact_state_and_every_output() {
     assert_exact(&w.expected, &got);
 
     // No output missing: per document, every count 1..=n was emitted at least once.
-    let mut seen: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     let outputs = read_all(&bootstrap, &output);
-    for (key, value) in &outputs {
-        let v: Value = serde_json::from_slice(value).unwrap();
-        if let Some(c) = v["count"].as_u64() {
-            seen.entry(key.clone()).or_default().insert(c);
-        }
-    }
-    let missing: Vec<_> = w.expected.iter().filter(|(k, (n, _))| seen.get(*k).map_or(0, |s| (1..=*n).filter(|c| s.contains(c)).count() as u64) != *n).map(|(k, _)| k).collect();
+    let missing = missing_outputs(&w.expected, &outputs);
     assert!(missing.is_empty(), "{} documents miss outputs, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
     let good = w.events.len() - w.malformed;
     eprintln!(
@@ -130,6 +127,6 @@ fn three_processes_killed_at_random_end_with_exact_state_and_every_output() {
         elapsed.as_secs_f64(),
         w.expected.len(),
         outputs.len(),
-        outputs.len() - good
+        duplicated_outputs(&outputs)
     );
 }

@@ -8,20 +8,16 @@ use std::time::{Duration, Instant};
 
 use keyflow::builtin::status_tracker;
 use keyflow::config::Config;
-use keyflow::kafka::{self, MockProvisioner, Provisioner, QuietEof, TopicSpec};
+use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};
 use keyflow::runtime::{Guarantee, Instance};
 use keyflow::Topology;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use serde_json::Value;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-pub const PARTITIONS: i32 = 4;
+mod workload;
+pub use workload::*;
 
 /// A unique name per test and process, so tests never share topics, groups or transactional ids.
 pub fn unique(prefix: &str) -> String {
@@ -101,44 +97,6 @@ impl Setup {
     }
 }
 
-/// Events for `docs` documents with random statuses (valid or not) and amounts, plus a few
-/// malformed records; and per document the count and total the state must end with.
-pub struct Workload {
-    pub events: Vec<(i64, String, Vec<u8>)>,
-    pub expected: BTreeMap<String, (u64, f64)>,
-    pub malformed: usize,
-}
-
-pub fn workload(docs: usize, events: usize, seed: u64) -> Workload {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let statuses = ["uploaded", "scanned", "classified", "approved", "rejected"];
-    let mut w = Workload { events: Vec::new(), expected: BTreeMap::new(), malformed: 0 };
-    for i in 0..events {
-        let doc = format!("doc-{}", rng.random_range(0..docs));
-        let ts = 1_700_000_000_000 + i as i64;
-        if rng.random_ratio(1, 100) {
-            w.events.push((ts, doc, b"not json".to_vec()));
-            w.malformed += 1;
-            continue;
-        }
-        let amount = rng.random_range(1..100) as f64;
-        let status = statuses[rng.random_range(0..statuses.len())];
-        w.events.push((ts, doc.clone(), format!(r#"{{"status":"{status}","amount":{amount}}}"#).into_bytes()));
-        let e = w.expected.entry(doc).or_insert((0, 0.0));
-        e.0 += 1;
-        e.1 += amount;
-    }
-    w
-}
-
-pub fn produce(bootstrap: &str, topic: &str, events: &[(i64, String, Vec<u8>)]) {
-    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create().unwrap();
-    for (ts, key, value) in events {
-        kafka::send_waiting(&p, BaseRecord::to(topic).key(key.as_str()).payload(value.as_slice()).timestamp(*ts)).unwrap();
-    }
-    p.flush(Duration::from_secs(30)).unwrap();
-}
-
 /// Input offsets the group has committed, summed over partitions.
 pub fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
     let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().unwrap();
@@ -159,46 +117,13 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Every record of `topic`, as (key, value).
+/// Every record of `topic`, as (key, value), uncommitted ones included: the local brokers'
+/// view of what a reader could see.
 pub fn read_all(bootstrap: &str, topic: &str) -> Vec<(String, Vec<u8>)> {
-    let c: BaseConsumer<QuietEof> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", unique("reader")).set("enable.partition.eof", "true").create_with_context(QuietEof).unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let (mut eof, mut out) = (0, Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while eof < PARTITIONS && Instant::now() < deadline {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push((String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(), m.payload().unwrap_or_default().to_vec())),
-            Some(Err(KafkaError::PartitionEOF(_))) => eof += 1,
-            _ => {}
-        }
-    }
-    out
+    read_topic(bootstrap, topic, "read_uncommitted")
 }
 
-/// Per document, the furthest state the outputs report: (count, total). Duplicated outputs do
-/// not change it; a lost or doubly applied update does.
+/// Per document, the furthest state the outputs report (see `final_states_of`).
 pub fn final_states(bootstrap: &str, output: &str) -> BTreeMap<String, (u64, f64)> {
-    let mut m: BTreeMap<String, (u64, f64)> = BTreeMap::new();
-    for (key, value) in read_all(bootstrap, output) {
-        let v: Value = serde_json::from_slice(&value).unwrap();
-        let Some(count) = v["count"].as_u64() else { continue }; // escalations carry no count
-        let total = v["total"].as_f64().unwrap();
-        let e = m.entry(key).or_insert((0, 0.0));
-        if count > e.0 {
-            *e = (count, total);
-        }
-    }
-    m
+    final_states_of(&read_all(bootstrap, output))
 }
-
-/// Asserts that every document's state counts each of its events exactly once.
-pub fn assert_exact(expected: &BTreeMap<String, (u64, f64)>, got: &BTreeMap<String, (u64, f64)>) {
-    let wrong: Vec<_> = expected.iter().filter(|(k, want)| got.get(*k).map(|g| (g.0, (g.1 * 100.0).round())) != Some((want.0, (want.1 * 100.0).round()))).map(|(k, want)| (k, want, got.get(k))).collect();
-    assert!(wrong.is_empty(), "{} of {} documents have lost or doubled updates, e.g. {:?}", wrong.len(), expected.len(), &wrong[..wrong.len().min(5)]);
-}
-
