@@ -1,32 +1,35 @@
 //! Restore speed, memory per key of state, and Avro encode/decode cost.
 //!
-//! `cargo bench --profile dev --bench state -- [--keys 100000] [--avro 100000]` (1M keys takes more
-//! than 20 minutes on the mock broker, which holds everything in memory)
+//! `cargo bench --profile dev --bench state -- [--keys 100000] [--avro 100000] [--bootstrap host:port]`
+//! (1M keys takes more than 20 minutes on the mock broker, which holds everything in memory; use
+//! an external broker such as tansu for that)
 //!
 //! - Restore: the status-tracker builds state for `--keys` documents (one event each) on the
-//!   in-process mock broker; a second instance with an empty disk then restores the changelogs.
-//!   Reported: records/s and MB/s (key + value bytes of the changelogs), and the process's
-//!   resident memory before and after the state was built (it includes the mock broker, which
-//!   holds every topic in memory, so it is an upper bound for keyflow's own share).
+//!   in-process mock broker or the broker at `--bootstrap`; a second instance with an empty disk
+//!   then restores the changelogs. Reported: records/s and MB/s (key + value bytes of the
+//!   changelogs), and the process's resident memory before and after the state was built (on the
+//!   mock it includes the broker, which holds every topic in memory: an upper bound for keyflow's
+//!   own share; with `--bootstrap` it is keyflow's alone).
 //! - Avro: `DocumentUploaded` v2 through keyflow's serde (Confluent framing, `mock://` registry),
 //!   per-record encode and decode time.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Run;
 use keyflow::builtin::status_tracker;
 use keyflow::config::Config;
 use keyflow::kafka::read::read_to_end;
-use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};
+use keyflow::kafka;
 use keyflow::runtime::{Guarantee, Instance};
 use keyflow::serde::{AvroSerde, Registry, RegistryConfig, SubjectStrategy};
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::json;
 
 fn arg(name: &str, default: usize) -> usize {
-    let v: Vec<String> = std::env::args().collect();
-    v.windows(2).find(|w| w[0] == name).map_or(default, |w| w[1].parse().expect("a number"))
+    common::arg(name).map_or(default, |v| v.parse().expect("a number"))
 }
 
 fn rss_mb() -> f64 {
@@ -42,25 +45,23 @@ fn wait(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn restore(keys: usize) {
+fn restore(keys: usize, external: Option<&str>) {
     let partitions = 4;
-    let cluster = MockCluster::new(1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let topology = status_tracker::topology("events", "statuses", 3_600_000);
+    let run = Run::new(external, partitions, "state-bench");
+    let bootstrap = run.bootstrap.clone();
+    let topology = status_tracker::topology(&run.input, &run.output, 3_600_000);
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_application("state-bench", &bootstrap, &dir.path().join("a"));
+    let mut config = Config::for_application(&run.app, &bootstrap, &dir.path().join("a"));
     config.processing_guarantee = Guarantee::AtLeastOnce;
     config.set_commit_interval(Duration::from_millis(1000));
     // The mock ignores LeaveGroup: the second instance waits out the first one's session.
     config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
-    let p = MockProvisioner(&cluster);
-    p.ensure(&[TopicSpec { name: "events".into(), partitions, compacted: false }, TopicSpec { name: "statuses".into(), partitions, compacted: false }]).unwrap();
-    p.ensure(&kafka::internal_topics(&config, &topology, partitions)).unwrap();
+    println!("restore: {keys} keys, {partitions} partitions, {}", Run::broker(external));
 
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).set("linger.ms", "20").set("batch.num.messages", "10000").create().unwrap();
     for i in 0..keys {
         let value = format!(r#"{{"status":"uploaded","amount":{}}}"#, i % 100);
-        kafka::send_waiting(&producer, BaseRecord::to("events").key(format!("doc-{i:08}").as_str()).payload(value.as_str())).unwrap();
+        kafka::send_waiting(&producer, BaseRecord::to(&run.input).key(format!("doc-{i:08}").as_str()).payload(value.as_str())).unwrap();
     }
     producer.flush(Duration::from_secs(300)).unwrap();
     let rss_before = rss_mb();
@@ -74,7 +75,7 @@ fn restore(keys: usize) {
     a.stop();
     a.join().unwrap();
 
-    let changelog = keyflow::state::changelog_topic("state-bench", "documents");
+    let changelog = keyflow::state::changelog_topic(&run.app, "documents");
     let read_started = Instant::now();
     let records = read_to_end(&bootstrap, &changelog, Duration::from_secs(600)).unwrap();
     println!("(a plain consumer reads the {changelog} changelog in {:.2} s)", read_started.elapsed().as_secs_f64());
@@ -102,8 +103,9 @@ fn restore(keys: usize) {
         restored as f64 / took.as_secs_f64(),
         bytes as f64 / 1e6 / took.as_secs_f64()
     );
+    let share = if external.is_some() { "keyflow's own: the broker runs in another process" } else { "upper bound: includes the in-process broker's copies of the changelog and outputs" };
     println!(
-        "resident memory: {rss_before:.0} MB with the events loaded, {rss_built:.0} MB with the state built: {:.0} MB per 1M keys (upper bound: includes the in-process broker's copies of the changelog and outputs)",
+        "resident memory: {rss_before:.0} MB with the events loaded, {rss_built:.0} MB with the state built: {:.0} MB per 1M keys ({share})",
         (rss_built - rss_before) * 1e6 / keys as f64
     );
 }
@@ -135,5 +137,5 @@ fn avro(n: usize) {
 
 fn main() {
     avro(arg("--avro", 100_000));
-    restore(arg("--keys", 100_000));
+    restore(arg("--keys", 100_000), common::arg("--bootstrap").as_deref());
 }

@@ -12,14 +12,16 @@
 //! committed (the load is produced before the clock starts). Run on a quiet machine; quote medians
 //! of several runs.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Run;
 use keyflow::builtin::status_tracker;
 use keyflow::config::Config;
-use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};
+use keyflow::kafka;
 use keyflow::runtime::{Guarantee, Instance};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 
@@ -31,18 +33,8 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { events: 200_000, keys: 10_000, partitions: 4, bootstrap: None };
-    let v: Vec<String> = std::env::args().collect();
-    for w in v.windows(2) {
-        match w[0].as_str() {
-            "--events" => a.events = w[1].parse().expect("--events N"),
-            "--keys" => a.keys = w[1].parse().expect("--keys N"),
-            "--partitions" => a.partitions = w[1].parse().expect("--partitions N"),
-            "--bootstrap" => a.bootstrap = Some(w[1].clone()),
-            _ => {}
-        }
-    }
-    a
+    let number = |name: &str, default: usize| common::arg(name).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} N")));
+    Args { events: number("--events", 200_000), keys: number("--keys", 10_000), partitions: number("--partitions", 4) as i32, bootstrap: common::arg("--bootstrap") }
 }
 
 fn load(bootstrap: &str, topic: &str, a: &Args) {
@@ -57,37 +49,8 @@ fn load(bootstrap: &str, topic: &str, a: &Args) {
 }
 
 /// Where one run happens: its broker (kept alive by the guard) and its topic and application names.
-struct Run {
-    _mock: Option<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
-    bootstrap: String,
-    input: String,
-    output: String,
-    app: String,
-}
-
 fn cluster(a: &Args, app: &str) -> Run {
-    let suffix = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
-    let (input, output, app) = (format!("events-{suffix}"), format!("statuses-{suffix}"), format!("{app}-{suffix}"));
-    let topics = [TopicSpec { name: input.clone(), partitions: a.partitions, compacted: false }, TopicSpec { name: output.clone(), partitions: a.partitions, compacted: false }];
-    let topology = status_tracker::topology(&input, &output, 3_600_000);
-    match &a.bootstrap {
-        None => {
-            let c = MockCluster::new(1).unwrap();
-            let bootstrap = c.bootstrap_servers();
-            let config = Config::for_application(&app, &bootstrap, std::path::Path::new("unused"));
-            MockProvisioner(&c).ensure(&topics).unwrap();
-            MockProvisioner(&c).ensure(&kafka::internal_topics(&config, &topology, a.partitions)).unwrap();
-            Run { _mock: Some(c), bootstrap, input, output, app }
-        }
-        Some(b) => {
-            let mut config = Config::for_application(&app, b, std::path::Path::new("unused"));
-            config.replication_factor = std::num::NonZeroUsize::new(1).unwrap();
-            let admin = kafka::AdminProvisioner::new(&config).unwrap();
-            admin.ensure(&topics).unwrap();
-            admin.ensure(&kafka::internal_topics(&config, &topology, a.partitions)).unwrap();
-            Run { _mock: None, bootstrap: b.clone(), input, output, app }
-        }
-    }
+    Run::new(a.bootstrap.as_deref(), a.partitions, app)
 }
 
 /// events/s of keyflow with `guarantee` and `commit` interval.
@@ -153,7 +116,7 @@ fn pipe_run(a: &Args) -> f64 {
 
 fn main() {
     let a = args();
-    let broker = a.bootstrap.as_deref().map_or_else(|| "librdkafka mock broker (1 broker, in process)".to_owned(), |b| format!("broker at {b}"));
+    let broker = Run::broker(a.bootstrap.as_deref());
     println!("keyflow throughput: {} events, {} keys, {} partitions, {broker}", a.events, a.keys, a.partitions);
     let pipe = pipe_run(&a);
     println!("{:<44} {:>10.0} events/s", "stateless rdkafka pipe (ceiling)", pipe);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::demo::{self, Options};
+use crate::demo::{self, Options, Output};
 use crate::runtime::Guarantee;
 
 #[derive(Debug, clap::Args)]
@@ -33,6 +33,6 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let guarantee: Guarantee = serde_json::from_value(json!(args.guarantee)).context("--guarantee must be at_least_once or exactly_once_v2")?;
-    let options = Options { documents: args.documents, partitions: args.partitions, guarantee, escalate_after: Duration::from_millis(args.escalate_after_ms), json: args.json };
-    Ok(if demo::run(&options)? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let options = Options { documents: args.documents, partitions: args.partitions, guarantee, escalate_after: Duration::from_millis(args.escalate_after_ms), output: if args.json { Output::Json } else { Output::Text } };
+    Ok(if demo::run(&options)?.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -58,7 +58,32 @@ pub struct Options {
     pub guarantee: Guarantee,
     /// The review escalation (48 h in the definition).
     pub escalate_after: Duration,
-    pub json: bool,
+    pub output: Output,
+}
+
+/// How the demo reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Progress each second and a summary table.
+    Text,
+    /// Only the summary, as JSON.
+    Json,
+    /// Nothing: the caller reads the returned `Summary` (the benchmark).
+    Quiet,
+}
+
+/// The run in figures.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Every document ended where its inputs lead and the counts add up.
+    pub ok: bool,
+    pub documents: usize,
+    /// Repository events uploaded (documents plus malformed copies).
+    pub events: usize,
+    /// From the first upload to the last document's final state.
+    pub elapsed: Duration,
+    /// Records processed by all instances (workflow and connectors).
+    pub records_processed: u64,
 }
 
 /// What the run produced, read back from the topics.
@@ -76,16 +101,16 @@ struct Outcome {
     dead_letter_reasons: BTreeMap<String, usize>,
 }
 
-/// Runs the demo; `Ok(false)` when the outcome does not match the inputs.
+/// Runs the demo; `ok` is false when the outcome does not match the inputs.
 ///
 /// # Errors
 /// The broker or an instance failed, or the run did not finish in time.
-pub fn run(o: &Options) -> anyhow::Result<bool> {
+pub fn run(o: &Options) -> anyhow::Result<Summary> {
     let dir = tempfile::tempdir()?;
     let cluster = MockCluster::new(3)?;
     let bootstrap = cluster.bootstrap_servers();
     let say = |line: String| {
-        if !o.json {
+        if o.output == Output::Text {
             println!("• {line}");
         }
     };
@@ -227,7 +252,7 @@ fn read_outcome(bootstrap: &str, dlqs: &[String]) -> anyhow::Result<Outcome> {
     Ok(o)
 }
 
-fn report(opts: &Options, o: &Outcome, instances: &[(&str, StatusSnapshot)], events: usize, elapsed: Duration) -> bool {
+fn report(opts: &Options, o: &Outcome, instances: &[(&str, StatusSnapshot)], events: usize, elapsed: Duration) -> Summary {
     let n = opts.documents;
     let mut expected: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..n {
@@ -240,17 +265,21 @@ fn report(opts: &Options, o: &Outcome, instances: &[(&str, StatusSnapshot)], eve
     let ok = o.finals == expected && o.dead_letters == broken && o.write_backs == n && o.notifications == n + o.escalated && o.tasks_completed >= manual;
     let processed: u64 = instances.iter().map(|(_, s)| s.processed).sum();
     let rate = processed as f64 / elapsed.as_secs_f64();
-    if opts.json {
+    let summary = Summary { ok, documents: n, events, elapsed, records_processed: processed };
+    if opts.output == Output::Quiet {
+        return summary;
+    }
+    if opts.output == Output::Json {
         let per: Vec<Value> = instances
             .iter()
             .map(|(name, s)| json!({"instance": name, "processed": s.processed, "dead_lettered": s.dead_lettered, "timers_fired": s.timers_fired, "commits": s.commits, "mean_commit_ms": s.mean_commit_micros as f64 / 1000.0}))
             .collect();
-        let summary = json!({"ok": ok, "documents": n, "repository_events": events, "final_states": o.finals, "expected_final_states": expected,
+        let json_summary = json!({"ok": ok, "documents": n, "repository_events": events, "final_states": o.finals, "expected_final_states": expected,
             "decisions": o.decisions, "tasks_opened": o.tasks_opened, "tasks_completed": o.tasks_completed, "escalated": o.escalated,
             "write_backs": o.write_backs, "notifications": o.notifications, "dead_letters": o.dead_letters, "dead_letter_reasons": o.dead_letter_reasons, "expected_dead_letters": broken,
             "records_processed": processed, "elapsed_s": elapsed.as_secs_f64(), "records_per_s": rate, "instances": per});
-        println!("{}", serde_json::to_string_pretty(&summary).expect("JSON"));
-        return ok;
+        println!("{}", serde_json::to_string_pretty(&json_summary).expect("JSON"));
+        return summary;
     }
     println!();
     println!("Summary: {n} documents, {:.1}s from the first upload to the last final state", elapsed.as_secs_f64());
@@ -272,5 +301,5 @@ fn report(opts: &Options, o: &Outcome, instances: &[(&str, StatusSnapshot)], eve
         println!("  {name}: processed {}, dead-lettered {}, timers {}, commits {} (mean {:.1} ms)", s.processed, s.dead_lettered, s.timers_fired, s.commits, s.mean_commit_micros as f64 / 1000.0);
     }
     println!("{}", if ok { "OK: every document reached the final state its events lead to, and the counts add up." } else { "MISMATCH: see the expected counts above." });
-    ok
+    summary
 }
