@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::workload::{final_states_of, read_topic, PARTITIONS};
+use crate::workload::{final_states_of, produce_paced, read_topic, Workload, PARTITIONS};
 use crate::Cluster;
 
 /// The `keyflow` binary: `KEYFLOW_BIN`, or the workspace's debug build (built once if missing).
@@ -81,6 +81,13 @@ impl App {
             .spawn()
             .unwrap();
         Keyflow { child: Some(child), log, index: i }
+    }
+
+    /// Produces the workload's events to the input topic in the background, `per_second`, so
+    /// input keeps arriving while the test injects faults.
+    pub fn feed(&self, w: &Workload, per_second: usize) -> std::thread::JoinHandle<()> {
+        let (bootstrap, topic, events) = (self.bootstrap.clone(), self.input.clone(), w.events.clone());
+        std::thread::spawn(move || produce_paced(&bootstrap, &topic, &events, Some(per_second)))
     }
 
     /// Every committed output, as a read_committed consumer downstream sees it.
@@ -170,7 +177,7 @@ impl Drop for Keyflow {
 
 /// What a test saw at the end, checked against exactly-once: every document's state exact, every
 /// output present, none twice (read_committed). Panics with the instances' last log lines if not.
-pub fn assert_exactly_once(test: &str, app: &App, w: &crate::workload::Workload, instances: &[Keyflow], limit: Duration) {
+pub fn assert_exactly_once(test: &str, app: &App, w: &Workload, instances: &[Keyflow], limit: Duration) {
     let started = Instant::now();
     let outputs = app.converge(&w.expected, limit);
     let got = final_states_of(&outputs);

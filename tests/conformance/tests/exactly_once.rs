@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use keyflow_conformance::keyflow::assert_exactly_once;
-use keyflow_conformance::workload::{produce_paced, workload};
-use keyflow_conformance::{App, Cluster};
+use keyflow_conformance::workload::workload;
+use keyflow_conformance::{App, Cluster, Keyflow};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -17,6 +17,25 @@ fn seed() -> u64 {
     let seed = std::env::var("KEYFLOW_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("seed {seed} (KEYFLOW_SEED replays it)");
     seed
+}
+
+/// Lets `instance` run for `after`, then freezes it (SIGSTOP) for `frozen` and wakes it.
+fn freeze(instance: &Keyflow, after: Duration, frozen: Duration) {
+    std::thread::sleep(after);
+    instance.pause();
+    std::thread::sleep(frozen);
+    instance.resume();
+}
+
+/// Reports whether `instance` logged any of `markers` (it noticed the injected fault), and on
+/// the suite's own Kafka insists on it: a run where the fault never bit proves nothing.
+fn saw(cluster: &Cluster, instance: &Keyflow, markers: &[&str], what: &str) {
+    let log = instance.log();
+    let seen = markers.iter().any(|m| log.contains(m));
+    eprintln!("instance {} {} {what}", instance.index, if seen { "logged" } else { "did not log" });
+    if cluster.is_reference() {
+        assert!(seen, "instance {} never logged {what} ({markers:?})\n{}", instance.index, instance.tail(30));
+    }
 }
 
 /// Sessions short enough that a dead member's partitions move within seconds.
@@ -32,10 +51,7 @@ fn kill_9_of_random_instances_loses_nothing_and_duplicates_nothing() {
     let mut instances: Vec<_> = (0..3).map(|i| app.spawn(i)).collect();
 
     // Input keeps arriving (~6k/s for 10 s) while instances die and come back.
-    let feeder = {
-        let (bootstrap, topic, events) = (app.bootstrap.clone(), app.input.clone(), w.events.clone());
-        std::thread::spawn(move || produce_paced(&bootstrap, &topic, &events, Some(6_000)))
-    };
+    let feeder = app.feed(&w, 6_000);
     let started = Instant::now();
     for k in 0..5 {
         std::thread::sleep(Duration::from_millis(rng.random_range(1_500..4_000)));
@@ -58,28 +74,17 @@ fn a_zombie_that_wakes_after_its_partitions_moved_is_fenced() {
     let app = App::status_tracker(&cluster, "zombie", &format!("{GROUP}[producer]\ntransaction.timeout.ms = 120000\n"));
     let w = workload(2_000, 60_000, seed);
     let mut instances = vec![app.spawn(0), app.spawn(1)];
-    let feeder = {
-        let (bootstrap, topic, events) = (app.bootstrap.clone(), app.input.clone(), w.events.clone());
-        std::thread::spawn(move || produce_paced(&bootstrap, &topic, &events, Some(3_000)))
-    };
+    let feeder = app.feed(&w, 3_000);
     // Mid-stream, with a transaction open, instance 0 freezes; its session expires and
     // instance 1 takes every partition and carries on from instance 0's last commit.
-    std::thread::sleep(Duration::from_secs(5));
-    instances[0].pause();
-    std::thread::sleep(Duration::from_secs(15));
     // It wakes believing it still owns its partitions, with records processed and outputs sent
     // in an open transaction. Its commit must be refused and its outputs aborted.
-    instances[0].resume();
+    freeze(&instances[0], Duration::from_secs(5), Duration::from_secs(15));
     feeder.join().unwrap();
     assert_exactly_once("zombie", &app, &w, &instances, Duration::from_secs(180));
     // It found out either way: its commit refused ("task migrated") or its partitions reported
     // lost by the group before it tried.
-    let log = instances[0].log();
-    let fenced = log.contains("task migrated") || log.contains("lost=true");
-    eprintln!("zombie: the woken instance {} it had been replaced", if fenced { "noticed" } else { "did not log that" });
-    if cluster.is_reference() {
-        assert!(fenced, "the zombie never noticed it was replaced\n{}", instances[0].tail(30));
-    }
+    saw(&cluster, &instances[0], &["task migrated", "lost=true"], "that it had been replaced");
     for k in &mut instances {
         k.terminate();
     }
@@ -94,25 +99,14 @@ fn a_transaction_left_open_past_its_timeout_is_aborted_and_redone() {
     let app = App::status_tracker(&cluster, "txn-timeout", "[consumer]\nsession.timeout.ms = 45000\n[producer]\ntransaction.timeout.ms = 5000\n");
     let w = workload(1_000, 30_000, seed);
     let mut instances = vec![app.spawn(0)];
-    let feeder = {
-        let (bootstrap, topic, events) = (app.bootstrap.clone(), app.input.clone(), w.events.clone());
-        std::thread::spawn(move || produce_paced(&bootstrap, &topic, &events, Some(2_000)))
-    };
-    std::thread::sleep(Duration::from_secs(4));
-    instances[0].pause();
+    let feeder = app.feed(&w, 2_000);
     // Past the timeout and the coordinator's 1 s sweep: the transaction is aborted and the
     // producer's epoch bumped, so its next send or commit is refused.
-    std::thread::sleep(Duration::from_secs(12));
-    instances[0].resume();
+    freeze(&instances[0], Duration::from_secs(4), Duration::from_secs(12));
     feeder.join().unwrap();
     assert_exactly_once("transaction_timeout", &app, &w, &instances, Duration::from_secs(180));
     // It must have found its transaction gone (a local broker that never times transactions
     // out lets it commit, which is also consistent, but shows nothing).
-    let log = instances[0].log();
-    let noticed = log.contains("task migrated") || log.contains("aborting");
-    eprintln!("transaction_timeout: the instance {} its aborted transaction", if noticed { "noticed" } else { "did not notice" });
-    if cluster.is_reference() {
-        assert!(noticed, "the broker never aborted the hung transaction, or the instance never noticed\n{}", instances[0].tail(30));
-    }
+    saw(&cluster, &instances[0], &["task migrated", "aborting"], "that its transaction was aborted");
     instances[0].terminate();
 }
