@@ -32,7 +32,7 @@ fn main() {
             s.events,
             s.documents as f64 / secs,
             s.records_processed as f64 / secs,
-            if s.ok { "checked: every document in its expected final state" } else { "WRONG: see `keyflow demo` for the same run" }
+            if s.ok { "checked: every document in its expected final state".to_owned() } else { format!("WRONG: {}", s.problems.join("; ")) }
         );
     }
 }
