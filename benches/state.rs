@@ -28,10 +28,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::json;
 
-fn arg(name: &str, default: usize) -> usize {
-    common::arg(name).map_or(default, |v| v.parse().expect("a number"))
-}
-
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
@@ -136,6 +132,6 @@ fn avro(n: usize) {
 }
 
 fn main() {
-    avro(arg("--avro", 100_000));
-    restore(arg("--keys", 100_000), common::arg("--bootstrap").as_deref());
+    avro(common::number("--avro", 100_000));
+    restore(common::number("--keys", 100_000), common::arg("--bootstrap").as_deref());
 }

@@ -33,7 +33,7 @@ struct Args {
 }
 
 fn args() -> Args {
-    let number = |name: &str, default: usize| common::arg(name).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} N")));
+    use common::number;
     Args { events: number("--events", 200_000), keys: number("--keys", 10_000), partitions: number("--partitions", 4) as i32, bootstrap: common::arg("--bootstrap") }
 }
 

@@ -19,9 +19,8 @@ use keyflow::demo::{self, Options, Output};
 use keyflow::runtime::Guarantee;
 
 fn main() {
-    let number = |name: &str, default: usize| common::arg(name).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} N")));
-    let documents = number("--documents", 2_000);
-    let escalate = Duration::from_millis(number("--escalate-after-ms", 3_000) as u64);
+    let documents = common::number("--documents", 2_000);
+    let escalate = Duration::from_millis(common::number("--escalate-after-ms", 3_000) as u64);
     println!("document-approval end to end: {documents} documents, escalation after {escalate:?}, librdkafka mock cluster (3 brokers, in process)");
     for (guarantee, name) in [(Guarantee::AtLeastOnce, "at_least_once"), (Guarantee::ExactlyOnceV2, "exactly_once_v2")] {
         let s = demo::run(&Options { documents, partitions: 4, guarantee, escalate_after: escalate, output: Output::Quiet }).expect("the run completes");

@@ -14,6 +14,11 @@ pub fn arg(name: &str) -> Option<String> {
     v.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
 }
 
+/// The number given as `--name N`, or `default`.
+pub fn number(name: &str, default: usize) -> usize {
+    arg(name).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} N: not a number: {v}")))
+}
+
 /// One run's broker and names: the status-tracker's input and output topics and its internal
 /// topics exist.
 pub struct Run {

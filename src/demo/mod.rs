@@ -32,6 +32,10 @@ const WORKFLOW_APP: &str = "demo-document-approval";
 const CONNECTORS_APP: &str = "demo-connectors";
 const TRANSITIONS: &str = "document-approval.transitions";
 const HUMAN_TASKS: &str = "document-approval.human-tasks";
+const DECISION_RESULTS: &str = "document-approval.decision-results";
+const TASK_RESULTS: &str = "document-approval.task-results";
+const DOCUMENT_UPDATES: &str = "document-approval.document-updates";
+const NOTIFICATIONS: &str = "notifications";
 
 /// The routing decision as rules, the same as the DMN file (hit policy FIRST).
 const RULES: &str = r#"
@@ -221,9 +225,10 @@ fn app_config(app: &str, bootstrap: &str, dir: &std::path::Path, guarantee: Guar
     c
 }
 
-/// Follows the transitions topic for the progress check, reading each record once: re-reading
-/// the whole topic four times a second cost more the longer the run. (The summary reads
-/// everything once more at the end, from the beginning.)
+/// Follows the transitions topic for the progress check, reading each record once as it
+/// arrives. Re-reading the topic from the beginning could never finish a long run on the mock,
+/// which drops a partition's oldest records past 5 MB (the first documents' final states among
+/// them), and cost more at every check. The summary reads everything once more at the end.
 struct Progress {
     consumer: BaseConsumer<QuietEof>,
     finished: BTreeSet<String>,
@@ -248,23 +253,26 @@ impl Progress {
     /// Instances that have reached a final state, as far as read so far.
     fn finished(&mut self) -> usize {
         while let Some(r) = self.consumer.poll(Duration::from_millis(50)) {
-            let Ok(m) = r else { continue };
-            let Ok(t) = serde_json::from_slice::<Value>(m.payload().unwrap_or_default()) else { continue };
-            if t["final"] == true {
-                self.finished.insert(t["instanceId"].as_str().unwrap_or_default().to_owned());
+            if let Some((instance, _)) = r.ok().and_then(|m| final_transition(m.payload())) {
+                self.finished.insert(instance);
             }
         }
         self.finished.len()
     }
 }
 
+/// (instance id, final state) when `value` is a transition record into a final state.
+fn final_transition(value: Option<&[u8]>) -> Option<(String, String)> {
+    let t = serde_json::from_slice::<Value>(value?).ok()?;
+    (t["final"] == true).then(|| (t["instanceId"].as_str().unwrap_or_default().to_owned(), t["to"].as_str().unwrap_or_default().to_owned()))
+}
+
 /// Final state per finished instance, from the workflow's transition records.
 fn finished(bootstrap: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let mut done = BTreeMap::new();
     for m in read_to_end(bootstrap, TRANSITIONS, Duration::from_secs(30))? {
-        let Ok(t) = serde_json::from_slice::<Value>(m.value.as_deref().unwrap_or_default()) else { continue };
-        if t["final"] == true {
-            done.insert(t["instanceId"].as_str().unwrap_or_default().to_owned(), t["to"].as_str().unwrap_or_default().to_owned());
+        if let Some((instance, state)) = final_transition(m.value.as_deref()) {
+            done.insert(instance, state);
         }
     }
     Ok(done)
@@ -294,17 +302,17 @@ fn truncated<'a>(bootstrap: &str, topics: impl Iterator<Item = &'a str>) -> anyh
 
 fn read_outcome(bootstrap: &str, dlqs: &[String]) -> anyhow::Result<Outcome> {
     let mut o = Outcome::default();
-    let topics = [TRANSITIONS, HUMAN_TASKS, "document-approval.decision-results", "document-approval.task-results", "document-approval.document-updates", "notifications"];
+    let topics = [TRANSITIONS, HUMAN_TASKS, DECISION_RESULTS, TASK_RESULTS, DOCUMENT_UPDATES, NOTIFICATIONS];
     o.truncated = truncated(bootstrap, topics.iter().copied().chain(dlqs.iter().map(String::as_str)))?;
     for state in finished(bootstrap)?.into_values() {
         *o.finals.entry(state).or_default() += 1;
     }
     o.escalated = count(bootstrap, TRANSITIONS, |t| t["to"] == "escalated")?;
-    o.decisions = count(bootstrap, "document-approval.decision-results", |_| true)?;
+    o.decisions = count(bootstrap, DECISION_RESULTS, |_| true)?;
     o.tasks_opened = count(bootstrap, HUMAN_TASKS, |t| t["state"] == "CREATED")?;
-    o.tasks_completed = count(bootstrap, "document-approval.task-results", |_| true)?;
-    o.write_backs = count(bootstrap, "document-approval.document-updates", |_| true)?;
-    o.notifications = count(bootstrap, "notifications", |_| true)?;
+    o.tasks_completed = count(bootstrap, TASK_RESULTS, |_| true)?;
+    o.write_backs = count(bootstrap, DOCUMENT_UPDATES, |_| true)?;
+    o.notifications = count(bootstrap, NOTIFICATIONS, |_| true)?;
     for d in dlqs {
         for m in read_to_end(bootstrap, d, Duration::from_secs(30))? {
             o.dead_letters += 1;

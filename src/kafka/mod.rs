@@ -228,7 +228,7 @@ pub fn restore_consumer_config(config: &Config) -> ClientConfig {
 }
 
 /// The instance's producer: transactional under exactly-once, idempotent always.
-/// `process_id` is `instance.id` or the id kept in the state directory (`state::process_id`), so
+/// `process_id` is `instance.id` or the id kept in the state directory (`state::claim`), so
 /// a restarted instance's transactional id fences its dead predecessor at once.
 pub fn producer_config(config: &Config, process_id: &str) -> ClientConfig {
     let mut c = base_client_config(config);

@@ -101,13 +101,9 @@ impl AvroSerde {
         Self { registry, schema: schema.map(Arc::new), names: Arc::new(names), strategy, ids: Arc::default() }
     }
 
-    fn declared(&self) -> Option<&Schema> {
-        self.schema.as_deref()
-    }
-
     /// The declared schema's full name, for `describe()`.
     pub fn name(&self) -> String {
-        self.declared().map_or_else(|| "avro(writer schema)".into(), |s| format!("avro({})", full_name(s)))
+        self.schema.as_deref().map_or_else(|| "avro(writer schema)".into(), |s| format!("avro({})", full_name(s)))
     }
 
     /// Decodes Confluent-framed Avro into a JSON value.
@@ -123,7 +119,7 @@ impl AvroSerde {
         let id = u32::from_be_bytes(bytes[1..5].try_into().expect("4 bytes"));
         let writer = self.registry.schema(id)?;
         let avro_err = |e: apache_avro::Error| Error::Avro(format!("schema id {id}: {e}"));
-        let reader = GenericDatumReader::builder(&writer).maybe_reader_schema(self.declared()).build().map_err(avro_err)?;
+        let reader = GenericDatumReader::builder(&writer).maybe_reader_schema(self.schema.as_deref()).build().map_err(avro_err)?;
         let mut datum = &bytes[5..];
         let value = reader.read_value(&mut datum).map_err(avro_err)?;
         if !datum.is_empty() {

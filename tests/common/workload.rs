@@ -94,7 +94,6 @@ pub fn read_topic(bootstrap: &str, topic: &str, isolation: &str) -> Vec<(String,
         .set("group.id", group)
         .set("enable.partition.eof", "true")
         .set("isolation.level", isolation)
-        .set("log_level", "3") // end of partition is asked for, not an error to log
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();

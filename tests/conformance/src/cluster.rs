@@ -118,7 +118,7 @@ fn no_engine(e: &TestcontainersError) -> bool {
         // bollard reports a missing socket or a refused connection on the first request.
         TestcontainersError::Client(c) => {
             let text = format!("{c:?}");
-            ["SocketNotFound", "Connection refused", "No such file or directory", "DockerResponseServerError { status_code: 404"].iter().any(|s| text.contains(s)) && !text.contains("pull")
+            ["SocketNotFound", "Connection refused", "No such file or directory"].iter().any(|s| text.contains(s))
         }
         _ => false,
     }
