@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use common::Run;
 use keyflow::builtin::status_tracker;
 use keyflow::config::Config;
-use keyflow::kafka::read::read_to_end;
 use keyflow::kafka;
+use keyflow::kafka::read::read_to_end;
 use keyflow::runtime::{Guarantee, Instance};
 use keyflow::serde::{AvroSerde, Registry, RegistryConfig, SubjectStrategy};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -30,7 +30,12 @@ use serde_json::json;
 
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn wait(what: &str, mut done: impl FnMut() -> bool) {
@@ -54,7 +59,12 @@ fn restore(keys: usize, external: Option<&str>) {
     config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
     println!("restore: {keys} keys, {partitions} partitions, {}", Run::broker(external));
 
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).set("linger.ms", "20").set("batch.num.messages", "10000").create().unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .create()
+        .unwrap();
     for i in 0..keys {
         let value = format!(r#"{{"status":"uploaded","amount":{}}}"#, i % 100);
         kafka::send_waiting(&producer, BaseRecord::to(&run.input).key(format!("doc-{i:08}").as_str()).payload(value.as_str())).unwrap();
@@ -99,7 +109,11 @@ fn restore(keys: usize, external: Option<&str>) {
         restored as f64 / took.as_secs_f64(),
         bytes as f64 / 1e6 / took.as_secs_f64()
     );
-    let share = if external.is_some() { "keyflow's own: the broker runs in another process" } else { "upper bound: includes the in-process broker's copies of the changelog and outputs" };
+    let share = if external.is_some() {
+        "keyflow's own: the broker runs in another process"
+    } else {
+        "upper bound: includes the in-process broker's copies of the changelog and outputs"
+    };
     println!(
         "resident memory: {rss_before:.0} MB with the events loaded, {rss_built:.0} MB with the state built: {:.0} MB per 1M keys ({share})",
         (rss_built - rss_before) * 1e6 / keys as f64
@@ -108,7 +122,8 @@ fn restore(keys: usize, external: Option<&str>) {
 
 fn avro(n: usize) {
     let schema = apache_avro::Schema::parse_str(include_str!("../schemas/document/DocumentUploaded.v2.avsc")).unwrap();
-    let registry = Registry::new(&RegistryConfig { url: "mock://state-bench".into(), basic_auth_user_info: None, bearer_auth_token: None }).unwrap();
+    let registry =
+        Registry::new(&RegistryConfig { url: "mock://state-bench".into(), basic_auth_user_info: None, bearer_auth_token: None }).unwrap();
     let serde = AvroSerde::new(registry, Some(schema), SubjectStrategy::TopicName);
     let docs: Vec<_> = (0..n)
         .map(|i| json!({"eventId": format!("ev-{i}"), "nodeId": format!("node-{i}"), "name": "invoice.pdf", "mimeType": "application/pdf", "sizeBytes": 52113 + i,

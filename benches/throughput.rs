@@ -34,11 +34,17 @@ struct Args {
 
 fn args() -> Args {
     use common::number;
-    Args { events: number("--events", 200_000), keys: number("--keys", 10_000), partitions: number("--partitions", 4) as i32, bootstrap: common::arg("--bootstrap") }
+    Args {
+        events: number("--events", 200_000),
+        keys: number("--keys", 10_000),
+        partitions: number("--partitions", 4) as i32,
+        bootstrap: common::arg("--bootstrap"),
+    }
 }
 
 fn load(bootstrap: &str, topic: &str, a: &Args) {
-    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "20").set("batch.num.messages", "10000").create().unwrap();
+    let p: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "20").set("batch.num.messages", "10000").create().unwrap();
     let statuses = ["uploaded", "scanned", "classified", "approved"];
     for i in 0..a.events {
         let key = format!("doc-{}", i % a.keys);
@@ -88,7 +94,13 @@ fn keyflow_run(a: &Args, guarantee: Guarantee, commit: Duration) -> f64 {
 fn pipe_run(a: &Args) -> f64 {
     let run = cluster(a, "pipe");
     load(&run.bootstrap, &run.input, a);
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &run.bootstrap).set("group.id", &run.app).set("auto.offset.reset", "earliest").set("enable.auto.commit", "false").create().unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &run.bootstrap)
+        .set("group.id", &run.app)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &run.bootstrap).set("linger.ms", "5").create().unwrap();
     consumer.subscribe(&[run.input.as_str()]).unwrap();
     let (mut n, mut start) = (0usize, None);
@@ -123,7 +135,12 @@ fn main() {
     for (guarantee, name) in [(Guarantee::AtLeastOnce, "at_least_once"), (Guarantee::ExactlyOnceV2, "exactly_once_v2")] {
         for ms in [100, 1_000] {
             let eps = keyflow_run(&a, guarantee, Duration::from_millis(ms));
-            println!("{:<44} {:>10.0} events/s  ({:.0}% of the pipe)", format!("keyflow status-tracker {name}, commit {ms} ms"), eps, 100.0 * eps / pipe);
+            println!(
+                "{:<44} {:>10.0} events/s  ({:.0}% of the pipe)",
+                format!("keyflow status-tracker {name}, commit {ms} ms"),
+                eps,
+                100.0 * eps / pipe
+            );
         }
     }
 }

@@ -251,7 +251,8 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, Error> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Syntax { path: origin.to_owned(), message: e.to_string() })?;
+        let table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| Error::Syntax { path: origin.to_owned(), message: e.to_string() })?;
         let mut flat = flatten_top(table)?;
         let env: Vec<(String, String)> = env.into_iter().collect();
         if let Some(c) = flat.get_mut("connectors") {
@@ -279,7 +280,15 @@ impl Config {
             if let Some(toml::Value::Table(t)) = flat.get_mut(section) {
                 let strings: toml::Table = std::mem::take(t)
                     .into_iter()
-                    .map(|(k, v)| (k, toml::Value::String(match v { toml::Value::String(s) => s, other => other.to_string() })))
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            toml::Value::String(match v {
+                                toml::Value::String(s) => s,
+                                other => other.to_string(),
+                            }),
+                        )
+                    })
                     .collect();
                 *t = strings;
             }
@@ -459,7 +468,11 @@ sasl.password = "hunter2"
 
     #[test]
     fn dotted_kafka_streams_names_parse_and_env_overrides_win() {
-        let env = [("KEYFLOW_COMMIT_INTERVAL_MS".to_string(), "500".to_string()), ("KEYFLOW_CONSUMER_FETCH_MIN_BYTES".into(), "1".into()), ("OTHER".into(), "x".into())];
+        let env = [
+            ("KEYFLOW_COMMIT_INTERVAL_MS".to_string(), "500".to_string()),
+            ("KEYFLOW_CONSUMER_FETCH_MIN_BYTES".into(), "1".into()),
+            ("OTHER".into(), "x".into()),
+        ];
         let c = Config::parse(FILE, "test", env).unwrap();
         assert_eq!(c.application_id, "docs");
         assert_eq!(c.processing_guarantee, Guarantee::ExactlyOnceV2);

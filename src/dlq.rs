@@ -39,7 +39,15 @@ impl ErrorClass {
 }
 
 /// The dead letter for `input`: original bytes and headers, then the error headers.
-pub fn dead_letter(dlq_topic: &str, input: &InputRecord, class: ErrorClass, message: &str, stage: &str, attempts: u32, now_ms: i64) -> OutputRecord {
+pub fn dead_letter(
+    dlq_topic: &str,
+    input: &InputRecord,
+    class: ErrorClass,
+    message: &str,
+    stage: &str,
+    attempts: u32,
+    now_ms: i64,
+) -> OutputRecord {
     let mut headers = input.headers.clone();
     headers.insert(SOURCE_TOPIC, input.topic.as_str());
     headers.insert(SOURCE_PARTITION, input.partition.to_string());
@@ -69,5 +77,12 @@ fn add_error(headers: &mut Headers, class: ErrorClass, message: &str, stage: &st
 pub fn dead_timer(dlq_topic: &str, key: &str, message: &str, stage: &str, now_ms: i64) -> OutputRecord {
     let mut headers = Headers::new();
     add_error(&mut headers, ErrorClass::Timer, message, stage, 1, now_ms);
-    OutputRecord { topic: dlq_topic.to_owned(), partition: None, key: Some(key.as_bytes().to_vec()), value: None, timestamp: Some(now_ms), headers }
+    OutputRecord {
+        topic: dlq_topic.to_owned(),
+        partition: None,
+        key: Some(key.as_bytes().to_vec()),
+        value: None,
+        timestamp: Some(now_ms),
+        headers,
+    }
 }

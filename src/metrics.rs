@@ -91,7 +91,8 @@ pub fn render(application: &str, status: &Status) -> String {
     let c = counters().lock().expect("metrics lock");
     family(&mut out, "keyflow_workflow_transitions_total", "counter", "Workflow transitions by source and target state.");
     for ((w, from, to), n) in &c.transitions {
-        let _ = writeln!(out, "keyflow_workflow_transitions_total{{workflow=\"{}\",from=\"{}\",to=\"{}\"}} {n}", esc(w), esc(from), esc(to));
+        let _ =
+            writeln!(out, "keyflow_workflow_transitions_total{{workflow=\"{}\",from=\"{}\",to=\"{}\"}} {n}", esc(w), esc(from), esc(to));
     }
     family(&mut out, "keyflow_outbound_calls_total", "counter", "Calls to services outside Kafka, by outcome.");
     for ((service, outcome), n) in &c.calls {

@@ -82,9 +82,7 @@ impl Context<'_> {
         if !self.connected.iter().any(|s| s == name) {
             return Err(Error::Topology(format!("processor `{}` is not connected to store `{name}`", self.node)));
         }
-        self.stores
-            .get_mut(name)
-            .ok_or_else(|| Error::Topology(format!("store `{name}` does not exist")))
+        self.stores.get_mut(name).ok_or_else(|| Error::Topology(format!("store `{name}` does not exist")))
     }
 
     /// Reads a JSON value from store `store`.

@@ -112,9 +112,13 @@ fn avro_driver(r: &Arc<Registry>) -> TopologyTestDriver {
 #[test]
 fn poison_records_become_dead_letters_with_their_bytes_and_the_partition_moves_on() {
     let r = registry("poison");
-    let good = AvroSerde::new(r.clone(), Some(schema("DocumentUploaded.v1.avsc")), SubjectStrategy::TopicName).serialize("uploads", false, &uploaded_v1()).unwrap();
+    let good = AvroSerde::new(r.clone(), Some(schema("DocumentUploaded.v1.avsc")), SubjectStrategy::TopicName)
+        .serialize("uploads", false, &uploaded_v1())
+        .unwrap();
     let wrong_type = Schema::parse_str(r#"{"type":"record","name":"Other","fields":[{"name":"eventId","type":"int"}]}"#).unwrap();
-    let unresolvable = AvroSerde::new(r.clone(), Some(wrong_type), SubjectStrategy::RecordName).serialize("uploads", false, &json!({"eventId": 7})).unwrap();
+    let unresolvable = AvroSerde::new(r.clone(), Some(wrong_type), SubjectStrategy::RecordName)
+        .serialize("uploads", false, &json!({"eventId": 7}))
+        .unwrap();
     let mut unknown_id = good.clone();
     unknown_id[1..5].copy_from_slice(&9_999u32.to_be_bytes());
 
@@ -139,7 +143,9 @@ fn poison_records_become_dead_letters_with_their_bytes_and_the_partition_moves_o
 #[test]
 fn a_registry_outage_delays_good_records_and_never_dead_letters_them() {
     let r = registry("outage");
-    let good = AvroSerde::new(r.clone(), Some(schema("DocumentUploaded.v1.avsc")), SubjectStrategy::TopicName).serialize("uploads", false, &uploaded_v1()).unwrap();
+    let good = AvroSerde::new(r.clone(), Some(schema("DocumentUploaded.v1.avsc")), SubjectStrategy::TopicName)
+        .serialize("uploads", false, &uploaded_v1())
+        .unwrap();
     let mut d = avro_driver(&r);
     r.set_mock_available(false);
     d.pipe_input("uploads", Some(b"node-1"), Some(&good), 0);

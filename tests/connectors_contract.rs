@@ -49,7 +49,13 @@ fn http() -> reqwest::blocking::Client {
 
 fn oauth(server: &Recorded) -> Credentials {
     Credentials::new(
-        &AuthConfig::OAuth(OAuthConfig { token_url: format!("{}/oauth/token", server.url()), client_id: "keyflow".into(), client_secret: "s3cret".into(), audience: Some("zeebe.camunda.io".into()), scope: None }),
+        &AuthConfig::OAuth(OAuthConfig {
+            token_url: format!("{}/oauth/token", server.url()),
+            client_id: "keyflow".into(),
+            client_secret: "s3cret".into(),
+            audience: Some("zeebe.camunda.io".into()),
+            scope: None,
+        }),
         "",
     )
 }
@@ -76,15 +82,21 @@ fn camunda8_evaluates_with_an_oauth_token_fetched_once_and_reused() {
             .and(path("/oauth/token"))
             .and(body_string_contains("grant_type=client_credentials"))
             .and(body_string_contains("audience=zeebe.camunda.io"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "t1", "token_type": "Bearer", "expires_in": 300})))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"access_token": "t1", "token_type": "Bearer", "expires_in": 300})),
+            )
             .expect(1),
     );
     s.mount(
         Mock::given(method("POST"))
             .and(path("/v2/decision-definitions/evaluation"))
             .and(header("authorization", "Bearer t1"))
-            .and(body_json(json!({"decisionDefinitionId": "document-routing", "variables": {"classification": "invoice", "sizeBytes": 1200}})))
-            .respond_with(ResponseTemplate::new(200).set_body_json(c8_evaluation(r#"{"route":"auto-approve","reason":"invoice under 10 MB"}"#)))
+            .and(body_json(
+                json!({"decisionDefinitionId": "document-routing", "variables": {"classification": "invoice", "sizeBytes": 1200}}),
+            ))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(c8_evaluation(r#"{"route":"auto-approve","reason":"invoice under 10 MB"}"#)),
+            )
             .expect(2),
     );
     let c8 = Camunda8 { base_url: s.url(), http: http(), credentials: oauth(&s), tenant_id: None };
@@ -97,7 +109,11 @@ fn camunda8_evaluates_with_an_oauth_token_fetched_once_and_reused() {
 #[test]
 fn camunda8_names_a_single_output_by_the_matched_rule() {
     let s = Recorded::start();
-    s.mount(Mock::given(method("POST")).and(path("/v2/decision-definitions/evaluation")).respond_with(ResponseTemplate::new(200).set_body_json(c8_evaluation("\"auto-approve\""))));
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v2/decision-definitions/evaluation"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(c8_evaluation("\"auto-approve\""))),
+    );
     let c8 = Camunda8 { base_url: s.url(), http: http(), credentials: Credentials::None, tenant_id: Some("acme".into()) };
     let out = c8.evaluate("document-routing", &Map::new()).unwrap();
     assert_eq!(Value::Object(out), json!({"route": "auto-approve"}));
@@ -108,10 +124,27 @@ fn camunda8_names_a_single_output_by_the_matched_rule() {
 fn camunda8_refreshes_an_expired_token_once() {
     let s = Recorded::start();
     // The first token is refused (expired early, revoked): keyflow fetches a second one.
-    s.mount(Mock::given(method("POST")).and(path("/oauth/token")).respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "t1", "expires_in": 300}))).up_to_n_times(1).expect(1));
-    s.mount(Mock::given(method("POST")).and(path("/oauth/token")).respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "t2", "expires_in": 300}))).expect(1));
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "t1", "expires_in": 300})))
+            .up_to_n_times(1)
+            .expect(1),
+    );
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "t2", "expires_in": 300})))
+            .expect(1),
+    );
     let unauthorized = json!({"type": "about:blank", "title": "UNAUTHORIZED", "status": 401, "detail": "The token is expired", "instance": "/v2/decision-definitions/evaluation"});
-    s.mount(Mock::given(method("POST")).and(path("/v2/decision-definitions/evaluation")).and(header("authorization", "Bearer t1")).respond_with(ResponseTemplate::new(401).set_body_json(unauthorized)).expect(1));
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v2/decision-definitions/evaluation"))
+            .and(header("authorization", "Bearer t1"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(unauthorized))
+            .expect(1),
+    );
     s.mount(
         Mock::given(method("POST"))
             .and(path("/v2/decision-definitions/evaluation"))
@@ -126,17 +159,35 @@ fn camunda8_refreshes_an_expired_token_once() {
 #[test]
 fn camunda8_errors_are_classified_back_pressure_transient_or_refused() {
     let s = Recorded::start();
-    let problem = |status: u16, title: &str, detail: &str| ResponseTemplate::new(status).set_body_json(json!({"type": "about:blank", "title": title, "status": status, "detail": detail, "instance": "/v2/decision-definitions/evaluation"}));
-    s.mount(Mock::given(method("POST")).and(body_partial_json(json!({"decisionDefinitionId": "busy"}))).respond_with(problem(503, "RESOURCE_EXHAUSTED", "Expected to handle REST API request, but the partition is overloaded")));
-    s.mount(Mock::given(method("POST")).and(body_partial_json(json!({"decisionDefinitionId": "broken"}))).respond_with(problem(500, "INTERNAL_SERVER_ERROR", "boom")));
+    let problem = |status: u16, title: &str, detail: &str| {
+        ResponseTemplate::new(status).set_body_json(json!({"type": "about:blank", "title": title, "status": status, "detail": detail, "instance": "/v2/decision-definitions/evaluation"}))
+    };
+    s.mount(Mock::given(method("POST")).and(body_partial_json(json!({"decisionDefinitionId": "busy"}))).respond_with(problem(
+        503,
+        "RESOURCE_EXHAUSTED",
+        "Expected to handle REST API request, but the partition is overloaded",
+    )));
+    s.mount(Mock::given(method("POST")).and(body_partial_json(json!({"decisionDefinitionId": "broken"}))).respond_with(problem(
+        500,
+        "INTERNAL_SERVER_ERROR",
+        "boom",
+    )));
     s.mount(Mock::given(method("POST")).and(body_partial_json(json!({"decisionDefinitionId": "unknown"}))).respond_with(problem(
         404,
         "NOT_FOUND",
         "Expected to evaluate decision 'unknown', but no decision found for id 'unknown'",
     )));
-    s.mount(Mock::given(method("POST")).and(body_partial_json(json!({"decisionDefinitionId": "throttled"}))).respond_with(ResponseTemplate::new(429).insert_header("retry-after", "7")));
+    s.mount(
+        Mock::given(method("POST"))
+            .and(body_partial_json(json!({"decisionDefinitionId": "throttled"})))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "7")),
+    );
     let failed = json!({"decisionDefinitionId": "feel", "output": "null", "failedDecisionDefinitionId": "feel", "failureMessage": "no variable found for name 'amount'", "evaluatedDecisions": []});
-    s.mount(Mock::given(method("POST")).and(body_partial_json(json!({"decisionDefinitionId": "feel"}))).respond_with(ResponseTemplate::new(200).set_body_json(failed)));
+    s.mount(
+        Mock::given(method("POST"))
+            .and(body_partial_json(json!({"decisionDefinitionId": "feel"})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(failed)),
+    );
     let c8 = Camunda8 { base_url: s.url(), http: http(), credentials: Credentials::None, tenant_id: None };
     let err = |d: &str| c8.evaluate(d, &Map::new()).unwrap_err();
     assert!(matches!(err("busy"), CallError::BackPressure { retry_after: None, .. }), "{:?}", err("busy"));
@@ -172,24 +223,45 @@ fn camunda7_evaluates_with_typed_variables_and_basic_auth() {
             .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"route": {"type": "String", "value": "manual", "valueInfo": {}}, "reason": {"type": "String", "value": "needs a reviewer", "valueInfo": {}}}])))
             .expect(1),
     );
-    s.mount(Mock::given(method("POST")).and(path("/engine-rest/decision-definition/key/collect/evaluate")).respond_with(ResponseTemplate::new(200).set_body_json(json!([{"x": {"type": "Integer", "value": 1}}, {"x": {"type": "Integer", "value": 2}}]))));
-    s.mount(Mock::given(method("POST")).and(path("/engine-rest/decision-definition/key/none/evaluate")).respond_with(ResponseTemplate::new(200).set_body_json(json!([]))));
-    s.mount(Mock::given(method("POST")).and(path("/engine-rest/decision-definition/key/missing/evaluate")).respond_with(
-        ResponseTemplate::new(404).set_body_json(json!({"type": "RestException", "message": "No matching decision definition with key: missing and no tenant-id"})),
+    s.mount(Mock::given(method("POST")).and(path("/engine-rest/decision-definition/key/collect/evaluate")).respond_with(
+        ResponseTemplate::new(200).set_body_json(json!([{"x": {"type": "Integer", "value": 1}}, {"x": {"type": "Integer", "value": 2}}])),
     ));
-    let c7 = Camunda7 { base_url: format!("{}/engine-rest", s.url()), http: http(), credentials: Credentials::new(&AuthConfig::Basic { user: "demo".into(), password: "demo".into() }, "") };
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/engine-rest/decision-definition/key/none/evaluate"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([]))),
+    );
+    s.mount(Mock::given(method("POST")).and(path("/engine-rest/decision-definition/key/missing/evaluate")).respond_with(
+        ResponseTemplate::new(404).set_body_json(
+            json!({"type": "RestException", "message": "No matching decision definition with key: missing and no tenant-id"}),
+        ),
+    ));
+    let c7 = Camunda7 {
+        base_url: format!("{}/engine-rest", s.url()),
+        http: http(),
+        credentials: Credentials::new(&AuthConfig::Basic { user: "demo".into(), password: "demo".into() }, ""),
+    };
     let v = vars(json!({"classification": "contract", "sizeBytes": 52113, "pages": 12.5, "urgent": false, "tags": ["a"]}));
     assert_eq!(Value::Object(c7.evaluate("document-routing", &v).unwrap()), json!({"route": "manual", "reason": "needs a reviewer"}));
     assert_eq!(Value::Object(c7.evaluate("collect", &Map::new()).unwrap()), json!({"results": [{"x": 1}, {"x": 2}]}));
     assert!(matches!(c7.evaluate("none", &Map::new()), Err(CallError::Rejected { .. })));
     match c7.evaluate("missing", &Map::new()) {
-        Err(CallError::Rejected { status: 404, message, .. }) => assert_eq!(message, "RestException: No matching decision definition with key: missing and no tenant-id"),
+        Err(CallError::Rejected { status: 404, message, .. }) => {
+            assert_eq!(message, "RestException: No matching decision definition with key: missing and no tenant-id")
+        }
         other => panic!("{other:?}"),
     }
 }
 
 fn review_task() -> TaskRequest {
-    TaskRequest { idempotency_key: "node-1:4:0".into(), instance_id: "node-1".into(), workflow: "document-approval".into(), name: "Review document".into(), candidate_groups: vec!["reviewers".into()], assignee: None }
+    TaskRequest {
+        idempotency_key: "node-1:4:0".into(),
+        instance_id: "node-1".into(),
+        workflow: "document-approval".into(),
+        name: "Review document".into(),
+        candidate_groups: vec!["reviewers".into()],
+        assignee: None,
+    }
 }
 
 #[test]
@@ -197,8 +269,19 @@ fn camunda8_tasks_are_created_once_found_completed_and_read_back() {
     let s = Recorded::start();
     let search = "/v2/process-instances/search";
     // The first search finds nothing, the second (a retry) finds the instance created meanwhile.
-    s.mount(Mock::given(method("POST")).and(path(search)).respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [], "page": {"totalItems": 0}}))).up_to_n_times(1));
-    s.mount(Mock::given(method("POST")).and(path(search)).respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [{"processInstanceKey": "2251799813690001", "state": "ACTIVE"}], "page": {"totalItems": 1}}))));
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path(search))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [], "page": {"totalItems": 0}})))
+            .up_to_n_times(1),
+    );
+    s.mount(
+        Mock::given(method("POST")).and(path(search)).respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"items": [{"processInstanceKey": "2251799813690001", "state": "ACTIVE"}], "page": {"totalItems": 1}}),
+            ),
+        ),
+    );
     s.mount(
         Mock::given(method("POST"))
             .and(path("/v2/process-instances"))
@@ -213,19 +296,33 @@ fn camunda8_tasks_are_created_once_found_completed_and_read_back() {
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [{"userTaskKey": "2251799813690009", "processInstanceKey": "2251799813690001", "state": "COMPLETED",
                 "assignee": "alice", "completionDate": "2026-11-25T10:05:00.000Z", "name": "Review document", "processDefinitionId": "keyflow-human-task"}], "page": {"totalItems": 1}}))),
     );
-    s.mount(
-        Mock::given(method("POST"))
-            .and(path("/v2/user-tasks/2251799813690009/variables/search"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [{"name": "approved", "value": "true"}, {"name": "comment", "value": "\"fine\""}], "page": {"totalItems": 2}}))),
-    );
+    s.mount(Mock::given(method("POST")).and(path("/v2/user-tasks/2251799813690009/variables/search")).respond_with(
+        ResponseTemplate::new(200).set_body_json(
+            json!({"items": [{"name": "approved", "value": "true"}, {"name": "comment", "value": "\"fine\""}], "page": {"totalItems": 2}}),
+        ),
+    ));
     s.mount(
         Mock::given(method("POST"))
             .and(path("/v2/user-tasks/search"))
             .and(body_partial_json(json!({"filter": {"processInstanceKey": "2251799813690001", "state": "CREATED"}})))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [{"userTaskKey": "2251799813690009", "state": "CREATED"}]}))),
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"items": [{"userTaskKey": "2251799813690009", "state": "CREATED"}]})),
+            ),
     );
-    s.mount(Mock::given(method("POST")).and(path("/v2/user-tasks/2251799813690009/assignment")).and(body_json(json!({"assignee": "bob", "allowOverride": true}))).respond_with(ResponseTemplate::new(204)).expect(1));
-    s.mount(Mock::given(method("POST")).and(path("/v2/user-tasks/2251799813690009/completion")).and(body_json(json!({"variables": {"approved": true}}))).respond_with(ResponseTemplate::new(204)).expect(1));
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v2/user-tasks/2251799813690009/assignment"))
+            .and(body_json(json!({"assignee": "bob", "allowOverride": true})))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1),
+    );
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v2/user-tasks/2251799813690009/completion"))
+            .and(body_json(json!({"variables": {"approved": true}})))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1),
+    );
 
     let c8 = Camunda8Tasks { base_url: s.url(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
     assert_eq!(c8.create(&review_task()).unwrap(), "2251799813690001");
@@ -246,17 +343,41 @@ fn camunda7_tasks_use_the_idempotency_key_as_id_and_read_completions_from_histor
     let s = Recorded::start();
     let id = "kf-node-1_4_0";
     assert_eq!(Camunda7Tasks::task_id("node-1:4:0"), id);
-    s.mount(Mock::given(method("GET")).and(path("/engine-rest/task")).and(query_param("taskId", id)).respond_with(ResponseTemplate::new(200).set_body_json(json!([]))).up_to_n_times(1));
-    s.mount(Mock::given(method("GET")).and(path("/engine-rest/task")).and(query_param("taskId", id)).respond_with(ResponseTemplate::new(200).set_body_json(json!([{"id": id, "name": "Review document"}]))));
-    s.mount(Mock::given(method("GET")).and(path("/engine-rest/history/task")).and(query_param("taskId", id)).respond_with(ResponseTemplate::new(200).set_body_json(json!([]))));
+    s.mount(
+        Mock::given(method("GET"))
+            .and(path("/engine-rest/task"))
+            .and(query_param("taskId", id))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+            .up_to_n_times(1),
+    );
+    s.mount(
+        Mock::given(method("GET"))
+            .and(path("/engine-rest/task"))
+            .and(query_param("taskId", id))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"id": id, "name": "Review document"}]))),
+    );
+    s.mount(
+        Mock::given(method("GET"))
+            .and(path("/engine-rest/history/task"))
+            .and(query_param("taskId", id))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([]))),
+    );
     s.mount(
         Mock::given(method("POST"))
             .and(path("/engine-rest/task/create"))
-            .and(body_json(json!({"id": id, "name": "Review document", "assignee": null, "description": "keyflow document-approval instance node-1"})))
+            .and(body_json(
+                json!({"id": id, "name": "Review document", "assignee": null, "description": "keyflow document-approval instance node-1"}),
+            ))
             .respond_with(ResponseTemplate::new(204))
             .expect(1),
     );
-    s.mount(Mock::given(method("POST")).and(path(format!("/engine-rest/task/{id}/identity-links"))).and(body_json(json!({"groupId": "reviewers", "type": "candidate"}))).respond_with(ResponseTemplate::new(204)).expect(1));
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path(format!("/engine-rest/task/{id}/identity-links")))
+            .and(body_json(json!({"groupId": "reviewers", "type": "candidate"})))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1),
+    );
     s.mount(
         Mock::given(method("GET"))
             .and(path("/engine-rest/history/task"))
@@ -268,14 +389,23 @@ fn camunda7_tasks_use_the_idempotency_key_as_id_and_read_completions_from_histor
                 {"id": "kf-other", "name": "Review document", "assignee": null, "endTime": "2026-11-25T10:06:00.000+0000", "deleteReason": "deleted"}
             ]))),
     );
+    s.mount(Mock::given(method("GET")).and(path("/engine-rest/history/variable-instance")).and(query_param("taskIdIn", id)).respond_with(
+        ResponseTemplate::new(200).set_body_json(json!([{"id": "v1", "name": "approved", "type": "Boolean", "value": true, "taskId": id}])),
+    ));
     s.mount(
-        Mock::given(method("GET"))
-            .and(path("/engine-rest/history/variable-instance"))
-            .and(query_param("taskIdIn", id))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"id": "v1", "name": "approved", "type": "Boolean", "value": true, "taskId": id}]))),
+        Mock::given(method("POST"))
+            .and(path(format!("/engine-rest/task/{id}/complete")))
+            .and(body_json(json!({"variables": {"approved": {"value": true, "type": "Boolean"}}})))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1),
     );
-    s.mount(Mock::given(method("POST")).and(path(format!("/engine-rest/task/{id}/complete"))).and(body_json(json!({"variables": {"approved": {"value": true, "type": "Boolean"}}}))).respond_with(ResponseTemplate::new(204)).expect(1));
-    s.mount(Mock::given(method("POST")).and(path(format!("/engine-rest/task/{id}/claim"))).and(body_json(json!({"userId": "bob"}))).respond_with(ResponseTemplate::new(204)).expect(1));
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path(format!("/engine-rest/task/{id}/claim")))
+            .and(body_json(json!({"userId": "bob"})))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1),
+    );
 
     let c7 = Camunda7Tasks { base_url: format!("{}/engine-rest", s.url()), http: http(), credentials: Credentials::None };
     assert_eq!(c7.create(&review_task()).unwrap(), id);
@@ -315,8 +445,17 @@ fn alfresco_write_back_keeps_the_nodes_aspects_with_basic_auth() {
             .respond_with(ResponseTemplate::new(200).set_body_json(node_entry(json!(["cm:titled", "cm:auditable", "kf:workflow"]))))
             .expect(1),
     );
-    let repo = Alfresco { base_url: s.url(), http: http(), credentials: Credentials::new(&AuthConfig::Basic { user: "admin".into(), password: "admin".into() }, "") };
-    repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &vars(json!({"kf:status": "approved", "kf:route": "auto"})), &["kf:workflow".into()]).unwrap();
+    let repo = Alfresco {
+        base_url: s.url(),
+        http: http(),
+        credentials: Credentials::new(&AuthConfig::Basic { user: "admin".into(), password: "admin".into() }, ""),
+    };
+    repo.update_node(
+        "d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01",
+        &vars(json!({"kf:status": "approved", "kf:route": "auto"})),
+        &["kf:workflow".into()],
+    )
+    .unwrap();
 }
 
 #[test]
@@ -331,15 +470,43 @@ fn alfresco_ticket_auth_logs_in_again_when_the_ticket_expires_and_a_deleted_node
             .up_to_n_times(1)
             .expect(1),
     );
-    s.mount(Mock::given(method("POST")).and(path(tickets)).respond_with(ResponseTemplate::new(201).set_body_json(json!({"entry": {"id": "TICKET_2", "userId": "keyflow"}}))).expect(1));
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path(tickets))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"entry": {"id": "TICKET_2", "userId": "keyflow"}})))
+            .expect(1),
+    );
     // base64("TICKET_1") and base64("TICKET_2"), as Alfresco documents ticket use.
     let expired = json!({"error": {"errorKey": "framework.exception.ApiDefault", "statusCode": 401, "briefSummary": "10250001 Authentication failed", "stackTrace": "..."}});
-    s.mount(Mock::given(method("PUT")).and(path(NODES)).and(header("authorization", "Basic VElDS0VUXzE=")).respond_with(ResponseTemplate::new(401).set_body_json(expired)).expect(1));
-    s.mount(Mock::given(method("PUT")).and(path(NODES)).and(header("authorization", "Basic VElDS0VUXzI=")).respond_with(ResponseTemplate::new(200).set_body_json(node_entry(json!([])))).expect(1));
+    s.mount(
+        Mock::given(method("PUT"))
+            .and(path(NODES))
+            .and(header("authorization", "Basic VElDS0VUXzE="))
+            .respond_with(ResponseTemplate::new(401).set_body_json(expired))
+            .expect(1),
+    );
+    s.mount(
+        Mock::given(method("PUT"))
+            .and(path(NODES))
+            .and(header("authorization", "Basic VElDS0VUXzI="))
+            .respond_with(ResponseTemplate::new(200).set_body_json(node_entry(json!([]))))
+            .expect(1),
+    );
     let gone = json!({"error": {"errorKey": "framework.exception.EntityNotFound", "statusCode": 404, "briefSummary": "10250002 The entity with id: missing was not found"}});
-    s.mount(Mock::given(method("PUT")).and(path("/alfresco/api/-default-/public/alfresco/versions/1/nodes/missing")).respond_with(ResponseTemplate::new(404).set_body_json(gone)));
+    s.mount(
+        Mock::given(method("PUT"))
+            .and(path("/alfresco/api/-default-/public/alfresco/versions/1/nodes/missing"))
+            .respond_with(ResponseTemplate::new(404).set_body_json(gone)),
+    );
 
-    let repo = Alfresco { base_url: s.url(), http: http(), credentials: Credentials::new(&AuthConfig::Ticket { user: "keyflow".into(), password: "pw".into() }, &alfresco::ticket_url(&s.url())) };
+    let repo = Alfresco {
+        base_url: s.url(),
+        http: http(),
+        credentials: Credentials::new(
+            &AuthConfig::Ticket { user: "keyflow".into(), password: "pw".into() },
+            &alfresco::ticket_url(&s.url()),
+        ),
+    };
     repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &vars(json!({"kf:status": "rejected"})), &[]).unwrap();
     match repo.update_node("missing", &Map::new(), &[]) {
         Err(CallError::Rejected { status: 404, message, .. }) => assert!(message.contains("was not found"), "{message}"),
@@ -377,16 +544,27 @@ fn alfresco_events_become_document_uploaded_events_that_fit_the_avro_schema() {
     );
     // Through keyflow's Avro serde (Confluent framing, a mock registry) and back, unchanged.
     let schema = apache_avro::Schema::parse_str(include_str!("../schemas/document/DocumentUploaded.v2.avsc")).unwrap();
-    let registry = Registry::new(&RegistryConfig { url: "mock://connectors-ingest".into(), basic_auth_user_info: None, bearer_auth_token: None }).unwrap();
+    let registry =
+        Registry::new(&RegistryConfig { url: "mock://connectors-ingest".into(), basic_auth_user_info: None, bearer_auth_token: None })
+            .unwrap();
     let serde = AvroSerde::new(registry, Some(schema), SubjectStrategy::TopicName);
     let bytes = serde.serialize("documents.uploaded", false, &doc).expect("the mapped event fits DocumentUploaded v2");
     assert_eq!(serde.deserialize(&bytes).unwrap(), doc);
 
     // New content: a new upload by whoever modified it, at the modification time.
-    let updated = alfresco::document_uploaded(&alfresco_event("org.alfresco.event.node.Updated", json!({"content": {"mimeType": "application/pdf", "sizeInBytes": 100}}))).unwrap().unwrap();
+    let updated = alfresco::document_uploaded(&alfresco_event(
+        "org.alfresco.event.node.Updated",
+        json!({"content": {"mimeType": "application/pdf", "sizeInBytes": 100}}),
+    ))
+    .unwrap()
+    .unwrap();
     assert_eq!((updated["createdBy"].as_str(), updated["createdAt"].as_i64()), (Some("asmith"), Some(1_795_600_800_000)));
     // Metadata only (keyflow's own write-back among them): not an upload.
-    assert_eq!(alfresco::document_uploaded(&alfresco_event("org.alfresco.event.node.Updated", json!({"properties": {"kf:status": null}}))).unwrap(), None);
+    assert_eq!(
+        alfresco::document_uploaded(&alfresco_event("org.alfresco.event.node.Updated", json!({"properties": {"kf:status": null}})))
+            .unwrap(),
+        None
+    );
     let mut folder = alfresco_event("org.alfresco.event.node.Created", Value::Null);
     folder["data"]["resource"]["isFile"] = json!(false);
     assert_eq!(alfresco::document_uploaded(&folder).unwrap(), None);

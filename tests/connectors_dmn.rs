@@ -27,7 +27,12 @@ impl Drop for Engine {
 
 fn binary() -> Option<PathBuf> {
     let home = std::env::var("HOME").unwrap_or_default();
-    std::env::var("PATH").unwrap_or_default().split(':').map(|d| Path::new(d).join("dsntk")).chain([Path::new(&home).join(".cargo/bin/dsntk")]).find(|p| p.is_file())
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| Path::new(d).join("dsntk"))
+        .chain([Path::new(&home).join(".cargo/bin/dsntk")])
+        .find(|p| p.is_file())
 }
 
 /// dsntk serving the repository's decisions, or `None` (printed) where it is not installed. CI
@@ -40,7 +45,13 @@ fn start() -> Option<(Engine, String)> {
     };
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/decisions");
-    let child = Command::new(bin).args(["srv", "-H", "127.0.0.1", "-P", &port.to_string(), "-D"]).arg(dir).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dsntk starts");
+    let child = Command::new(bin)
+        .args(["srv", "-H", "127.0.0.1", "-P", &port.to_string(), "-D"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dsntk starts");
     let engine = Engine(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -57,8 +68,14 @@ fn vars(v: Value) -> Map<String, Value> {
 #[test]
 fn the_routing_table_decides_every_rule_in_dsntk() {
     let Some((_engine, url)) = start() else { return };
-    let dsntk = Dsntk { base_url: url, http: connectors::http::client(Duration::from_secs(5)).unwrap(), paths: [("document-routing".to_owned(), ROUTE.to_owned())].into() };
-    let route = |class: &str, mime: &str, size: i64| dsntk.evaluate("document-routing", &vars(json!({"classification": class, "mimeType": mime, "sizeBytes": size}))).unwrap();
+    let dsntk = Dsntk {
+        base_url: url,
+        http: connectors::http::client(Duration::from_secs(5)).unwrap(),
+        paths: [("document-routing".to_owned(), ROUTE.to_owned())].into(),
+    };
+    let route = |class: &str, mime: &str, size: i64| {
+        dsntk.evaluate("document-routing", &vars(json!({"classification": class, "mimeType": mime, "sizeBytes": size}))).unwrap()
+    };
     assert_eq!(Value::Object(route("invoice", "application/pdf", 1200)), json!({"route": "auto-approve", "reason": "invoice under 10 MB"}));
     assert_eq!(route("invoice", "application/pdf", 20_000_000)["route"], "manual", "large invoices go to a person");
     assert_eq!(Value::Object(route("spam", "application/pdf", 10)), json!({"route": "reject", "reason": "classified as spam"}));
@@ -73,17 +90,36 @@ fn a_workflow_routes_documents_by_the_dmn_file_through_the_connectors() {
     let Some((_engine, url)) = start() else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let def = workflow::load(&root.join("topologies/document-approval.toml")).unwrap();
-    let mut wf = TopologyTestDriver::new(workflow::compile(def, None).unwrap(), DriverConfig { application_id: "docs".into(), ..DriverConfig::default() });
-    let text = format!("workflow = {:?}\n[decisions]\nbackend = \"dsntk\"\nurl = \"{url}\"\npaths = {{ document-routing = \"{ROUTE}\" }}\n", root.join("topologies/document-approval.toml").display().to_string());
+    let mut wf = TopologyTestDriver::new(
+        workflow::compile(def, None).unwrap(),
+        DriverConfig { application_id: "docs".into(), ..DriverConfig::default() },
+    );
+    let text = format!(
+        "workflow = {:?}\n[decisions]\nbackend = \"dsntk\"\nurl = \"{url}\"\npaths = {{ document-routing = \"{ROUTE}\" }}\n",
+        root.join("topologies/document-approval.toml").display().to_string()
+    );
     let config: ConnectorsConfig = toml::from_str(&text).unwrap();
-    let mut conn = TopologyTestDriver::new(connectors::topology(&config, None).unwrap(), DriverConfig { application_id: "conn".into(), ..DriverConfig::default() });
+    let mut conn = TopologyTestDriver::new(
+        connectors::topology(&config, None).unwrap(),
+        DriverConfig { application_id: "conn".into(), ..DriverConfig::default() },
+    );
 
     for (node, class, size) in [("small-invoice", "invoice", 1200), ("spam", "spam", 10), ("contract", "contract", 52_113)] {
         let now = wf.wall_clock();
         wf.pipe_json("alfresco.node-events", node, &json!({"id": format!("{node}-up"), "type": "org.alfresco.event.node.Created",
             "data": {"resource": {"id": node, "nodeType": "cm:content", "name": "f.pdf", "content": {"mimeType": "application/pdf", "sizeInBytes": size}, "createdByUser": {"id": "jdoe"}}}}), now);
-        wf.pipe_json("document-services.results", node, &json!({"id": format!("{node}-scan"), "service": "virus-scan", "status": "OK"}), now);
-        wf.pipe_json("document-services.results", node, &json!({"id": format!("{node}-class"), "service": "classification", "result": {"class": class}}), now);
+        wf.pipe_json(
+            "document-services.results",
+            node,
+            &json!({"id": format!("{node}-scan"), "service": "virus-scan", "status": "OK"}),
+            now,
+        );
+        wf.pipe_json(
+            "document-services.results",
+            node,
+            &json!({"id": format!("{node}-class"), "service": "classification", "result": {"class": class}}),
+            now,
+        );
     }
     for r in wf.read_output("document-approval.decision-requests") {
         conn.pipe_input("document-approval.decision-requests", r.key.as_deref(), r.value.as_deref(), conn.wall_clock());
@@ -91,6 +127,7 @@ fn a_workflow_routes_documents_by_the_dmn_file_through_the_connectors() {
     for r in conn.read_output("document-approval.decision-results") {
         wf.pipe_input("document-approval.decision-results", r.key.as_deref(), r.value.as_deref(), wf.wall_clock());
     }
-    let state = |node: &str| serde_json::from_slice::<workflow::Instance>(&wf.store_get("instances", node.as_bytes()).unwrap()).unwrap().state;
+    let state =
+        |node: &str| serde_json::from_slice::<workflow::Instance>(&wf.store_get("instances", node.as_bytes()).unwrap()).unwrap().state;
     assert_eq!((state("small-invoice").as_str(), state("spam").as_str(), state("contract").as_str()), ("approved", "rejected", "review"));
 }

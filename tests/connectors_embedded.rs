@@ -31,15 +31,29 @@ fn keyflow(args: &[&str]) -> (bool, String, String) {
 fn a_person_completes_an_embedded_task_and_the_workflow_moves_once() {
     // The workflow asks for a review; the connectors turn the command into a task record.
     let def = workflow::load(&root().join("topologies/document-approval.toml")).unwrap();
-    let mut wf = TopologyTestDriver::new(workflow::compile(def, None).unwrap(), DriverConfig { application_id: "docs".into(), ..DriverConfig::default() });
-    let text = format!("workflow = {:?}\n[tasks]\nbackend = \"embedded\"\n", root().join("topologies/document-approval.toml").display().to_string());
+    let mut wf = TopologyTestDriver::new(
+        workflow::compile(def, None).unwrap(),
+        DriverConfig { application_id: "docs".into(), ..DriverConfig::default() },
+    );
+    let text = format!(
+        "workflow = {:?}\n[tasks]\nbackend = \"embedded\"\n",
+        root().join("topologies/document-approval.toml").display().to_string()
+    );
     let config: ConnectorsConfig = toml::from_str(&text).unwrap();
-    let mut conn = TopologyTestDriver::new(connectors::topology(&config, None).unwrap(), DriverConfig { application_id: "conn".into(), ..DriverConfig::default() });
+    let mut conn = TopologyTestDriver::new(
+        connectors::topology(&config, None).unwrap(),
+        DriverConfig { application_id: "conn".into(), ..DriverConfig::default() },
+    );
     let now = wf.wall_clock();
     wf.pipe_json("alfresco.node-events", "doc-7", &json!({"id": "up-7", "type": "org.alfresco.event.node.Created",
         "data": {"resource": {"id": "doc-7", "nodeType": "cm:content", "name": "contract.pdf", "content": {"mimeType": "application/pdf", "sizeInBytes": 9}, "createdByUser": {"id": "jdoe"}}}}), now);
     wf.pipe_json("document-services.results", "doc-7", &json!({"id": "s-7", "service": "virus-scan", "status": "OK"}), now);
-    wf.pipe_json("document-services.results", "doc-7", &json!({"id": "c-7", "service": "classification", "result": {"class": "contract"}}), now);
+    wf.pipe_json(
+        "document-services.results",
+        "doc-7",
+        &json!({"id": "c-7", "service": "classification", "result": {"class": "contract"}}),
+        now,
+    );
     wf.pipe_json("document-approval.decision-results", "doc-7", &json!({"id": "d-7", "outcome": {"route": "manual"}}), now);
     for r in wf.read_output("document-approval.task-requests") {
         conn.pipe_input("document-approval.task-requests", r.key.as_deref(), r.value.as_deref(), now);
@@ -47,7 +61,10 @@ fn a_person_completes_an_embedded_task_and_the_workflow_moves_once() {
     let task_records = conn.read_output(TASKS);
     assert_eq!(task_records.len(), 1);
     let task: Value = serde_json::from_slice(task_records[0].value.as_deref().unwrap()).unwrap();
-    assert_eq!((task["taskId"].as_str(), task["state"].as_str(), task["resultTopic"].as_str()), (Some("kf-doc-7_4_0"), Some("CREATED"), Some(RESULTS)));
+    assert_eq!(
+        (task["taskId"].as_str(), task["state"].as_str(), task["resultTopic"].as_str()),
+        (Some("kf-doc-7_4_0"), Some("CREATED"), Some(RESULTS))
+    );
     assert_eq!(task["candidateGroups"], json!(["reviewers"]));
 
     // The task topic on a broker, as the connectors' producer would have written it.
@@ -57,19 +74,29 @@ fn a_person_completes_an_embedded_task_and_the_workflow_moves_once() {
         cluster.create_topic(t, 1, 1).unwrap();
     }
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
-    producer.send(BaseRecord::to(TASKS).key(task_records[0].key.as_deref().unwrap()).payload(task_records[0].value.as_deref().unwrap())).unwrap();
+    producer
+        .send(BaseRecord::to(TASKS).key(task_records[0].key.as_deref().unwrap()).payload(task_records[0].value.as_deref().unwrap()))
+        .unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("connectors.toml");
-    std::fs::write(&cfg, format!("application.id = \"docs-connectors\"\nbootstrap.servers = \"{bootstrap}\"\n[topology]\nbuiltin = \"connectors\"\n{}", text.replace("[tasks]", "[connectors.tasks]").replacen("workflow", "[connectors]\nworkflow", 1))).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "application.id = \"docs-connectors\"\nbootstrap.servers = \"{bootstrap}\"\n[topology]\nbuiltin = \"connectors\"\n{}",
+            text.replace("[tasks]", "[connectors.tasks]").replacen("workflow", "[connectors]\nworkflow", 1)
+        ),
+    )
+    .unwrap();
     let cfg = cfg.to_str().unwrap();
 
     let (ok, out, err) = keyflow(&["tasks", "list", "--config", cfg]);
     assert!(ok, "{err}");
     assert!(out.contains("kf-doc-7_4_0") && out.contains("Review document") && out.contains("doc-7") && out.contains("reviewers"), "{out}");
 
-    let (ok, out, err) = keyflow(&["tasks", "complete", "kf-doc-7_4_0", "--config", cfg, "--var", "approved=true", "--var", "comment=looks fine"]);
+    let (ok, out, err) =
+        keyflow(&["tasks", "complete", "kf-doc-7_4_0", "--config", cfg, "--var", "approved=true", "--var", "comment=looks fine"]);
     assert!(ok, "{err}");
     assert!(out.contains("completed kf-doc-7_4_0"), "{out}");
     let (ok, _, err) = keyflow(&["tasks", "complete", "kf-doc-7_4_0", "--config", cfg, "--var", "approved=false"]);
@@ -84,7 +111,10 @@ fn a_person_completes_an_embedded_task_and_the_workflow_moves_once() {
     assert_eq!(sent.len(), 1);
     let event: Value = serde_json::from_slice(sent[0].value.as_deref().unwrap()).unwrap();
     assert_eq!(event["id"], "doc-7:4:0:completed");
-    assert_eq!((event["completedBy"].as_str(), event["variables"].clone()), (Some("alice"), json!({"approved": "true", "comment": "looks fine"})));
+    assert_eq!(
+        (event["completedBy"].as_str(), event["variables"].clone()),
+        (Some("alice"), json!({"approved": "true", "comment": "looks fine"}))
+    );
     wf.pipe_input(RESULTS, sent[0].key.as_deref(), sent[0].value.as_deref(), now);
     wf.pipe_input(RESULTS, sent[0].key.as_deref(), sent[0].value.as_deref(), now); // a redelivery
     let inst: workflow::Instance = serde_json::from_slice(&wf.store_get("instances", b"doc-7").unwrap()).unwrap();

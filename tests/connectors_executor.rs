@@ -19,14 +19,20 @@ const TASK_RESULTS: &str = "document-approval.task-results";
 
 fn workflow_driver() -> TopologyTestDriver {
     let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
-    TopologyTestDriver::new(workflow::compile(def, None).unwrap(), DriverConfig { application_id: "docs".into(), partitions: 2, ..DriverConfig::default() })
+    TopologyTestDriver::new(
+        workflow::compile(def, None).unwrap(),
+        DriverConfig { application_id: "docs".into(), partitions: 2, ..DriverConfig::default() },
+    )
 }
 
 fn connectors_driver(sections: &str) -> TopologyTestDriver {
     let workflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml");
     let text = format!("workflow = {:?}\ntimeout_ms = 2000\n{sections}", workflow.display().to_string());
     let config: ConnectorsConfig = toml::from_str(&text).unwrap();
-    TopologyTestDriver::new(connectors::topology(&config, None).unwrap(), DriverConfig { application_id: "docs-connectors".into(), partitions: 2, ..DriverConfig::default() })
+    TopologyTestDriver::new(
+        connectors::topology(&config, None).unwrap(),
+        DriverConfig { application_id: "docs-connectors".into(), partitions: 2, ..DriverConfig::default() },
+    )
 }
 
 fn values(records: &[StoredRecord]) -> Vec<Value> {
@@ -52,7 +58,12 @@ fn to_deciding(d: &mut TopologyTestDriver, node: &str, class: &str) {
     d.pipe_json("alfresco.node-events", node, &json!({"id": format!("{node}-up"), "type": "org.alfresco.event.node.Created",
         "data": {"resource": {"id": node, "nodeType": "cm:content", "name": "f.pdf", "content": {"mimeType": "application/pdf", "sizeInBytes": 1200}, "createdByUser": {"id": "jdoe"}}}}), now);
     d.pipe_json("document-services.results", node, &json!({"id": format!("{node}-scan"), "service": "virus-scan", "status": "OK"}), now);
-    d.pipe_json("document-services.results", node, &json!({"id": format!("{node}-class"), "service": "classification", "result": {"class": class}}), now);
+    d.pipe_json(
+        "document-services.results",
+        node,
+        &json!({"id": format!("{node}-class"), "service": "classification", "result": {"class": class}}),
+        now,
+    );
 }
 
 struct Camunda {
@@ -67,10 +78,14 @@ impl Camunda {
         Self { rt, server }
     }
     fn answer(&self, p: &str, status: u16, body: Value) {
-        self.rt.block_on(Mock::given(method("POST")).and(path(p)).respond_with(ResponseTemplate::new(status).set_body_json(body)).mount(&self.server));
+        self.rt.block_on(
+            Mock::given(method("POST")).and(path(p)).respond_with(ResponseTemplate::new(status).set_body_json(body)).mount(&self.server),
+        );
     }
     fn answer_get(&self, p: &str, body: Value) {
-        self.rt.block_on(Mock::given(method("GET")).and(path(p)).respond_with(ResponseTemplate::new(200).set_body_json(body)).mount(&self.server));
+        self.rt.block_on(
+            Mock::given(method("GET")).and(path(p)).respond_with(ResponseTemplate::new(200).set_body_json(body)).mount(&self.server),
+        );
     }
     fn calls(&self, p: &str) -> usize {
         self.rt.block_on(self.server.received_requests()).unwrap_or_default().iter().filter(|r| r.url.path() == p).count()
@@ -151,7 +166,10 @@ fn a_decision_refused_or_out_of_retries_takes_the_workflows_error_transition() {
         Mock::given(method("POST"))
             .and(path(EVALUATE))
             .and(wiremock::matchers::body_partial_json(json!({"variables": {"classification": "contract"}})))
-            .respond_with(ResponseTemplate::new(400).set_body_json(json!({"title": "INVALID_ARGUMENT", "status": 400, "detail": "no variable 'amount'"})))
+            .respond_with(
+                ResponseTemplate::new(400)
+                    .set_body_json(json!({"title": "INVALID_ARGUMENT", "status": 400, "detail": "no variable 'amount'"})),
+            )
             .expect(1)
             .mount(&camunda.server),
     );
@@ -164,7 +182,10 @@ fn a_decision_refused_or_out_of_retries_takes_the_workflows_error_transition() {
             .mount(&camunda.server),
     );
     let mut wf = workflow_driver();
-    let mut conn = connectors_driver(&format!("[breaker]\nfailure_threshold = 100\n[decisions]\nbackend = \"camunda8\"\nurl = \"{}\"\n", camunda.server.uri()));
+    let mut conn = connectors_driver(&format!(
+        "[breaker]\nfailure_threshold = 100\n[decisions]\nbackend = \"camunda8\"\nurl = \"{}\"\n",
+        camunda.server.uri()
+    ));
     to_deciding(&mut wf, "refused", "contract");
     to_deciding(&mut wf, "exhausted", "invoice");
     let commands = shuttle(&mut wf, DECISIONS, &mut conn);
@@ -202,7 +223,10 @@ fn completed_camunda7_tasks_are_answered_once_across_a_crash() {
     camunda.answer("/engine-rest/task/create", 204, Value::Null);
     camunda.answer(&format!("/engine-rest/task/{id}/identity-links"), 204, Value::Null);
     let mut wf = workflow_driver();
-    let mut conn = connectors_driver(&format!("[tasks]\nbackend = \"camunda7\"\nurl = \"{}/engine-rest\"\npoll_interval_ms = 5000\n", camunda.server.uri()));
+    let mut conn = connectors_driver(&format!(
+        "[tasks]\nbackend = \"camunda7\"\nurl = \"{}/engine-rest\"\npoll_interval_ms = 5000\n",
+        camunda.server.uri()
+    ));
 
     to_deciding(&mut wf, "doc-1", "contract");
     let now = wf.wall_clock();
@@ -219,7 +243,8 @@ fn completed_camunda7_tasks_are_answered_once_across_a_crash() {
     let done_at = jiff::Timestamp::from_millisecond(conn.wall_clock()).unwrap().to_string();
     camunda.reset();
     camunda.answer_get("/engine-rest/history/variable-instance", json!([{"name": "approved", "type": "Boolean", "value": true}]));
-    camunda.answer_get("/engine-rest/history/task", json!([{"id": id, "assignee": "alice", "endTime": done_at, "deleteReason": "completed"}]));
+    camunda
+        .answer_get("/engine-rest/history/task", json!([{"id": id, "assignee": "alice", "endTime": done_at, "deleteReason": "completed"}]));
     conn.advance_wall_clock(6000);
     // A crash with the disk lost: the open-task store and the cursor come back from the changelog.
     conn.crash_and_restart(true);
@@ -249,7 +274,11 @@ fn notifications_reach_the_webhook_with_their_idempotency_key_and_a_refusal_is_d
             .mount(&hook.server),
     );
     hook.rt.block_on(
-        Mock::given(method("POST")).and(path("/hook")).and(wiremock::matchers::header("idempotency-key", "doc-2:5:1")).respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "unknown recipient"}))).mount(&hook.server),
+        Mock::given(method("POST"))
+            .and(path("/hook"))
+            .and(wiremock::matchers::header("idempotency-key", "doc-2:5:1"))
+            .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "unknown recipient"})))
+            .mount(&hook.server),
     );
     let mut conn = connectors_driver(&format!("[notifications]\nwebhook = \"{}/hook\"\n", hook.server.uri()));
     for (doc, key) in [("doc-1", "doc-1:5:1"), ("doc-2", "doc-2:5:1")] {

@@ -29,7 +29,12 @@ fn a_decision_outage_holds_only_decisions_and_answers_each_once_after_it() {
     keyflow::cli::init_tracing(0);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let camunda = rt.block_on(MockServer::start());
-    rt.block_on(Mock::given(method("POST")).and(path(EVALUATE)).respond_with(ResponseTemplate::new(503).set_body_json(json!({"title": "UNAVAILABLE", "status": 503}))).mount(&camunda));
+    rt.block_on(
+        Mock::given(method("POST"))
+            .and(path(EVALUATE))
+            .respond_with(ResponseTemplate::new(503).set_body_json(json!({"title": "UNAVAILABLE", "status": 503})))
+            .mount(&camunda),
+    );
 
     let cluster = MockCluster::new(3).unwrap();
     let bootstrap = cluster.bootstrap_servers();
@@ -49,7 +54,8 @@ fn a_decision_outage_holds_only_decisions_and_answers_each_once_after_it() {
     let topology = config.build_topology().unwrap();
     let p = MockProvisioner(&cluster);
     let topics = [DECISIONS, DECISION_RESULTS, TASKS, HUMAN_TASKS, "document-approval.task-results"];
-    p.ensure(&topics.iter().map(|t| TopicSpec { name: (*t).into(), partitions: PARTITIONS, compacted: false }).collect::<Vec<_>>()).unwrap();
+    p.ensure(&topics.iter().map(|t| TopicSpec { name: (*t).into(), partitions: PARTITIONS, compacted: false }).collect::<Vec<_>>())
+        .unwrap();
     p.ensure(&kafka::internal_topics(&config, &topology, PARTITIONS)).unwrap();
 
     let docs = 40;
@@ -61,14 +67,18 @@ fn a_decision_outage_holds_only_decisions_and_answers_each_once_after_it() {
         (1_700_000_000_000, format!("doc-{i}"), v.to_string().into_bytes())
     };
     let decisions: Vec<_> = (0..docs).map(|i| command(i, json!({"decisionKey": "document-routing", "variables": {"classification": "invoice"}, "idempotencyKey": format!("doc-{i}:3:0")}))).collect();
-    let tasks: Vec<_> = (0..docs).map(|i| command(i, json!({"name": "Review document", "candidateGroups": ["reviewers"], "idempotencyKey": format!("doc-{i}:4:0")}))).collect();
+    let tasks: Vec<_> = (0..docs)
+        .map(|i| command(i, json!({"name": "Review document", "candidateGroups": ["reviewers"], "idempotencyKey": format!("doc-{i}:4:0")})))
+        .collect();
     produce(&bootstrap, DECISIONS, &decisions);
     produce(&bootstrap, TASKS, &tasks);
 
     let dlq = config.dlq_topic();
     let instance = Instance::start(config, topology).unwrap();
     // Every task command is performed although every partition also holds waiting decisions.
-    wait_until("all task commands performed during the outage", Duration::from_secs(60), || read_all(&bootstrap, HUMAN_TASKS).len() >= docs);
+    wait_until("all task commands performed during the outage", Duration::from_secs(60), || {
+        read_all(&bootstrap, HUMAN_TASKS).len() >= docs
+    });
     assert!(read_all(&bootstrap, DECISION_RESULTS).is_empty(), "no decision answered while the service is down");
     let calls = rt.block_on(camunda.received_requests()).unwrap().len();
 

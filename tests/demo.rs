@@ -7,7 +7,10 @@ use serde_json::Value;
 
 #[test]
 fn the_demo_finishes_every_document_and_its_counts_add_up() {
-    let out = Command::new(env!("CARGO_BIN_EXE_keyflow")).args(["demo", "--documents", "120", "--escalate-after-ms", "4000", "--json"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyflow"))
+        .args(["demo", "--documents", "120", "--escalate-after-ms", "4000", "--json"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let s: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"));

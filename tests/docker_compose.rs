@@ -43,7 +43,9 @@ fn the_compose_file_is_well_formed_and_consistent_with_keyflow() {
     let services = merged(&root["services"]);
     let declared: BTreeSet<String> = merged(&root["volumes"]).into_keys().collect();
     let names: BTreeSet<&str> = services.keys().map(String::as_str).collect();
-    for want in ["kafka-1", "kafka-2", "kafka-3", "schema-registry", "camunda", "topics", "keyflow-1", "keyflow-2", "keyflow-3", "connectors"] {
+    for want in
+        ["kafka-1", "kafka-2", "kafka-3", "schema-registry", "camunda", "topics", "keyflow-1", "keyflow-2", "keyflow-3", "connectors"]
+    {
         assert!(names.contains(want), "service {want} missing: {names:?}");
     }
 
@@ -70,7 +72,8 @@ fn the_compose_file_is_well_formed_and_consistent_with_keyflow() {
             continue;
         }
         // A keyflow service: its config must load with the environment the file gives it.
-        let config_file = volumes.iter().find(|v| v.ends_with(":/etc/keyflow/keyflow.toml:ro")).unwrap_or_else(|| panic!("{name} mounts no config"));
+        let config_file =
+            volumes.iter().find(|v| v.ends_with(":/etc/keyflow/keyflow.toml:ro")).unwrap_or_else(|| panic!("{name} mounts no config"));
         let config_path = docker().join(config_file.split(':').next().unwrap());
         let mut env: Vec<(String, String)> = merged(svc.get("environment").unwrap_or(&Yaml::Null))
             .into_iter()
@@ -81,7 +84,8 @@ fn the_compose_file_is_well_formed_and_consistent_with_keyflow() {
         let config = Config::load(&config_path, env).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(config.instance_id.is_some(), "{name}: each instance needs its own instance.id");
         let state = config.state_dir.display().to_string();
-        let state_volume = volumes.iter().find(|v| v.ends_with(&format!(":{state}"))).unwrap_or_else(|| panic!("{name}: no volume at state.dir {state}"));
+        let state_volume =
+            volumes.iter().find(|v| v.ends_with(&format!(":{state}"))).unwrap_or_else(|| panic!("{name}: no volume at state.dir {state}"));
         assert!(state_volumes.insert(state_volume.split(':').next().unwrap().to_owned()), "{name} shares a state volume");
         if let Some(file) = &config.topology.file {
             // The definition the container reads is the repository's.

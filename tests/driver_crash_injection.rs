@@ -68,8 +68,25 @@ fn committed(d: &TopologyTestDriver, topic: &str) -> Committed {
 
 fn steps_of(guarantee: Guarantee) -> Vec<Step> {
     match guarantee {
-        Guarantee::ExactlyOnceV2 => vec![Step::Processing, Step::SendChangelog, Step::SendMarkers, Step::FlushChangelog, Step::SendOffsets, Step::CommitTransaction, Step::WriteCheckpoint],
-        Guarantee::AtLeastOnce => vec![Step::Processing, Step::FlushOutputs, Step::SendChangelog, Step::FlushChangelog, Step::SendMarkers, Step::FlushMarkers, Step::WriteCheckpoint, Step::CommitOffsets],
+        Guarantee::ExactlyOnceV2 => vec![
+            Step::Processing,
+            Step::SendChangelog,
+            Step::SendMarkers,
+            Step::FlushChangelog,
+            Step::SendOffsets,
+            Step::CommitTransaction,
+            Step::WriteCheckpoint,
+        ],
+        Guarantee::AtLeastOnce => vec![
+            Step::Processing,
+            Step::FlushOutputs,
+            Step::SendChangelog,
+            Step::FlushChangelog,
+            Step::SendMarkers,
+            Step::FlushMarkers,
+            Step::WriteCheckpoint,
+            Step::CommitOffsets,
+        ],
     }
 }
 
@@ -121,7 +138,11 @@ fn check(guarantee: Guarantee) {
         assert_eq!(state(&faulty), state(&reference), "state differs: {ctx}");
         for p in 0..2 {
             let b = faulty.broker();
-            assert_eq!(b.committed_offset("events", p).unwrap_or(0), b.end_offset("events", p), "partition {p}: not every input offset was committed: {ctx}");
+            assert_eq!(
+                b.committed_offset("events", p).unwrap_or(0),
+                b.end_offset("events", p),
+                "partition {p}: not every input offset was committed: {ctx}"
+            );
         }
         for topic in ["statuses", "test-app-dlq"] {
             let (got, want) = (committed(&faulty, topic), committed(&reference, topic));

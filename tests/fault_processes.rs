@@ -65,7 +65,11 @@ fn three_processes_killed_at_random_end_with_exact_state_and_every_output() {
     let mut config = Config::for_application(&app, &bootstrap, dir.path());
     config.provision_topics = false;
     let p = MockProvisioner(&cluster);
-    p.ensure(&[TopicSpec { name: input.clone(), partitions: PARTITIONS, compacted: false }, TopicSpec { name: output.clone(), partitions: PARTITIONS, compacted: false }]).unwrap();
+    p.ensure(&[
+        TopicSpec { name: input.clone(), partitions: PARTITIONS, compacted: false },
+        TopicSpec { name: output.clone(), partitions: PARTITIONS, compacted: false },
+    ])
+    .unwrap();
     p.ensure(&kafka::internal_topics(&config, &topology, PARTITIONS)).unwrap();
     let cfg = dir.path().join("app.toml");
     std::fs::write(
@@ -80,7 +84,8 @@ fn three_processes_killed_at_random_end_with_exact_state_and_every_output() {
 
     let w = workload(2_000, events, seed);
     let started = Instant::now();
-    let mut procs: Vec<Process> = (0..3).map(|i| spawn(&cfg, &dir.path().join(format!("state-{i}")), &dir.path().join(format!("instance-{i}.log")))).collect();
+    let mut procs: Vec<Process> =
+        (0..3).map(|i| spawn(&cfg, &dir.path().join(format!("state-{i}")), &dir.path().join(format!("instance-{i}.log")))).collect();
     produce(&bootstrap, &input, &w.events);
 
     // Kill -9 a random process every 2-5 s and restart it on its own disk a moment later.
@@ -111,7 +116,11 @@ fn three_processes_killed_at_random_end_with_exact_state_and_every_output() {
     if got != w.expected {
         for p in &procs {
             let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-            eprintln!("--- {} (last lines)\n{}", p.log.display(), log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+            eprintln!(
+                "--- {} (last lines)\n{}",
+                p.log.display(),
+                log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
     }
     assert_exact(&w.expected, &got);

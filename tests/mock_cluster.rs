@@ -22,7 +22,9 @@ fn partitions_move_when_an_instance_leaves_and_state_is_restored_with_nothing_lo
     let a = s.start("a");
     let b = s.start("b");
     let group = s.config.application_id.clone();
-    wait_until("both instances to own partitions", MINUTE, || !a.status().snapshot().assignment.is_empty() && !b.status().snapshot().assignment.is_empty());
+    wait_until("both instances to own partitions", MINUTE, || {
+        !a.status().snapshot().assignment.is_empty() && !b.status().snapshot().assignment.is_empty()
+    });
     wait_until("the first half to be committed", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= half as i64);
     let moved = b.status().snapshot().assignment;
     b.stop();
@@ -48,14 +50,18 @@ fn a_killed_instance_loses_no_update_and_none_is_applied_twice() {
     let w = workload(100, 3_000, 2);
     let a = s.start("a");
     let b = s.start("b");
-    wait_until("both instances to own partitions", MINUTE, || !a.status().snapshot().assignment.is_empty() && !b.status().snapshot().assignment.is_empty());
+    wait_until("both instances to own partitions", MINUTE, || {
+        !a.status().snapshot().assignment.is_empty() && !b.status().snapshot().assignment.is_empty()
+    });
     produce(&s.bootstrap, &s.input, &w.events);
     // Kill a while it holds processed but uncommitted work.
     wait_until("a to process", MINUTE, || a.status().snapshot().processed > 300);
     a.kill();
     a.join().unwrap();
     let group = s.config.application_id.clone();
-    wait_until("b to take over and commit everything", Duration::from_secs(90), || committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64);
+    wait_until("b to take over and commit everything", Duration::from_secs(90), || {
+        committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64
+    });
     b.stop();
     b.join().unwrap();
     assert_exact(&w.expected, &final_states(&s.bootstrap, &s.output));
@@ -69,7 +75,9 @@ fn exactly_once_state_stays_exact_although_the_mock_broker_drops_transactional_o
     let w = workload(100, 2_000, 3);
     produce(&s.bootstrap, &s.input, &w.events);
     let a = s.start("a");
-    wait_until("a to process everything", MINUTE, || a.status().snapshot().processed + a.status().snapshot().dead_lettered >= w.events.len() as u64);
+    wait_until("a to process everything", MINUTE, || {
+        a.status().snapshot().processed + a.status().snapshot().dead_lettered >= w.events.len() as u64
+    });
     std::thread::sleep(Duration::from_millis(500)); // a few commits
     a.stop();
     a.join().unwrap();
@@ -95,7 +103,9 @@ fn injected_broker_errors_are_recovered_without_losing_or_doubling_updates() {
     s.cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION]);
     produce(&s.bootstrap, &s.input, &w.events);
     let group = s.config.application_id.clone();
-    wait_until("everything to be committed", Duration::from_secs(90), || committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64);
+    wait_until("everything to be committed", Duration::from_secs(90), || {
+        committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64
+    });
     let sa = a.status().snapshot();
     a.stop();
     a.join().unwrap();

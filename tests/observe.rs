@@ -40,7 +40,8 @@ fn check_exposition(text: &str) -> BTreeSet<String> {
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
         assert!(value.parse::<f64>().is_ok(), "not a number: {line}");
         let name = series.split('{').next().unwrap();
-        let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f))).unwrap_or(name);
+        let family =
+            ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f))).unwrap_or(name);
         assert!(declared.contains(family), "sample before its # TYPE: {line}");
         if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
             assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
@@ -58,10 +59,13 @@ fn health_readiness_metrics_and_the_instance_query_are_served() {
     let server = Server::start("127.0.0.1:0", &app, instance.status(), Vec::new()).unwrap();
     let base = format!("http://{}", server.address);
 
-    wait_until("ready", Duration::from_secs(30), || get(&format!("{base}/ready")).0 == 200 && !instance.status().snapshot().assignment.is_empty());
+    wait_until("ready", Duration::from_secs(30), || {
+        get(&format!("{base}/ready")).0 == 200 && !instance.status().snapshot().assignment.is_empty()
+    });
     assert_eq!(get(&format!("{base}/health")), (200, "ok\n".into()));
 
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).set("partitioner", "murmur2_random").create().unwrap();
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).set("partitioner", "murmur2_random").create().unwrap();
     let upload = json!({"id": "up-1", "type": "org.alfresco.event.node.Created",
         "data": {"resource": {"id": "doc 1", "nodeType": "cm:content", "name": "a.pdf", "content": {"mimeType": "application/pdf", "sizeInBytes": 5}, "createdByUser": {"id": "jdoe"}}}});
     kafka::send_waiting(&producer, BaseRecord::to("alfresco.node-events").key("doc 1").payload(&upload.to_string())).unwrap();
@@ -74,7 +78,11 @@ fn health_readiness_metrics_and_the_instance_query_are_served() {
     assert_eq!(inst["state"], "scanning");
     assert_eq!(inst["history"][0]["to"], "scanning");
     // An instance without the key asks its peers.
-    let idle = Instance::start(Config::for_application(&unique("idle"), &bootstrap, &dir.path().join("idle")), keyflow::builtin::by_name("status-tracker", "idle-in", "idle-out", 1000).unwrap()).unwrap();
+    let idle = Instance::start(
+        Config::for_application(&unique("idle"), &bootstrap, &dir.path().join("idle")),
+        keyflow::builtin::by_name("status-tracker", "idle-in", "idle-out", 1000).unwrap(),
+    )
+    .unwrap();
     let front = Server::start("127.0.0.1:0", "idle", idle.status(), vec![base.clone()]).unwrap();
     wait_until("the front instance runs", Duration::from_secs(30), || idle.status().snapshot().running);
     let (code, body) = get(&format!("http://{}/workflows/doc%201", front.address));
@@ -98,8 +106,14 @@ fn health_readiness_metrics_and_the_instance_query_are_served() {
     let samples = check_exposition(&metrics);
     let app_label = format!("{{application=\"{app}\"}}");
     assert!(samples.contains(&format!("keyflow_records_processed_total{app_label}")), "{metrics}");
-    assert!(metrics.lines().any(|l| l.starts_with(&format!("keyflow_records_processed_total{app_label} ")) && !l.ends_with(" 0")), "{metrics}");
-    assert!(samples.contains("keyflow_workflow_transitions_total{workflow=\"document-approval\",from=\"new\",to=\"scanning\"}"), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with(&format!("keyflow_records_processed_total{app_label} ")) && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(
+        samples.contains("keyflow_workflow_transitions_total{workflow=\"document-approval\",from=\"new\",to=\"scanning\"}"),
+        "{metrics}"
+    );
     assert!(samples.iter().any(|s| s.starts_with("keyflow_consumer_lag{") && s.contains("topic=\"alfresco.node-events\"")), "{metrics}");
     assert!(samples.iter().any(|s| s.starts_with("keyflow_store_keys{") && s.contains("store=\"instances\"")), "{metrics}");
 

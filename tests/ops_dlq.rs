@@ -41,11 +41,14 @@ fn dead_letters_are_listed_shown_redriven_once_and_purged() {
     p.ensure(&[TopicSpec { name: ops::handled_topic(&dlq_topic), partitions: 1, compacted: true }]).unwrap();
     let instance = Instance::start(config.clone(), topology).unwrap();
 
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).set("partitioner", "murmur2_random").create().unwrap();
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).set("partitioner", "murmur2_random").create().unwrap();
     // A decision that arrives before its document (an ordering problem upstream), and a broken upload.
     send(&producer, "document-approval.decision-results", "doc-1", &json!({"id": "d-1", "outcome": {"route": "auto-approve"}}).to_string());
     send(&producer, "alfresco.node-events", "doc-2", "{\"type\": oops");
-    wait_until("two dead letters", Duration::from_secs(60), || read_to_end(&bootstrap, &dlq_topic, Duration::from_secs(10)).unwrap().len() == 2);
+    wait_until("two dead letters", Duration::from_secs(60), || {
+        read_to_end(&bootstrap, &dlq_topic, Duration::from_secs(10)).unwrap().len() == 2
+    });
 
     let all = ops::list(&bootstrap, &dlq_topic, &Filter::default()).unwrap();
     assert_eq!(all.len(), 2);
@@ -54,19 +57,30 @@ fn dead_letters_are_listed_shown_redriven_once_and_purged() {
     assert_eq!(early.header(dlq::ERROR_MESSAGE), Some("no transition from `new` on event `decision.made`"));
     assert_eq!(early.header(dlq::SOURCE_TOPIC), Some("document-approval.decision-results"));
     assert_eq!(early.header(dlq::SOURCE_OFFSET), Some("0"));
-    assert!(early.header(dlq::SOURCE_PARTITION).is_some() && early.header(dlq::STAGE).is_some() && early.header(dlq::ATTEMPTS) == Some("1"));
+    assert!(
+        early.header(dlq::SOURCE_PARTITION).is_some() && early.header(dlq::STAGE).is_some() && early.header(dlq::ATTEMPTS) == Some("1")
+    );
     assert_eq!(early.header(dlq::VERSION), Some(env!("CARGO_PKG_VERSION")));
-    assert_eq!(early.message.value.as_deref(), Some(json!({"id": "d-1", "outcome": {"route": "auto-approve"}}).to_string().as_bytes()), "original bytes kept");
-    let by_class = |class: &str| ops::list(&bootstrap, &dlq_topic, &Filter { class: Some(class.into()), ..Filter::default() }).unwrap().len();
+    assert_eq!(
+        early.message.value.as_deref(),
+        Some(json!({"id": "d-1", "outcome": {"route": "auto-approve"}}).to_string().as_bytes()),
+        "original bytes kept"
+    );
+    let by_class =
+        |class: &str| ops::list(&bootstrap, &dlq_topic, &Filter { class: Some(class.into()), ..Filter::default() }).unwrap().len();
     assert_eq!((by_class("processing"), by_class("deserialization"), by_class("timer")), (1, 1, 0));
-    let by_topic = ops::list(&bootstrap, &dlq_topic, &Filter { source_topic: Some("alfresco.node-events".into()), ..Filter::default() }).unwrap();
+    let by_topic =
+        ops::list(&bootstrap, &dlq_topic, &Filter { source_topic: Some("alfresco.node-events".into()), ..Filter::default() }).unwrap();
     assert_eq!(by_topic.len(), 1);
     assert_eq!(by_topic[0].key_text(), "doc-2");
     assert!(ops::list(&bootstrap, &dlq_topic, &Filter { since: Some(early.at() + 3_600_000), ..Filter::default() }).unwrap().is_empty());
 
     // The document arrives and reaches `deciding`; now the decision fits.
     for (topic, v) in [
-        ("alfresco.node-events", json!({"id": "up-1", "type": "org.alfresco.event.node.Created", "data": {"resource": {"id": "doc-1", "nodeType": "cm:content", "name": "a.pdf", "content": {"mimeType": "application/pdf", "sizeInBytes": 5}, "createdByUser": {"id": "jdoe"}}}})),
+        (
+            "alfresco.node-events",
+            json!({"id": "up-1", "type": "org.alfresco.event.node.Created", "data": {"resource": {"id": "doc-1", "nodeType": "cm:content", "name": "a.pdf", "content": {"mimeType": "application/pdf", "sizeInBytes": 5}, "createdByUser": {"id": "jdoe"}}}}),
+        ),
         ("document-services.results", json!({"id": "s-1", "service": "virus-scan", "status": "OK"})),
         ("document-services.results", json!({"id": "c-1", "service": "classification", "result": {"class": "invoice"}})),
     ] {

@@ -64,6 +64,9 @@ fn a_replay_with_wiped_state_rebuilds_it_exactly_even_on_machines_that_kept_thei
     a.stop();
     a.join().unwrap();
     let outputs_after = read_all(&s.bootstrap, &s.output).len();
-    assert!(outputs_after - outputs_before >= w.events.len() - w.malformed, "every input was processed again, none skipped by the old state's guard: {outputs_before} then {outputs_after}");
+    assert!(
+        outputs_after - outputs_before >= w.events.len() - w.malformed,
+        "every input was processed again, none skipped by the old state's guard: {outputs_before} then {outputs_after}"
+    );
     assert_exact(&w.expected, &final_states(&s.bootstrap, &s.output));
 }

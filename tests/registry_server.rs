@@ -22,14 +22,24 @@ impl Drop for Server {
 
 fn binary() -> Option<PathBuf> {
     let home = std::env::var("HOME").unwrap_or_default();
-    let candidates = std::env::var("PATH").unwrap_or_default().split(':').map(|d| Path::new(d).join("rivven-schema")).chain([Path::new(&home).join(".cargo/bin/rivven-schema")]).collect::<Vec<_>>();
+    let candidates = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| Path::new(d).join("rivven-schema"))
+        .chain([Path::new(&home).join(".cargo/bin/rivven-schema")])
+        .collect::<Vec<_>>();
     candidates.into_iter().find(|p| p.is_file())
 }
 
 fn start() -> Option<(Server, String)> {
     let bin = binary()?;
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(bin).args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    let child = Command::new(bin)
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
     let server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -63,15 +73,21 @@ fn avro_round_trips_and_compatibility_is_checked_against_a_real_registry_server(
 
     // Compatibility under the subject's level. rivven-schema 0.0.22 judges a timestamp-millis
     // field incompatible with itself (a bug in its checker), so this part uses plain types.
-    let claim = |fields: &str| Schema::parse_str(&format!(r#"{{"type":"record","name":"Claim","namespace":"io.example","fields":[{fields}]}}"#)).unwrap();
+    let claim = |fields: &str| {
+        Schema::parse_str(&format!(r#"{{"type":"record","name":"Claim","namespace":"io.example","fields":[{fields}]}}"#)).unwrap()
+    };
     let r = registry();
     r.register("claims-value", &claim(r#"{"name":"id","type":"string"},{"name":"amount","type":"double"}"#)).unwrap();
-    let added = claim(r#"{"name":"id","type":"string"},{"name":"amount","type":"double"},{"name":"currency","type":"string","default":"EUR"}"#);
+    let added =
+        claim(r#"{"name":"id","type":"string"},{"name":"amount","type":"double"},{"name":"currency","type":"string","default":"EUR"}"#);
     let (level, reasons) = r.check("claims-value", &added).unwrap();
     assert!(reasons.is_empty(), "a field with a default is compatible under {level}: {reasons:?}");
     let broken = claim(r#"{"name":"id","type":"long"},{"name":"amount","type":"double"}"#);
     let (level, reasons) = r.check("claims-value", &broken).unwrap();
-    assert!(reasons.iter().any(|m| m.to_lowercase().contains("incompatible")), "changing id to long is incompatible under {level}: {reasons:?}");
+    assert!(
+        reasons.iter().any(|m| m.to_lowercase().contains("incompatible")),
+        "changing id to long is incompatible under {level}: {reasons:?}"
+    );
     let refused = r.register("claims-value", &broken).unwrap_err();
     assert!(matches!(refused, Error::Incompatible { .. }), "the registry refuses to register it: {refused}");
 

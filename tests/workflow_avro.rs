@@ -49,8 +49,12 @@ fn an_avro_input_is_read_through_the_reader_schema_the_definition_names() {
     let mut d = TopologyTestDriver::new(workflow::compile(def, Some(&registry)).unwrap(), DriverConfig::default());
     let v1 = apache_avro::Schema::parse_str(&std::fs::read_to_string(schema_path("v1")).unwrap()).unwrap();
     let bytes = AvroSerde::new(registry.clone(), Some(v1), SubjectStrategy::TopicName)
-        .serialize("documents.uploaded", false, &json!({"eventId": "e1", "nodeId": "n1", "name": "a.pdf", "mimeType": "application/pdf",
-            "sizeBytes": 1, "path": "/", "createdBy": "jdoe", "createdAt": 1}))
+        .serialize(
+            "documents.uploaded",
+            false,
+            &json!({"eventId": "e1", "nodeId": "n1", "name": "a.pdf", "mimeType": "application/pdf",
+            "sizeBytes": 1, "path": "/", "createdBy": "jdoe", "createdAt": 1}),
+        )
         .unwrap();
     d.pipe_input("documents.uploaded", Some(b"n1"), Some(&bytes), 0);
     let i: Instance = serde_json::from_slice(&d.store_get("instances", b"n1").expect("instance")).unwrap();

@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 
 fn driver() -> TopologyTestDriver {
     let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/claim-processing.toml")).unwrap();
-    TopologyTestDriver::new(workflow::compile(def, None).unwrap(), DriverConfig { application_id: "claims".into(), partitions: 2, ..DriverConfig::default() })
+    TopologyTestDriver::new(
+        workflow::compile(def, None).unwrap(),
+        DriverConfig { application_id: "claims".into(), partitions: 2, ..DriverConfig::default() },
+    )
 }
 
 fn pipe(d: &mut TopologyTestDriver, topic: &str, claim: &str, v: Value) {
@@ -25,7 +28,12 @@ fn values(d: &mut TopologyTestDriver, topic: &str) -> Vec<Value> {
 }
 
 fn submit(d: &mut TopologyTestDriver, claim: &str) {
-    pipe(d, "claims.events", claim, json!({"id": format!("{claim}-s"), "type": "claim.submitted", "policyId": "P-9", "amount": 1250.0, "claimant": "ann@example.com", "documents": ["invoice.pdf"]}));
+    pipe(
+        d,
+        "claims.events",
+        claim,
+        json!({"id": format!("{claim}-s"), "type": "claim.submitted", "policyId": "P-9", "amount": 1250.0, "claimant": "ann@example.com", "documents": ["invoice.pdf"]}),
+    );
 }
 
 #[test]
@@ -39,7 +47,10 @@ fn a_clean_claim_is_checked_decided_paid_and_the_claimant_told() {
     assert_eq!(req[0]["variables"], json!({"policyId": "P-9", "amount": 1250.0}));
     pipe(&mut d, "claim-processing.decision-results", "C-1", json!({"id": "d1", "outcome": {"result": "approve"}}));
     let pay = values(&mut d, "claim-services.commands");
-    assert_eq!((pay[0]["service"].as_str(), pay[0]["amount"].as_f64(), pay[0]["idempotencyKey"].as_str()), (Some("payment"), Some(1250.0), Some("C-1:3:0")));
+    assert_eq!(
+        (pay[0]["service"].as_str(), pay[0]["amount"].as_f64(), pay[0]["idempotencyKey"].as_str()),
+        (Some("payment"), Some(1250.0), Some("C-1:3:0"))
+    );
     pipe(&mut d, "claim-services.results", "C-1", json!({"id": "r2", "service": "payment", "status": "OK"}));
     let s = state(&d, "C-1");
     assert_eq!((s.state.as_str(), s.finished), ("paid", true));
@@ -50,7 +61,12 @@ fn a_clean_claim_is_checked_decided_paid_and_the_claimant_told() {
 fn missing_documents_wait_for_the_claimant_then_an_adjuster_pays_and_the_payment_fails() {
     let mut d = driver();
     submit(&mut d, "C-2");
-    pipe(&mut d, "claim-services.results", "C-2", json!({"id": "r1", "service": "document-check", "status": "FAILED", "error": "missing_documents"}));
+    pipe(
+        &mut d,
+        "claim-services.results",
+        "C-2",
+        json!({"id": "r1", "service": "document-check", "status": "FAILED", "error": "missing_documents"}),
+    );
     assert_eq!(state(&d, "C-2").state, "awaiting-documents");
     assert_eq!(values(&mut d, "notifications")[0]["subject"], "Documents missing for your claim");
     pipe(&mut d, "claims.events", "C-2", json!({"id": "C-2-docs", "type": "claim.documents-added", "documents": ["police-report.pdf"]}));
@@ -63,7 +79,10 @@ fn missing_documents_wait_for_the_claimant_then_an_adjuster_pays_and_the_payment
     let s = state(&d, "C-2");
     assert_eq!(s.state, "payment-failed");
     let path: Vec<&str> = s.history.iter().map(|h| h.to.as_str()).collect();
-    assert_eq!(path, vec!["checking-documents", "awaiting-documents", "checking-documents", "deciding", "adjuster-review", "paying", "payment-failed"]);
+    assert_eq!(
+        path,
+        vec!["checking-documents", "awaiting-documents", "checking-documents", "deciding", "adjuster-review", "paying", "payment-failed"]
+    );
 }
 
 #[test]

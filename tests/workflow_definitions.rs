@@ -65,6 +65,9 @@ fn bad_guards_durations_and_fields_are_refused() {
     assert!(e.contains("bad duration `soon`"), "{e}");
     let e = error(&VALID.replace("on = \"go\"", "on = \"go\"\nthen = \"b\""));
     assert!(e.contains("unknown field `then`"), "{e}");
-    let e = error(&VALID.replace("[states.b]\nterminal = true", "[states.b]\nterminal = true\n\n[[transitions]]\nfrom = \"b\"\non = \"again\"\nto = \"a\""));
+    let e = error(&VALID.replace(
+        "[states.b]\nterminal = true",
+        "[states.b]\nterminal = true\n\n[[transitions]]\nfrom = \"b\"\non = \"again\"\nto = \"a\"",
+    ));
     assert!(e.contains("`b` is terminal"), "{e}");
 }

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+use keyflow::dlq;
 use keyflow::testing::{DriverConfig, StoredRecord, TopologyTestDriver};
 use keyflow::workflow::{self, Instance};
-use keyflow::dlq;
 use serde_json::{json, Value};
 
 const NODE: &str = "node-1";
@@ -13,7 +13,10 @@ const HOUR: i64 = 3_600_000;
 
 fn driver() -> TopologyTestDriver {
     let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
-    TopologyTestDriver::new(workflow::compile(def, None).unwrap(), DriverConfig { application_id: "docs".into(), ..DriverConfig::default() })
+    TopologyTestDriver::new(
+        workflow::compile(def, None).unwrap(),
+        DriverConfig { application_id: "docs".into(), ..DriverConfig::default() },
+    )
 }
 
 fn values(records: Vec<StoredRecord>) -> Vec<Value> {
@@ -30,13 +33,30 @@ fn pipe(d: &mut TopologyTestDriver, topic: &str, node: &str, v: Value) {
 }
 
 fn upload(d: &mut TopologyTestDriver, node: &str, event_id: &str) {
-    pipe(d, "alfresco.node-events", node, json!({"id": event_id, "type": "org.alfresco.event.node.Created", "source": "/alfresco",
+    pipe(
+        d,
+        "alfresco.node-events",
+        node,
+        json!({"id": event_id, "type": "org.alfresco.event.node.Created", "source": "/alfresco",
         "data": {"resource": {"id": node, "nodeType": "cm:content", "name": "contract.pdf",
-                 "content": {"mimeType": "application/pdf", "sizeInBytes": 52113}, "createdByUser": {"id": "jdoe"}}}}));
+                 "content": {"mimeType": "application/pdf", "sizeInBytes": 52113}, "createdByUser": {"id": "jdoe"}}}}),
+    );
 }
 
 fn result(d: &mut TopologyTestDriver, node: &str, id: &str, body: Value) {
-    pipe(d, "document-services.results", node, json!({"id": id}).as_object().unwrap().clone().into_iter().chain(body.as_object().unwrap().clone()).collect::<serde_json::Map<_, _>>().into());
+    pipe(
+        d,
+        "document-services.results",
+        node,
+        json!({"id": id})
+            .as_object()
+            .unwrap()
+            .clone()
+            .into_iter()
+            .chain(body.as_object().unwrap().clone())
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    );
 }
 
 fn through_classification(d: &mut TopologyTestDriver) {
@@ -73,7 +93,10 @@ fn an_upload_is_scanned_classified_decided_approved_written_back_and_notified() 
     assert_eq!(updates[0]["properties"], json!({"kf:status": "approved", "kf:route": "auto"}));
     assert_eq!(updates[0]["nodeId"], NODE);
     let notes = values(d.read_output("notifications"));
-    assert_eq!((notes[0]["recipient"].as_str(), notes[0]["subject"].as_str(), notes[0]["body"].as_str()), (Some("jdoe"), Some("Document approved"), Some("contract.pdf")));
+    assert_eq!(
+        (notes[0]["recipient"].as_str(), notes[0]["subject"].as_str(), notes[0]["body"].as_str()),
+        (Some("jdoe"), Some("Document approved"), Some("contract.pdf"))
+    );
 
     let i = instance(&d, NODE);
     assert_eq!((i.state.as_str(), i.finished, i.step), ("approved", true, 4));
@@ -190,7 +213,11 @@ impl keyflow::Processor for Scanner {
     fn process(&mut self, ctx: &mut keyflow::Context<'_>, record: keyflow::Record) -> Result<(), keyflow::processor::Error> {
         if record.value["service"] == "virus-scan" {
             let id = format!("scan-{}", record.value["idempotencyKey"].as_str().unwrap_or_default());
-            ctx.forward(keyflow::Record::new(record.key.clone(), json!({"id": id, "service": "virus-scan", "status": "OK"}), record.timestamp));
+            ctx.forward(keyflow::Record::new(
+                record.key.clone(),
+                json!({"id": id, "service": "virus-scan", "status": "OK"}),
+                record.timestamp,
+            ));
         }
         Ok(())
     }

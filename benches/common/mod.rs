@@ -35,7 +35,10 @@ impl Run {
     pub fn new(bootstrap: Option<&str>, partitions: i32, app: &str) -> Run {
         let suffix = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
         let (input, output, app) = (format!("events-{suffix}"), format!("statuses-{suffix}"), format!("{app}-{suffix}"));
-        let topics = [TopicSpec { name: input.clone(), partitions, compacted: false }, TopicSpec { name: output.clone(), partitions, compacted: false }];
+        let topics = [
+            TopicSpec { name: input.clone(), partitions, compacted: false },
+            TopicSpec { name: output.clone(), partitions, compacted: false },
+        ];
         let topology = status_tracker::topology(&input, &output, 3_600_000);
         match bootstrap {
             None => {

@@ -43,7 +43,10 @@ impl DocumentState {
 pub fn is_valid(from: Option<&str>, to: &str) -> bool {
     matches!(
         (from, to),
-        (None, "uploaded") | (Some("uploaded"), "scanned") | (Some("scanned"), "classified") | (Some("classified"), "approved" | "rejected")
+        (None, "uploaded")
+            | (Some("uploaded"), "scanned")
+            | (Some("scanned"), "classified")
+            | (Some("classified"), "approved" | "rejected")
     )
 }
 
@@ -68,7 +71,11 @@ struct Tracker {
 impl Processor for Tracker {
     fn process(&mut self, ctx: &mut Context<'_>, record: Record) -> Result<(), Error> {
         let id = record.key_string();
-        let status = record.value.get("status").and_then(Value::as_str).ok_or_else(|| Error::BadRecord("event has no string field `status`".into()))?;
+        let status = record
+            .value
+            .get("status")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::BadRecord("event has no string field `status`".into()))?;
         let amount = match record.value.get("amount") {
             None | Some(Value::Null) => 0.0,
             Some(v) => v.as_f64().ok_or_else(|| Error::BadRecord(format!("`amount` is not a number: {v}")))?,

@@ -32,7 +32,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let guarantee: Guarantee = serde_json::from_value(json!(args.guarantee)).context("--guarantee must be at_least_once or exactly_once_v2")?;
-    let options = Options { documents: args.documents, partitions: args.partitions, guarantee, escalate_after: Duration::from_millis(args.escalate_after_ms), output: if args.json { Output::Json } else { Output::Text } };
+    let guarantee: Guarantee =
+        serde_json::from_value(json!(args.guarantee)).context("--guarantee must be at_least_once or exactly_once_v2")?;
+    let options = Options {
+        documents: args.documents,
+        partitions: args.partitions,
+        guarantee,
+        escalate_after: Duration::from_millis(args.escalate_after_ms),
+        output: if args.json { Output::Json } else { Output::Text },
+    };
     Ok(if demo::run(&options)?.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

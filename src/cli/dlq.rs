@@ -72,7 +72,9 @@ pub enum Command {
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
-    s.parse::<i64>().or_else(|_| s.parse::<jiff::Timestamp>().map(|t| t.as_millisecond())).map_err(|_| format!("`{s}` is neither RFC 3339 nor ms since the epoch"))
+    s.parse::<i64>()
+        .or_else(|_| s.parse::<jiff::Timestamp>().map(|t| t.as_millisecond()))
+        .map_err(|_| format!("`{s}` is neither RFC 3339 nor ms since the epoch"))
 }
 
 fn load(config: &Path) -> anyhow::Result<Config> {
@@ -83,7 +85,15 @@ fn load(config: &Path) -> anyhow::Result<Config> {
 
 impl Selection {
     fn filter(&self, include_handled: bool) -> Filter {
-        Filter { class: self.class.clone(), source_topic: self.topic.clone(), key: self.key.clone(), since: self.since, until: self.until, ids: self.ids.clone(), include_handled }
+        Filter {
+            class: self.class.clone(),
+            source_topic: self.topic.clone(),
+            key: self.key.clone(),
+            since: self.since,
+            until: self.until,
+            ids: self.ids.clone(),
+            include_handled,
+        }
     }
 }
 
@@ -100,9 +110,19 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{:<10} {:<24} {:<16} {:<28} {:<20} {:<10} MESSAGE", "ID", "AT", "CLASS", "SOURCE", "KEY", "HANDLED");
                 for d in &found {
                     let v = d.to_json();
-                    let source = format!("{}/{}@{}", text(&v["source"]["topic"]), text(&v["source"]["partition"]), text(&v["source"]["offset"]));
+                    let source =
+                        format!("{}/{}@{}", text(&v["source"]["topic"]), text(&v["source"]["partition"]), text(&v["source"]["offset"]));
                     let at = jiff::Timestamp::from_millisecond(d.at()).map(|t| format!("{t:.0}")).unwrap_or_default();
-                    println!("{:<10} {:<24} {:<16} {:<28} {:<20} {:<10} {}", d.id(), at, text(&v["class"]), source, d.key_text(), text(&v["handled"]["action"]), text(&v["message"]));
+                    println!(
+                        "{:<10} {:<24} {:<16} {:<28} {:<20} {:<10} {}",
+                        d.id(),
+                        at,
+                        text(&v["class"]),
+                        source,
+                        d.key_text(),
+                        text(&v["handled"]["action"]),
+                        text(&v["message"])
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -110,9 +130,18 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Show { id, config } => {
             let c = load(&config)?;
             let filter = Filter { ids: vec![id.clone()], include_handled: true, ..Filter::default() };
-            let d = dlq::list(&c.bootstrap_servers, &c.dlq_topic(), &filter)?.into_iter().next().with_context(|| format!("no dead letter {id} on {}", c.dlq_topic()))?;
+            let d = dlq::list(&c.bootstrap_servers, &c.dlq_topic(), &filter)?
+                .into_iter()
+                .next()
+                .with_context(|| format!("no dead letter {id} on {}", c.dlq_topic()))?;
             let mut v = d.to_json();
-            v["headers"] = d.message.headers.iter().map(|(k, v)| (k.to_owned(), Value::String(String::from_utf8_lossy(v).into_owned()))).collect::<serde_json::Map<_, _>>().into();
+            v["headers"] = d
+                .message
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_owned(), Value::String(String::from_utf8_lossy(v).into_owned())))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
             v["value"] = decode(&c, &d)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
@@ -120,7 +149,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Redrive { select, to } => {
             let c = load(&select.config)?;
             let r = dlq::redrive(&c.bootstrap_servers, &c.dlq_topic(), &select.filter(false), to.as_deref(), crate::runtime::now_ms())?;
-            println!("redrove {} dead letter(s){}", r.done.len(), if r.skipped.is_empty() { String::new() } else { format!("; {} already handled, left alone", r.skipped.len()) });
+            println!(
+                "redrove {} dead letter(s){}",
+                r.done.len(),
+                if r.skipped.is_empty() { String::new() } else { format!("; {} already handled, left alone", r.skipped.len()) }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Purge { select, yes } => {

@@ -1,8 +1,8 @@
 //! Command-line interface: one file per command.
 
 mod demo;
-mod dlq;
 mod dev_broker;
+mod dlq;
 mod replay;
 mod run;
 mod schemas;

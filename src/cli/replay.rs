@@ -51,7 +51,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Target::Time(t.parse::<jiff::Timestamp>().map_err(|e| anyhow::anyhow!("--to-datetime `{t}`: {e}"))?.as_millisecond())
     } else {
         let d = args.by_duration.as_deref().expect("clap requires one target");
-        let d: Duration = crate::workflow::definition::parse_duration(d).ok_or_else(|| anyhow::anyhow!("--by-duration `{d}`: use e.g. 30m, 6h, 2d"))?;
+        let d: Duration =
+            crate::workflow::definition::parse_duration(d).ok_or_else(|| anyhow::anyhow!("--by-duration `{d}`: use e.g. 30m, 6h, 2d"))?;
         Target::Time(now - d.as_millis() as i64)
     };
     let plan = replay::plan(&config, &topology, target, args.wipe_state)?;

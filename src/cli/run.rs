@@ -23,12 +23,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!(config = ?config, "starting");
     if config.provision_topics {
         let partitions = kafka::source_partitions(&config, &topology)?;
-        kafka::AdminProvisioner::new(&config)?.ensure(&kafka::internal_topics(&config, &topology, partitions)).context("provisioning internal topics")?;
+        kafka::AdminProvisioner::new(&config)?
+            .ensure(&kafka::internal_topics(&config, &topology, partitions))
+            .context("provisioning internal topics")?;
     }
     let application = config.application_id.clone();
     let (listen, peers) = (config.http_listen.clone(), config.http_peers.clone());
     let instance = Instance::start(config, topology)?;
-    let _http = listen.map(|l| crate::observe::Server::start(&l, &application, instance.status(), peers)).transpose().map_err(anyhow::Error::msg)?;
+    let _http = listen
+        .map(|l| crate::observe::Server::start(&l, &application, instance.status(), peers))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let stop = instance.stopper();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Wait for a signal on a small runtime; the stream thread does the work.

@@ -46,7 +46,11 @@ pub struct Args {
 impl Args {
     fn registry(&self) -> anyhow::Result<Option<std::sync::Arc<Registry>>> {
         let Some(url) = &self.registry else { return Ok(None) };
-        Ok(Some(Registry::new(&RegistryConfig { url: url.clone(), basic_auth_user_info: self.basic_auth.clone(), bearer_auth_token: self.bearer_token.clone() })?))
+        Ok(Some(Registry::new(&RegistryConfig {
+            url: url.clone(),
+            basic_auth_user_info: self.basic_auth.clone(),
+            bearer_auth_token: self.bearer_token.clone(),
+        })?))
     }
 
     fn subject(&self, family: &Family) -> anyhow::Result<String> {

@@ -50,7 +50,11 @@ fn topic(config: &Path) -> anyhow::Result<(String, String)> {
     let c = Config::load(config, std::env::vars())?;
     let conn = c.connectors.as_ref().context("the configuration has no [connectors] section")?;
     let tasks = conn.tasks.as_ref().context("the configuration has no [connectors.tasks] section")?;
-    anyhow::ensure!(tasks.backend == TaskBackend::Embedded, "[connectors.tasks] backend is {:?}: act on those tasks in Camunda's Tasklist", tasks.backend);
+    anyhow::ensure!(
+        tasks.backend == TaskBackend::Embedded,
+        "[connectors.tasks] backend is {:?}: act on those tasks in Camunda's Tasklist",
+        tasks.backend
+    );
     anyhow::ensure!(!c.bootstrap_servers.is_empty(), "bootstrap.servers is required");
     let def = crate::workflow::load(&conn.workflow).map_err(anyhow::Error::msg)?;
     Ok((c.bootstrap_servers.clone(), crate::connectors::embedded_task_topic(tasks, &def.name)))
@@ -71,8 +75,16 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{:<28} {:<10} {:<24} {:<16} NAME", "TASK", "STATE", "INSTANCE", "GROUPS");
                 for t in &tasks {
-                    let groups = t["candidateGroups"].as_array().map(|g| g.iter().map(text).collect::<Vec<_>>().join(",")).unwrap_or_default();
-                    println!("{:<28} {:<10} {:<24} {:<16} {}", text(&t["taskId"]), text(&t["state"]), text(&t["instanceId"]), groups, text(&t["name"]));
+                    let groups =
+                        t["candidateGroups"].as_array().map(|g| g.iter().map(text).collect::<Vec<_>>().join(",")).unwrap_or_default();
+                    println!(
+                        "{:<28} {:<10} {:<24} {:<16} {}",
+                        text(&t["taskId"]),
+                        text(&t["state"]),
+                        text(&t["instanceId"]),
+                        groups,
+                        text(&t["name"])
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -28,7 +28,13 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
     match c {
         Command::Validate { file } => match crate::workflow::load(&file) {
             Ok(def) => {
-                println!("{}: ok ({} states, {} transitions, reads {} topics)", file.display(), def.states.len(), def.transitions.len(), def.inputs.len());
+                println!(
+                    "{}: ok ({} states, {} transitions, reads {} topics)",
+                    file.display(),
+                    def.states.len(),
+                    def.transitions.len(),
+                    def.inputs.len()
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -41,7 +47,8 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
             print!("{}", crate::workflow::describe(&def));
             // Avro inputs are described against a throwaway in-process registry: describing
             // needs no real one.
-            let registry = crate::serde::Registry::new(&crate::serde::RegistryConfig { url: "mock://describe".into(), ..Default::default() })?;
+            let registry =
+                crate::serde::Registry::new(&crate::serde::RegistryConfig { url: "mock://describe".into(), ..Default::default() })?;
             print!("{}", crate::workflow::compile(def, Some(&registry))?.describe());
             Ok(ExitCode::SUCCESS)
         }

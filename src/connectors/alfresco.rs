@@ -46,7 +46,11 @@ pub fn document_uploaded(event: &Value) -> Result<Option<Value>, String> {
     }
     let need = |path: &str| text(r, path).ok_or_else(|| format!("event has no `data.resource{}`", path.replace('/', ".")));
     let event_id = text(event, "/id").ok_or("event has no `id`")?;
-    let created_at = text(r, "/modifiedAt").filter(|_| updated).or_else(|| text(r, "/createdAt")).or_else(|| text(event, "/time")).ok_or("event has no `data.resource.createdAt`")?;
+    let created_at = text(r, "/modifiedAt")
+        .filter(|_| updated)
+        .or_else(|| text(r, "/createdAt"))
+        .or_else(|| text(event, "/time"))
+        .ok_or("event has no `data.resource.createdAt`")?;
     let created_at = parse_millis(&created_at).ok_or_else(|| format!("`{created_at}` is not an ISO 8601 time"))?;
     let path = r
         .get("primaryHierarchy")
@@ -92,7 +96,14 @@ impl Alfresco {
         let mut body = json!({"properties": properties});
         if !aspects.is_empty() {
             let node = self.credentials.send_json(SERVICE, &self.http, || self.http.get(&url).query(&[("include", "aspectNames")]))?;
-            let mut names: Vec<String> = node.pointer("/entry/aspectNames").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
+            let mut names: Vec<String> = node
+                .pointer("/entry/aspectNames")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
             for a in aspects {
                 if !names.contains(a) {
                     names.push(a.clone());

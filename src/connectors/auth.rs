@@ -26,12 +26,20 @@ use crate::config::Secret;
 pub enum AuthConfig {
     #[default]
     None,
-    Basic { user: String, password: Secret },
-    Bearer { token: Secret },
+    Basic {
+        user: String,
+        password: Secret,
+    },
+    Bearer {
+        token: Secret,
+    },
     #[serde(rename = "oauth")]
     OAuth(OAuthConfig),
     /// Alfresco: log in with user and password for a ticket, use the ticket until refused.
-    Ticket { user: String, password: Secret },
+    Ticket {
+        user: String,
+        password: Secret,
+    },
 }
 
 /// Credentials in use, with whatever they cache.
@@ -52,7 +60,9 @@ impl Credentials {
             AuthConfig::Basic { user, password } => Credentials::Basic { user, password },
             AuthConfig::Bearer { token } => Credentials::Bearer(token),
             AuthConfig::OAuth(c) => Credentials::OAuth(TokenSource::new(c)),
-            AuthConfig::Ticket { user, password } => Credentials::Ticket { url: ticket_url.to_owned(), user, password, cached: Mutex::new(None) },
+            AuthConfig::Ticket { user, password } => {
+                Credentials::Ticket { url: ticket_url.to_owned(), user, password, cached: Mutex::new(None) }
+            }
         }
     }
 
@@ -68,11 +78,15 @@ impl Credentials {
                     let body = json!({"userId": user, "password": password.expose()});
                     let r = http::send(service, http.post(url).json(&body)).map_err(|f| f.into_call(service))?;
                     let v = http::read_json(service, r)?;
-                    let ticket = v.pointer("/entry/id").and_then(Value::as_str).ok_or_else(|| CallError::transient(service, "ticket response has no entry.id"))?;
+                    let ticket = v
+                        .pointer("/entry/id")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| CallError::transient(service, "ticket response has no entry.id"))?;
                     *cached = Some(ticket.to_owned());
                 }
                 let ticket = cached.as_deref().expect("set above");
-                request.header(reqwest::header::AUTHORIZATION, format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(ticket)))
+                request
+                    .header(reqwest::header::AUTHORIZATION, format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(ticket)))
             }
         })
     }
@@ -153,7 +167,8 @@ impl TokenSource {
             }
         }
         let c = &self.config;
-        let mut form = vec![("grant_type", "client_credentials"), ("client_id", c.client_id.as_str()), ("client_secret", c.client_secret.expose())];
+        let mut form =
+            vec![("grant_type", "client_credentials"), ("client_id", c.client_id.as_str()), ("client_secret", c.client_secret.expose())];
         if let Some(a) = &c.audience {
             form.push(("audience", a));
         }
@@ -161,7 +176,8 @@ impl TokenSource {
             form.push(("scope", s));
         }
         let response = http::send("oauth", http.post(&c.token_url).form(&form)).map_err(|f| f.into_call("oauth"))?;
-        let t: TokenResponse = serde_json::from_value(http::read_json("oauth", response)?).map_err(|e| CallError::transient("oauth", format!("token response unreadable: {e}")))?;
+        let t: TokenResponse = serde_json::from_value(http::read_json("oauth", response)?)
+            .map_err(|e| CallError::transient("oauth", format!("token response unreadable: {e}")))?;
         let lifetime = Duration::from_secs(t.expires_in.unwrap_or(300));
         tracing::debug!(?lifetime, "fetched an OAuth token");
         *cached = Some((t.access_token.clone(), Instant::now() + lifetime));

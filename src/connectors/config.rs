@@ -72,7 +72,11 @@ impl Default for RetryConfig {
 
 impl RetryConfig {
     pub fn policy(&self) -> RetryPolicy {
-        RetryPolicy { attempts: self.attempts.max(1), backoff: Duration::from_millis(self.backoff_ms), max_backoff: Duration::from_millis(self.max_backoff_ms) }
+        RetryPolicy {
+            attempts: self.attempts.max(1),
+            backoff: Duration::from_millis(self.backoff_ms),
+            max_backoff: Duration::from_millis(self.max_backoff_ms),
+        }
     }
 }
 

@@ -53,7 +53,8 @@ impl DecisionService for Camunda8 {
         }
         // `output` is a JSON document in a string: an object for several outputs, the bare value
         // for one (named by the matched rule's evaluated output).
-        let output = r.get("output").and_then(Value::as_str).ok_or_else(|| CallError::transient(C8, "evaluation response has no `output`"))?;
+        let output =
+            r.get("output").and_then(Value::as_str).ok_or_else(|| CallError::transient(C8, "evaluation response has no `output`"))?;
         let output: Value = serde_json::from_str(output).map_err(|e| CallError::transient(C8, format!("`output` is not JSON: {e}")))?;
         let name = r.pointer("/evaluatedDecisions/0/matchedRules/0/evaluatedOutputs/0/outputName").and_then(Value::as_str);
         outcome(C8, decision, output, name)
@@ -155,7 +156,11 @@ impl Rules {
             let compiled = rules
                 .iter()
                 .enumerate()
-                .map(|(i, r)| cel::Program::compile(&r.when).map(|p| (r.when.clone(), p, r.outcome.clone())).map_err(|e| format!("decision `{decision}` rule {}: {e}", i + 1)))
+                .map(|(i, r)| {
+                    cel::Program::compile(&r.when)
+                        .map(|p| (r.when.clone(), p, r.outcome.clone()))
+                        .map_err(|e| format!("decision `{decision}` rule {}: {e}", i + 1))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             decisions.insert(decision.clone(), compiled);
         }
@@ -168,7 +173,11 @@ const RULES: &str = "rules";
 impl DecisionService for Rules {
     fn evaluate(&self, decision: &str, variables: &Map<String, Value>) -> Result<Map<String, Value>, CallError> {
         let refuse = |message: String| CallError::Rejected { service: RULES, status: 422, message };
-        let rules = self.decisions.get(decision).ok_or_else(|| CallError::Rejected { service: RULES, status: 404, message: format!("no rules for decision `{decision}`") })?;
+        let rules = self.decisions.get(decision).ok_or_else(|| CallError::Rejected {
+            service: RULES,
+            status: 404,
+            message: format!("no rules for decision `{decision}`"),
+        })?;
         let mut ctx = cel::Context::default();
         for (name, value) in variables {
             ctx.add_variable(name.as_str(), value).map_err(|e| refuse(format!("variable `{name}`: {e}")))?;
@@ -189,7 +198,11 @@ impl DecisionService for Rules {
 fn outcome(service: &'static str, decision: &str, output: Value, name: Option<&str>) -> Result<Map<String, Value>, CallError> {
     match output {
         Value::Object(m) => Ok(m),
-        Value::Null => Err(CallError::Rejected { service, status: 200, message: format!("decision `{decision}` produced no result (no rule matched)") }),
+        Value::Null => Err(CallError::Rejected {
+            service,
+            status: 200,
+            message: format!("decision `{decision}` produced no result (no rule matched)"),
+        }),
         other => Ok(Map::from_iter([(name.unwrap_or("result").to_owned(), other)])),
     }
 }

@@ -69,7 +69,13 @@ pub fn complete(bootstrap: &str, topic: &str, id: &str, user: &str, variables: M
 ///
 /// # Errors
 /// As [`complete`]; on an error nothing of the batch is visible.
-pub fn complete_with(producer: &BaseProducer, topic: &str, tasks: &[(Value, Map<String, Value>)], user: &str, now: i64) -> Result<Vec<Value>, Error> {
+pub fn complete_with(
+    producer: &BaseProducer,
+    topic: &str,
+    tasks: &[(Value, Map<String, Value>)],
+    user: &str,
+    now: i64,
+) -> Result<Vec<Value>, Error> {
     let mut records = Vec::new();
     for (task, variables) in tasks {
         let id = task["taskId"].as_str().unwrap_or_default();

@@ -50,9 +50,15 @@ pub enum Perform {
     Decision(Arc<dyn DecisionService>),
     Task(Arc<dyn TaskService>, Duration),
     /// Embedded tasks: the task is a record on this sink's topic.
-    EmbeddedTask { sink: String },
+    EmbeddedTask {
+        sink: String,
+    },
     Document(Arc<Alfresco>),
-    Webhook { url: String, http: reqwest::blocking::Client, auth: Option<(String, Secret)> },
+    Webhook {
+        url: String,
+        http: reqwest::blocking::Client,
+        auth: Option<(String, Secret)>,
+    },
 }
 
 /// Performs one channel's commands. One per task (partition); the breaker is the service's,
@@ -102,7 +108,9 @@ impl CommandProcessor {
         Ok(match &*self.perform {
             Perform::Decision(service) => {
                 let decision = need("decisionKey")?;
-                service.evaluate(&decision, &object("variables")).map(|outcome| Some(json!({"id": idem, "decisionKey": decision, "outcome": outcome, "instanceId": key})))
+                service
+                    .evaluate(&decision, &object("variables"))
+                    .map(|outcome| Some(json!({"id": idem, "decisionKey": decision, "outcome": outcome, "instanceId": key})))
             }
             Perform::Task(service, poll_every) => {
                 let request = task_request(key, idem, cmd)?;
@@ -125,8 +133,17 @@ impl CommandProcessor {
             }
             Perform::Document(alfresco) => {
                 let node = need("nodeId")?;
-                let aspects: Vec<String> = cmd.get("aspects").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
-                alfresco.update_node(&node, &object("properties"), &aspects).map(|()| Some(json!({"id": idem, "nodeId": node, "status": "updated", "instanceId": key})))
+                let aspects: Vec<String> = cmd
+                    .get("aspects")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect();
+                alfresco
+                    .update_node(&node, &object("properties"), &aspects)
+                    .map(|()| Some(json!({"id": idem, "nodeId": node, "status": "updated", "instanceId": key})))
             }
             Perform::Webhook { url, http, auth } => {
                 let build = || {
@@ -147,7 +164,11 @@ impl CommandProcessor {
         if ctx.get_json::<OpenTask>(OPEN_TASKS, task_id)?.is_some() {
             return Ok(());
         }
-        ctx.put_json(OPEN_TASKS, task_id, &OpenTask { instance_id: r.instance_id.clone(), idempotency_key: r.idempotency_key.clone(), name: r.name.clone() })?;
+        ctx.put_json(
+            OPEN_TASKS,
+            task_id,
+            &OpenTask { instance_id: r.instance_id.clone(), idempotency_key: r.idempotency_key.clone(), name: r.name.clone() },
+        )?;
         let now = ctx.wall_clock_time();
         let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or(PollerState { cursor: now, ..PollerState::default() });
         p.open += 1;
@@ -180,8 +201,19 @@ fn task_request(key: &str, idem: &str, cmd: &Value) -> Result<TaskRequest, Error
         idempotency_key: idem.to_owned(),
         instance_id: key.to_owned(),
         workflow: cmd.get("workflow").and_then(Value::as_str).unwrap_or_default().to_owned(),
-        name: cmd.get("name").and_then(Value::as_str).ok_or_else(|| Error::BadRecord("task command has no string field `name`".into()))?.to_owned(),
-        candidate_groups: cmd.get("candidateGroups").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect(),
+        name: cmd
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::BadRecord("task command has no string field `name`".into()))?
+            .to_owned(),
+        candidate_groups: cmd
+            .get("candidateGroups")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         assignee: cmd.get("assignee").and_then(Value::as_str).map(str::to_owned),
     })
 }
@@ -190,7 +222,12 @@ impl Processor for CommandProcessor {
     fn process(&mut self, ctx: &mut Context<'_>, record: Record) -> Result<(), Error> {
         let key = record.key_string();
         let cmd = record.value;
-        let idem = cmd.get("idempotencyKey").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(|| Error::BadRecord(format!("{} command has no idempotencyKey", self.channel)))?.to_owned();
+        let idem = cmd
+            .get("idempotencyKey")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::BadRecord(format!("{} command has no idempotencyKey", self.channel)))?
+            .to_owned();
         let _span = tracing::info_span!("command", channel = self.channel, instance = %key, idempotency_key = %idem).entered();
         let policy = self.policy(&cmd);
         let now = ctx.wall_clock_time();
@@ -268,7 +305,17 @@ impl Processor for CommandProcessor {
 /// Task variables as the workflow's guards compare them: Camunda forms submit booleans and
 /// numbers, a person on the CLI types text; `approved == 'true'` should hold for both.
 fn stringly(vars: &Map<String, Value>) -> Map<String, Value> {
-    vars.iter().map(|(k, v)| (k.clone(), match v { Value::Bool(_) | Value::Number(_) => Value::String(v.to_string()), other => other.clone() })).collect()
+    vars.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                match v {
+                    Value::Bool(_) | Value::Number(_) => Value::String(v.to_string()),
+                    other => other.clone(),
+                },
+            )
+        })
+        .collect()
 }
 
 /// Turns repository events into `DocumentUploaded` events keyed by node id.

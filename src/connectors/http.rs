@@ -36,7 +36,13 @@ impl CallError {
 
     /// A send that produced no response (connect, timeout, TLS) is always transient.
     pub fn from_send(service: &'static str, e: &reqwest::Error) -> Self {
-        let what = if e.is_timeout() { "timed out" } else if e.is_connect() { "cannot connect" } else { "request failed" };
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "cannot connect"
+        } else {
+            "request failed"
+        };
         CallError::transient(service, format!("{what}: {e}"))
     }
 }
@@ -46,7 +52,11 @@ impl CallError {
 /// # Errors
 /// The TLS backend cannot be initialised.
 pub fn client(timeout: Duration) -> Result<Client, String> {
-    Client::builder().timeout(timeout).connect_timeout(timeout.min(Duration::from_secs(5))).build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+    Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 /// Sends `request` and classifies the answer. `Ok` carries a 2xx response; 401 and 403 come back
@@ -60,7 +70,12 @@ pub fn send(service: &'static str, request: RequestBuilder) -> Result<Response, 
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         return Err(Failure::Unauthorized(Unauthorized { status: status.as_u16(), message: problem_text(response) }));
     }
-    let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     let message = problem_text(response);
     Err(Failure::Call(classify(service, status, message, retry_after)))
 }

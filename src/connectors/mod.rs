@@ -40,7 +40,9 @@ const DOCUMENT_UPLOADED: &str = include_str!("../../schemas/document/DocumentUpl
 pub fn topology(config: &ConnectorsConfig, registry: Option<&Arc<Registry>>) -> Result<Topology, String> {
     let def = crate::workflow::load(&config.workflow).map_err(|e| e.to_string())?;
     let http = http::client(Duration::from_millis(config.timeout_ms))?;
-    let breaker = |service: &str| Arc::new(CircuitBreaker::new(service, config.breaker.failure_threshold, Duration::from_millis(config.breaker.open_ms)));
+    let breaker = |service: &str| {
+        Arc::new(CircuitBreaker::new(service, config.breaker.failure_threshold, Duration::from_millis(config.breaker.open_ms)))
+    };
     let mut b = TopologyBuilder::new();
     let mut any = false;
 
@@ -56,7 +58,14 @@ pub fn topology(config: &ConnectorsConfig, registry: Option<&Arc<Registry>>) -> 
         let sink = result_sink.clone();
         let mut b = b.source(&source, &[&topic], Serde::String, Serde::Json).processor(
             &node,
-            move || CommandProcessor { channel: name, perform: perform.clone(), breaker: service.clone(), default_retry: retry, result_sink: sink.clone(), attempts: Attempts::default() },
+            move || CommandProcessor {
+                channel: name,
+                perform: perform.clone(),
+                breaker: service.clone(),
+                default_retry: retry,
+                result_sink: sink.clone(),
+                attempts: Attempts::default(),
+            },
             &[&source],
         );
         if let (Some(t), Some(s)) = (&result, &result_sink) {
@@ -74,7 +83,9 @@ pub fn topology(config: &ConnectorsConfig, registry: Option<&Arc<Registry>>) -> 
     if let Some(d) = &config.decisions {
         let credentials = Credentials::new(&d.auth, "");
         let service: Arc<dyn decision::DecisionService> = match d.backend {
-            DecisionBackend::Camunda8 => Arc::new(decision::Camunda8 { base_url: d.url.clone(), http: http.clone(), credentials, tenant_id: d.tenant_id.clone() }),
+            DecisionBackend::Camunda8 => {
+                Arc::new(decision::Camunda8 { base_url: d.url.clone(), http: http.clone(), credentials, tenant_id: d.tenant_id.clone() })
+            }
             DecisionBackend::Camunda7 => Arc::new(decision::Camunda7 { base_url: d.url.clone(), http: http.clone(), credentials }),
             DecisionBackend::Dsntk => Arc::new(decision::Dsntk { base_url: d.url.clone(), http: http.clone(), paths: d.paths.clone() }),
             DecisionBackend::Rules => Arc::new(decision::Rules::new(&d.rules)?),
@@ -85,13 +96,24 @@ pub fn topology(config: &ConnectorsConfig, registry: Option<&Arc<Registry>>) -> 
     if let Some(t) = &config.tasks {
         let credentials = Credentials::new(&t.auth, "");
         let poll = Duration::from_millis(t.poll_interval_ms.max(1));
-        let need_url = || if t.url.is_empty() { Err("[connectors.tasks] url is required for a Camunda backend".to_owned()) } else { Ok(t.url.clone()) };
+        let need_url = || {
+            if t.url.is_empty() {
+                Err("[connectors.tasks] url is required for a Camunda backend".to_owned())
+            } else {
+                Ok(t.url.clone())
+            }
+        };
         b = match t.backend {
             TaskBackend::Camunda8 => {
                 let s = tasks::Camunda8Tasks { base_url: need_url()?, http: http.clone(), credentials, process_id: t.process_id.clone() };
                 channel(b, "tasks", Perform::Task(Arc::new(s), poll), None)
             }
-            TaskBackend::Camunda7 => channel(b, "tasks", Perform::Task(Arc::new(tasks::Camunda7Tasks { base_url: need_url()?, http: http.clone(), credentials }), poll), None),
+            TaskBackend::Camunda7 => channel(
+                b,
+                "tasks",
+                Perform::Task(Arc::new(tasks::Camunda7Tasks { base_url: need_url()?, http: http.clone(), credentials }), poll),
+                None,
+            ),
             TaskBackend::Embedded => {
                 let topic = embedded_task_topic(t, &def.name);
                 channel(b, "tasks", Perform::EmbeddedTask { sink: format!("out:{topic}") }, Some(topic))

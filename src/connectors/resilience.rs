@@ -107,7 +107,12 @@ pub enum State {
 
 impl CircuitBreaker {
     pub fn new(service: &str, failure_threshold: u32, open_for: Duration) -> Self {
-        Self { service: service.to_owned(), failure_threshold: failure_threshold.max(1), open_for, state: Mutex::new(State::Closed { failures: 0 }) }
+        Self {
+            service: service.to_owned(),
+            failure_threshold: failure_threshold.max(1),
+            open_for,
+            state: Mutex::new(State::Closed { failures: 0 }),
+        }
     }
 
     pub fn state(&self) -> State {

@@ -82,8 +82,13 @@ impl Camunda8Tasks {
 
     /// The open user task of a task's process instance.
     fn user_task_key(&self, task_id: &str) -> Result<String, CallError> {
-        let r = self.post("user-tasks/search", &json!({"filter": {"processInstanceKey": task_id, "state": "CREATED"}, "page": {"limit": 1}}))?;
-        r.pointer("/items/0/userTaskKey").and_then(key_text).ok_or_else(|| CallError::Rejected { service: C8, status: 404, message: format!("task {task_id} has no open user task") })
+        let r =
+            self.post("user-tasks/search", &json!({"filter": {"processInstanceKey": task_id, "state": "CREATED"}, "page": {"limit": 1}}))?;
+        r.pointer("/items/0/userTaskKey").and_then(key_text).ok_or_else(|| CallError::Rejected {
+            service: C8,
+            status: 404,
+            message: format!("task {task_id} has no open user task"),
+        })
     }
 }
 
@@ -107,7 +112,9 @@ impl TaskService for Camunda8Tasks {
             "taskName": task.name, "candidateGroups": task.candidate_groups, "assignee": task.assignee,
         });
         let r = self.post("process-instances", &json!({"processDefinitionId": self.process_id, "variables": variables}))?;
-        r.get("processInstanceKey").and_then(key_text).ok_or_else(|| CallError::transient(C8, "creation response has no processInstanceKey"))
+        r.get("processInstanceKey")
+            .and_then(key_text)
+            .ok_or_else(|| CallError::transient(C8, "creation response has no processInstanceKey"))
     }
 
     fn completed_since(&self, since: i64, limit: usize) -> Result<Vec<Completed>, CallError> {
@@ -119,7 +126,11 @@ impl TaskService for Camunda8Tasks {
         let r = self.post("user-tasks/search", &body)?;
         let mut out = Vec::new();
         for item in r.get("items").and_then(Value::as_array).into_iter().flatten() {
-            let (Some(task_id), Some(user_task)) = (item.get("processInstanceKey").and_then(key_text), item.get("userTaskKey").and_then(key_text)) else { continue };
+            let (Some(task_id), Some(user_task)) =
+                (item.get("processInstanceKey").and_then(key_text), item.get("userTaskKey").and_then(key_text))
+            else {
+                continue;
+            };
             let vars = self.post(&format!("user-tasks/{user_task}/variables/search"), &json!({}))?;
             // Variable values are JSON documents in strings.
             let variables = vars
@@ -127,7 +138,14 @@ impl TaskService for Camunda8Tasks {
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter_map(|v| Some((v.get("name")?.as_str()?.to_owned(), v.get("value").and_then(Value::as_str).map_or(Value::Null, |s| serde_json::from_str(s).unwrap_or_else(|_| json!(s))))))
+                .filter_map(|v| {
+                    Some((
+                        v.get("name")?.as_str()?.to_owned(),
+                        v.get("value")
+                            .and_then(Value::as_str)
+                            .map_or(Value::Null, |s| serde_json::from_str(s).unwrap_or_else(|_| json!(s))),
+                    ))
+                })
                 .collect();
             out.push(Completed {
                 task_id,
@@ -201,7 +219,13 @@ impl TaskService for Camunda7Tasks {
         // `finishedAfter` is exclusive; a millisecond earlier makes it "at or after".
         let after = format_c7(since - 1);
         let limit = limit.to_string();
-        let q = [("finished", "true"), ("finishedAfter", after.as_str()), ("sortBy", "endTime"), ("sortOrder", "asc"), ("maxResults", limit.as_str())];
+        let q = [
+            ("finished", "true"),
+            ("finishedAfter", after.as_str()),
+            ("sortBy", "endTime"),
+            ("sortOrder", "asc"),
+            ("maxResults", limit.as_str()),
+        ];
         let tasks = self.send(|| self.http.get(self.url("history/task")).query(&q))?;
         let mut out = Vec::new();
         for t in tasks.as_array().into_iter().flatten() {
@@ -211,7 +235,12 @@ impl TaskService for Camunda7Tasks {
             }
             let Some(id) = t.get("id").and_then(Value::as_str) else { continue };
             let vars = self.send(|| self.http.get(self.url("history/variable-instance")).query(&[("taskIdIn", id)]))?;
-            let variables = vars.as_array().into_iter().flatten().filter_map(|v| Some((v.get("name")?.as_str()?.to_owned(), v.get("value").cloned().unwrap_or(Value::Null)))).collect();
+            let variables = vars
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| Some((v.get("name")?.as_str()?.to_owned(), v.get("value").cloned().unwrap_or(Value::Null))))
+                .collect();
             out.push(Completed {
                 task_id: id.to_owned(),
                 completed_by: t.get("assignee").and_then(Value::as_str).map(str::to_owned),

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::mocking::MockCluster;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
+use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, Producer};
 use serde_json::{json, Value};
 
@@ -134,16 +134,19 @@ pub fn run(o: &Options) -> anyhow::Result<Summary> {
     let wf_topology = workflow::compile(def, None).map_err(anyhow::Error::msg)?;
     let wf_config = app_config(WORKFLOW_APP, &bootstrap, dir.path(), o.guarantee);
     let mut conn_config = app_config(CONNECTORS_APP, &bootstrap, dir.path(), o.guarantee);
-    conn_config.connectors = Some(toml::from_str::<ConnectorsConfig>(&format!("workflow = {:?}\n{RULES}", def_path.display().to_string()))?);
+    conn_config.connectors =
+        Some(toml::from_str::<ConnectorsConfig>(&format!("workflow = {:?}\n{RULES}", def_path.display().to_string()))?);
     conn_config.topology.builtin = "connectors".into();
     let conn_topology = conn_config.build_topology().map_err(anyhow::Error::msg)?;
 
     let provisioner = MockProvisioner(&cluster);
-    let mut topics: Vec<String> = wf_topology.source_topics().into_iter().chain(wf_topology.sink_topics()).chain(conn_topology.sink_topics()).collect();
+    let mut topics: Vec<String> =
+        wf_topology.source_topics().into_iter().chain(wf_topology.sink_topics()).chain(conn_topology.sink_topics()).collect();
     topics.extend([simulated::SERVICE_COMMANDS.to_owned(), simulated::SERVICE_RESULTS.to_owned()]);
     topics.sort();
     topics.dedup();
-    provisioner.ensure(&topics.iter().map(|t| TopicSpec { name: t.clone(), partitions: o.partitions, compacted: false }).collect::<Vec<_>>())?;
+    provisioner
+        .ensure(&topics.iter().map(|t| TopicSpec { name: t.clone(), partitions: o.partitions, compacted: false }).collect::<Vec<_>>())?;
     provisioner.ensure(&kafka::internal_topics(&wf_config, &wf_topology, o.partitions))?;
     provisioner.ensure(&kafka::internal_topics(&conn_config, &conn_topology, o.partitions))?;
 
@@ -285,7 +288,8 @@ fn count(bootstrap: &str, topic: &str, keep: impl Fn(&Value) -> bool) -> anyhow:
 
 /// The topics of `topics` some partition of which no longer starts at offset 0.
 fn truncated<'a>(bootstrap: &str, topics: impl Iterator<Item = &'a str>) -> anyhow::Result<Vec<String>> {
-    let c: BaseConsumer<QuietEof> = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "demo-check").create_with_context(QuietEof)?;
+    let c: BaseConsumer<QuietEof> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "demo-check").create_with_context(QuietEof)?;
     let mut out = Vec::new();
     for topic in topics {
         let metadata = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
@@ -390,9 +394,19 @@ fn report(opts: &Options, o: &Outcome, instances: &[(&str, StatusSnapshot)], eve
     for (reason, count) in &o.dead_letter_reasons {
         println!("    {count:>5} × {reason}");
     }
-    println!("  records processed      {:>7}   ({rate:.0}/s over all three instances; a story, not a benchmark: see cargo bench)", processed);
+    println!(
+        "  records processed      {:>7}   ({rate:.0}/s over all three instances; a story, not a benchmark: see cargo bench)",
+        processed
+    );
     for (name, s) in instances {
-        println!("  {name}: processed {}, dead-lettered {}, timers {}, commits {} (mean {:.1} ms)", s.processed, s.dead_lettered, s.timers_fired, s.commits, s.mean_commit_micros as f64 / 1000.0);
+        println!(
+            "  {name}: processed {}, dead-lettered {}, timers {}, commits {} (mean {:.1} ms)",
+            s.processed,
+            s.dead_lettered,
+            s.timers_fired,
+            s.commits,
+            s.mean_commit_micros as f64 / 1000.0
+        );
     }
     if ok {
         println!("OK: every document reached the final state its events lead to, and the counts add up.");

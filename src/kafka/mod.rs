@@ -33,7 +33,10 @@ pub enum Error {
 ///
 /// # Errors
 /// Any other send error.
-pub fn send_waiting<K, P>(producer: &rdkafka::producer::BaseProducer, mut record: rdkafka::producer::BaseRecord<'_, K, P>) -> Result<(), rdkafka::error::KafkaError>
+pub fn send_waiting<K, P>(
+    producer: &rdkafka::producer::BaseProducer,
+    mut record: rdkafka::producer::BaseRecord<'_, K, P>,
+) -> Result<(), rdkafka::error::KafkaError>
 where
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
@@ -111,11 +114,18 @@ impl Provisioner for AdminProvisioner {
             .iter()
             .map(|t| {
                 let n = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(self.replication));
-                if t.compacted { n.set("cleanup.policy", "compact") } else { n }
+                if t.compacted {
+                    n.set("cleanup.policy", "compact")
+                } else {
+                    n
+                }
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(self.timeout));
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::CreateTopic { topic: "*".into(), detail: e.to_string() })?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::CreateTopic { topic: "*".into(), detail: e.to_string() })?;
         let results = rt
             .block_on(self.admin.create_topics(new.iter(), &opts))
             .map_err(|e| Error::CreateTopic { topic: "*".into(), detail: e.to_string() })?;
@@ -137,7 +147,9 @@ impl<C: rdkafka::ClientContext> Provisioner for MockProvisioner<'_, C> {
     fn ensure(&self, topics: &[TopicSpec]) -> Result<(), Error> {
         for t in topics {
             // The mock has no compaction; it keeps every changelog record, which restores the same state.
-            self.0.create_topic(&t.name, t.partitions, 1).map_err(|e| Error::CreateTopic { topic: t.name.clone(), detail: e.to_string() })?;
+            self.0
+                .create_topic(&t.name, t.partitions, 1)
+                .map_err(|e| Error::CreateTopic { topic: t.name.clone(), detail: e.to_string() })?;
         }
         Ok(())
     }

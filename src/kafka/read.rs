@@ -42,7 +42,12 @@ pub fn read_to_end(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Ve
         .set("isolation.level", "read_committed")
         .create_with_context(QuietEof)?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata.topics().iter().filter(|t| t.name() == topic && t.error().is_none()).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
     if partitions.is_empty() {
         return Ok(Vec::new());
     }

@@ -133,15 +133,24 @@ pub fn check_no_members(config: &Config, force: bool) -> anyhow::Result<()> {
     let consumer = group_consumer(config)?;
     match consumer.fetch_group_list(Some(&config.application_id), Duration::from_secs(10)) {
         Ok(list) => {
-            let members: Vec<String> = list.groups().iter().flat_map(|g| g.members().iter().map(|m| format!("{} ({})", m.client_id(), m.client_host()))).collect();
-            anyhow::ensure!(members.is_empty(), "instances of `{}` are alive: {}; stop them all first", config.application_id, members.join(", "));
+            let members: Vec<String> =
+                list.groups().iter().flat_map(|g| g.members().iter().map(|m| format!("{} ({})", m.client_id(), m.client_host()))).collect();
+            anyhow::ensure!(
+                members.is_empty(),
+                "instances of `{}` are alive: {}; stop them all first",
+                config.application_id,
+                members.join(", ")
+            );
             Ok(())
         }
         Err(e) if force => {
             tracing::warn!(error = %e, "cannot list the group's members; going on because of --force");
             Ok(())
         }
-        Err(e) => anyhow::bail!("cannot tell whether instances of `{}` are alive (the broker did not describe the group: {e}); stop them all and pass --force", config.application_id),
+        Err(e) => anyhow::bail!(
+            "cannot tell whether instances of `{}` are alive (the broker did not describe the group: {e}); stop them all and pass --force",
+            config.application_id
+        ),
     }
 }
 
@@ -160,13 +169,16 @@ pub fn execute(config: &Config, topology: &Topology, plan: &Plan) -> anyhow::Res
     }
     commit_as_member(config, topology, &tpl).map_err(|e| anyhow::anyhow!("committing the new offsets: {e}; nothing changed"))?;
     if !plan.resets.is_empty() {
-        let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).set("enable.idempotence", "true").create()?;
+        let producer: BaseProducer =
+            ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).set("enable.idempotence", "true").create()?;
         for (topic, p) in &plan.resets {
             let headers = OwnedHeaders::new().insert(Header { key: MARKER_HEADER, value: Some(RESET_FORMAT) });
             let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(*p).key(RESET_KEY).headers(headers);
             crate::kafka::send_waiting(&producer, record)?;
         }
-        producer.flush(TIMEOUT).map_err(|e| anyhow::anyhow!("writing reset markers (the offsets are already moved; run the replay again): {e}"))?;
+        producer
+            .flush(TIMEOUT)
+            .map_err(|e| anyhow::anyhow!("writing reset markers (the offsets are already moved; run the replay again): {e}"))?;
     }
     if let Some(dir) = &plan.local_state {
         std::fs::remove_dir_all(dir).map_err(|e| anyhow::anyhow!("deleting {}: {e}", dir.display()))?;
@@ -186,7 +198,10 @@ fn commit_as_member(config: &Config, topology: &Topology, offsets: &TopicPartiti
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while consumer.assignment()?.count() < offsets.count() {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "not assigned every partition within 60 s: is another member still in the group?");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "not assigned every partition within 60 s: is another member still in the group?"
+        );
         // Records polled here are not processed and their positions are never committed.
         let _ = consumer.poll(Duration::from_millis(100));
     }
@@ -196,5 +211,9 @@ fn commit_as_member(config: &Config, topology: &Topology, offsets: &TopicPartiti
 }
 
 fn group_consumer(config: &Config) -> anyhow::Result<BaseConsumer> {
-    Ok(ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).set("group.id", &config.application_id).set("enable.auto.commit", "false").create()?)
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", &config.application_id)
+        .set("enable.auto.commit", "false")
+        .create()?)
 }

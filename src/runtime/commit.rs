@@ -55,8 +55,14 @@ impl Probe for NoFaults {
 /// # Errors
 /// A classified [`Error`]; the caller recovers (see `runtime::error`). On error nothing of this
 /// commit is in local state, so rolling the tasks back is always safe.
-pub(crate) fn commit(tasks: &mut BTreeMap<i32, Task>, log: &mut dyn Log, txn: &mut Transaction, probe: &mut dyn Probe) -> Result<usize, Error> {
-    let committing: Vec<i32> = tasks.values().filter(|t| t.state() == TaskState::Running && t.commit_needed()).map(Task::partition).collect();
+pub(crate) fn commit(
+    tasks: &mut BTreeMap<i32, Task>,
+    log: &mut dyn Log,
+    txn: &mut Transaction,
+    probe: &mut dyn Probe,
+) -> Result<usize, Error> {
+    let committing: Vec<i32> =
+        tasks.values().filter(|t| t.state() == TaskState::Running && t.commit_needed()).map(Task::partition).collect();
     if committing.is_empty() && !txn.is_open() {
         return Ok(0);
     }
@@ -108,11 +114,14 @@ pub(crate) fn commit(tasks: &mut BTreeMap<i32, Task>, log: &mut dyn Log, txn: &m
     }
     let delivered = log.take_delivered();
     for (i, p) in committing.iter().enumerate() {
-        let persisted = probe.before(Step::WriteCheckpoint).and_then(|()| tasks.get_mut(p).expect("committing tasks exist").persist_local(&delivered));
+        let persisted =
+            probe.before(Step::WriteCheckpoint).and_then(|()| tasks.get_mut(p).expect("committing tasks exist").persist_local(&delivered));
         match persisted {
             Ok(()) => {}
             Err(e @ Error::Crash(_)) => return Err(e),
-            Err(e) => return Err(Error::TaskCorrupted { partitions: committing[i..].to_vec(), reason: format!("local checkpoint failed: {e}") }),
+            Err(e) => {
+                return Err(Error::TaskCorrupted { partitions: committing[i..].to_vec(), reason: format!("local checkpoint failed: {e}") })
+            }
         }
     }
     if txn.guarantee() == Guarantee::AtLeastOnce && !offsets.is_empty() {

@@ -171,13 +171,21 @@ pub fn now_ms() -> i64 {
 
 fn stream_thread(config: &Config, topology: &Topology, control: &AtomicU8, status: &Arc<Status>) -> Result<(), Error> {
     let fatal = |what: &str, e: rdkafka::error::KafkaError| Error::Fatal(format!("{what}: {e}"));
-    let tasks = Tasks::new(topology.clone(), &config.application_id, config.app_state_dir(), &config.dlq_topic(), config.processing_guarantee);
+    let tasks =
+        Tasks::new(topology.clone(), &config.application_id, config.app_state_dir(), &config.dlq_topic(), config.processing_guarantee);
     // Held until the thread ends: no second instance runs on this directory meanwhile.
     let dir = crate::state::claim(&config.app_state_dir()).map_err(|e| Error::Fatal(e.to_string()))?;
     let process_id = config.instance_id.as_deref().unwrap_or(&dir.process_id);
-    let tm = TaskManager::new(tasks, kafka::producer_config(config, process_id), &kafka::restore_consumer_config(config), config.call_timeout(), status.clone())?;
+    let tm = TaskManager::new(
+        tasks,
+        kafka::producer_config(config, process_id),
+        &kafka::restore_consumer_config(config),
+        config.call_timeout(),
+        status.clone(),
+    )?;
     let context = GroupContext { tm: Mutex::new(tm), killed: AtomicBool::new(false) };
-    let consumer: BaseConsumer<GroupContext> = kafka::group_consumer_config(config, topology).create_with_context(context).map_err(|e| fatal("consumer", e))?;
+    let consumer: BaseConsumer<GroupContext> =
+        kafka::group_consumer_config(config, topology).create_with_context(context).map_err(|e| fatal("consumer", e))?;
     let topics = topology.source_topics();
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs).map_err(|e| fatal("subscribe", e))?;

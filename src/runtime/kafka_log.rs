@@ -147,7 +147,9 @@ impl<C: ConsumerContext + 'static> Log for KafkaLog<'_, C> {
     fn send_offsets_to_transaction(&mut self, offsets: &[SourceOffset]) -> Result<(), Error> {
         let tpl = Self::tpl(offsets)?;
         let metadata = self.consumer.group_metadata().ok_or_else(|| Error::Fatal("the consumer has no group metadata".into()))?;
-        self.producer.send_offsets_to_transaction(&tpl, &metadata, self.timeout).map_err(|e| Error::from_kafka("send_offsets_to_transaction", e))
+        self.producer
+            .send_offsets_to_transaction(&tpl, &metadata, self.timeout)
+            .map_err(|e| Error::from_kafka("send_offsets_to_transaction", e))
     }
 
     fn commit_transaction(&mut self) -> Result<(), Error> {

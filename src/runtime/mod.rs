@@ -16,15 +16,15 @@ mod instance;
 mod kafka_log;
 mod log;
 mod status;
-mod task_manager;
 pub(crate) mod task;
+mod task_manager;
 pub(crate) mod tasks;
 
 pub use error::{Error, Step};
 pub use instance::{now_ms, Instance};
-pub use status::{Status, StatusSnapshot};
 pub(crate) use log::Log;
 pub use log::{Delivered, SourceOffset};
+pub use status::{Status, StatusSnapshot};
 pub use task::{Outcome, TaskStats};
 
 use serde::{Deserialize, Serialize};

@@ -160,10 +160,7 @@ impl Task {
 
     /// `(store, changelog topic, checkpoint)` for each store, the timer store included.
     pub fn changelogs(&self) -> Vec<(String, String, Option<i64>)> {
-        self.changelogs
-            .iter()
-            .map(|(store, topic)| (store.clone(), topic.clone(), self.store(store).and_then(Store::checkpoint)))
-            .collect()
+        self.changelogs.iter().map(|(store, topic)| (store.clone(), topic.clone(), self.store(store).and_then(Store::checkpoint))).collect()
     }
 
     /// Estimated keys of each store.
@@ -275,12 +272,20 @@ impl Task {
             self.stats.skipped += 1;
             return Ok(Outcome::Skipped);
         }
-        let retry = |reason: String| Error::InputRetriable { topic: input.topic.clone(), partition: input.partition, offset: input.offset, reason, after: None };
+        let retry = |reason: String| Error::InputRetriable {
+            topic: input.topic.clone(),
+            partition: input.partition,
+            offset: input.offset,
+            reason,
+            after: None,
+        };
         let topology = self.topology.clone();
         let Some(source) = topology.source_for(&input.topic) else {
             return Err(Error::Fatal(format!("task {} got a record from `{}`, which no source reads", self.partition, input.topic)));
         };
-        let NodeKind::Source { key_serde, value_serde, .. } = &topology.nodes()[source].kind else { unreachable!("source_for returns source nodes") };
+        let NodeKind::Source { key_serde, value_serde, .. } = &topology.nodes()[source].kind else {
+            unreachable!("source_for returns source nodes")
+        };
         let decoded = key_serde
             .deserialize("key", input.key.as_deref())
             .and_then(|key| Ok((key, value_serde.deserialize("value", input.value.as_deref())?)));
@@ -298,7 +303,12 @@ impl Task {
         let stream_time_before = self.position.stream_time;
         self.position.stream_time = self.position.stream_time.max(input.timestamp);
         let record = Record { key, value, timestamp: input.timestamp, headers: input.headers.clone() };
-        let metadata = RecordMetadata { topic: input.topic.clone(), partition: input.partition, offset: Some(input.offset), timestamp: input.timestamp };
+        let metadata = RecordMetadata {
+            topic: input.topic.clone(),
+            partition: input.partition,
+            offset: Some(input.offset),
+            timestamp: input.timestamp,
+        };
 
         let outcome = match self.run(source, Input::Record(record), &metadata, wall_clock) {
             Ok(outputs) => {
@@ -314,7 +324,13 @@ impl Task {
             }
             Err((_, processor::Error::Backoff { reason, after })) => {
                 self.position.stream_time = stream_time_before;
-                return Err(Error::InputRetriable { topic: input.topic.clone(), partition: input.partition, offset: input.offset, reason, after: Some(after) });
+                return Err(Error::InputRetriable {
+                    topic: input.topic.clone(),
+                    partition: input.partition,
+                    offset: input.offset,
+                    reason,
+                    after: Some(after),
+                });
             }
             Err((stage, processor::Error::BadRecord(msg))) => {
                 self.stats.dead_lettered += 1;
@@ -398,7 +414,13 @@ impl Task {
     /// Runs `input` into node `start` and everything downstream, depth first. On success the
     /// record layers join the commit layer; on failure they are dropped. Returns the serialized
     /// sink outputs, or the failing stage with its error.
-    fn run(&mut self, start: usize, input: Input, metadata: &RecordMetadata, wall_clock: i64) -> Result<Vec<OutputRecord>, (String, processor::Error)> {
+    fn run(
+        &mut self,
+        start: usize,
+        input: Input,
+        metadata: &RecordMetadata,
+        wall_clock: i64,
+    ) -> Result<Vec<OutputRecord>, (String, processor::Error)> {
         let result = self.run_inner(start, input, metadata, wall_clock);
         self.end_record(result.is_ok());
         result
@@ -411,7 +433,13 @@ impl Task {
         self.timers.end_record(ok);
     }
 
-    fn run_inner(&mut self, start: usize, input: Input, metadata: &RecordMetadata, wall_clock: i64) -> Result<Vec<OutputRecord>, (String, processor::Error)> {
+    fn run_inner(
+        &mut self,
+        start: usize,
+        input: Input,
+        metadata: &RecordMetadata,
+        wall_clock: i64,
+    ) -> Result<Vec<OutputRecord>, (String, processor::Error)> {
         let topology = self.topology.clone();
         let nodes = topology.nodes();
         let mut outputs = Vec::new();
@@ -453,7 +481,10 @@ impl Task {
                             }
                             Some(child) => {
                                 let c = node.children.iter().copied().find(|&c| nodes[c].name == child).ok_or_else(|| {
-                                    fail(processor::Error::Topology(format!("`{}` forwarded to `{child}`, which is not its child", node.name)))
+                                    fail(processor::Error::Topology(format!(
+                                        "`{}` forwarded to `{child}`, which is not its child",
+                                        node.name
+                                    )))
                                 })?;
                                 stack.push((c, Input::Record(r)));
                             }
@@ -463,7 +494,11 @@ impl Task {
                 NodeKind::Sink { topic, key_serde, value_serde } => {
                     let Input::Record(r) = input else { unreachable!("timers belong to processors") };
                     let bad = |e: crate::serde::Error| {
-                        fail(if e.is_transient() { processor::Error::Retry(e.to_string()) } else { processor::Error::BadRecord(format!("sink cannot encode: {e}")) })
+                        fail(if e.is_transient() {
+                            processor::Error::Retry(e.to_string())
+                        } else {
+                            processor::Error::BadRecord(format!("sink cannot encode: {e}"))
+                        })
                     };
                     outputs.push(OutputRecord {
                         topic: topic.clone(),
@@ -564,7 +599,6 @@ impl Task {
     pub fn close(&mut self) {
         self.state = TaskState::Closed;
     }
-
 }
 
 /// A store by name, the timer store included. A free function over the two fields so callers

@@ -5,7 +5,6 @@
 //! *inside* the callback on purpose: the tasks being revoked must commit before librdkafka gives
 //! their partitions away, or the next owner would re-read from an older offset. Everything else
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +22,8 @@ use crate::state::{ChangelogEntry, COMMIT_HEADER, MARKER_HEADER};
 use super::commit::NoFaults;
 use super::kafka_log::{DeliveryTracker, KafkaLog, KafkaProducer};
 use super::status::Status;
-use super::tasks::Tasks;
 use super::task::TaskState;
+use super::tasks::Tasks;
 use super::{Error, Guarantee, SourceOffset};
 
 /// Most changelog records applied per store in one RocksDB batch during restoration.
@@ -53,14 +52,31 @@ impl TaskManager {
     ///
     /// # Errors
     /// [`Error::Fatal`] when a client cannot be created, classified errors from `init_transactions`.
-    pub fn new(tasks: Tasks, producer_config: ClientConfig, restore_config: &ClientConfig, timeout: Duration, status: Arc<Status>) -> Result<Self, Error> {
+    pub fn new(
+        tasks: Tasks,
+        producer_config: ClientConfig,
+        restore_config: &ClientConfig,
+        timeout: Duration,
+        status: Arc<Status>,
+    ) -> Result<Self, Error> {
         let producer = create_producer(&producer_config, tasks.guarantee(), timeout)?;
         let mut restore = BTreeMap::new();
         for store in tasks.topology().stores().iter().map(|s| s.name.clone()).chain([crate::state::TIMER_STORE.to_owned()]) {
-            let c: BaseConsumer<QuietEof> = restore_config.create_with_context(QuietEof).map_err(|e| Error::Fatal(format!("restore consumer: {e}")))?;
+            let c: BaseConsumer<QuietEof> =
+                restore_config.create_with_context(QuietEof).map_err(|e| Error::Fatal(format!("restore consumer: {e}")))?;
             restore.insert(store, c);
         }
-        Ok(Self { tasks, producer, producer_config, restore, assigned: BTreeMap::new(), restoring: BTreeMap::new(), timeout, status, backoff: BTreeMap::new() })
+        Ok(Self {
+            tasks,
+            producer,
+            producer_config,
+            restore,
+            assigned: BTreeMap::new(),
+            restoring: BTreeMap::new(),
+            timeout,
+            status,
+            backoff: BTreeMap::new(),
+        })
     }
 
     pub fn is_restoring(&self) -> bool {
@@ -77,7 +93,12 @@ impl TaskManager {
     ///
     /// # Errors
     /// Only [`Error::Fatal`]: every other class is recovered here.
-    pub fn process<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>, msg: &BorrowedMessage<'_>, now: i64) -> Result<(), Error> {
+    pub fn process<C: ConsumerContext + 'static>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        msg: &BorrowedMessage<'_>,
+        now: i64,
+    ) -> Result<(), Error> {
         let input = input_record(msg);
         self.status.input_seen();
         if self.tasks.get(input.partition).is_none_or(|t| t.state() != TaskState::Running) {
@@ -166,9 +187,19 @@ impl TaskManager {
                 entry.1 += 1;
                 // The processor's own delay if it named one (a retry policy, a circuit breaker);
                 // else 100 ms, doubling, at most 10 s. Either way only this partition waits.
-                let delay = after.unwrap_or_else(|| Duration::from_millis(100u64.saturating_mul(1 << (entry.1 - 1).min(7))).min(Duration::from_secs(10)));
+                let delay = after.unwrap_or_else(|| {
+                    Duration::from_millis(100u64.saturating_mul(1 << (entry.1 - 1).min(7))).min(Duration::from_secs(10))
+                });
                 entry.0 = Instant::now() + delay;
-                tracing::warn!(topic, partition, offset, attempt = entry.1, ?delay, reason, "input failed for a transient reason; retrying after a backoff");
+                tracing::warn!(
+                    topic,
+                    partition,
+                    offset,
+                    attempt = entry.1,
+                    ?delay,
+                    reason,
+                    "input failed for a transient reason; retrying after a backoff"
+                );
                 pause(consumer, partition, &BTreeSet::from([topic.clone()]));
                 if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(offset), self.timeout) {
                     tracing::warn!(topic, partition, error = %e, "seek back for a retry failed");
@@ -260,7 +291,14 @@ impl TaskManager {
             let start = match (checkpoint, rc.fetch_watermarks(&topic, partition, self.timeout)) {
                 (Some(c), Ok((low, high))) if c >= low && c <= high => Offset::Offset(c),
                 (Some(c), Ok((low, high))) => {
-                    tracing::warn!(store, partition, checkpoint = c, low, high, "checkpoint outside the changelog: restoring from the beginning");
+                    tracing::warn!(
+                        store,
+                        partition,
+                        checkpoint = c,
+                        low,
+                        high,
+                        "checkpoint outside the changelog: restoring from the beginning"
+                    );
                     if let Err(e) = task.wipe_store(&store) {
                         tracing::error!(store, partition, error = %e, "cannot wipe store");
                     }
@@ -300,7 +338,9 @@ impl TaskManager {
                             key: m.key().unwrap_or_default().to_vec(),
                             value: m.payload().map(<[u8]>::to_vec),
                             is_marker: m.headers().is_some_and(|h| h.iter().any(|h| h.key == MARKER_HEADER)),
-                            commit: ChangelogEntry::decode_commit(m.headers().and_then(|h| h.iter().find(|h| h.key == COMMIT_HEADER)).and_then(|h| h.value)),
+                            commit: ChangelogEntry::decode_commit(
+                                m.headers().and_then(|h| h.iter().find(|h| h.key == COMMIT_HEADER)).and_then(|h| h.value),
+                            ),
                         };
                         batches.entry(m.partition()).or_default().push(entry);
                     }
@@ -395,11 +435,11 @@ impl TaskManager {
         self.status.set_task_stats(self.tasks.stats());
         super::kafka_log::flush(&self.producer, self.timeout)
     }
-
 }
 
 fn create_producer(config: &ClientConfig, guarantee: Guarantee, timeout: Duration) -> Result<KafkaProducer, Error> {
-    let producer: KafkaProducer = config.create_with_context(DeliveryTracker::default()).map_err(|e| Error::Fatal(format!("producer: {e}")))?;
+    let producer: KafkaProducer =
+        config.create_with_context(DeliveryTracker::default()).map_err(|e| Error::Fatal(format!("producer: {e}")))?;
     if guarantee == Guarantee::ExactlyOnceV2 {
         producer.init_transactions(timeout).map_err(|e| Error::from_kafka("init_transactions", e))?;
     }

@@ -96,7 +96,12 @@ impl AvroSerde {
         // Parsing already resolved every name the schema uses, so this cannot fail for a parsed
         // schema.
         let names: Names = schema.as_ref().map_or_else(Names::new, |s| {
-            ResolvedSchema::new(s).expect("a parsed schema resolves its names").get_names().iter().map(|(n, s)| (n.clone(), (*s).clone())).collect()
+            ResolvedSchema::new(s)
+                .expect("a parsed schema resolves its names")
+                .get_names()
+                .iter()
+                .map(|(n, s)| (n.clone(), (*s).clone()))
+                .collect()
         });
         Self { registry, schema: schema.map(Arc::new), names: Arc::new(names), strategy, ids: Arc::default() }
     }
@@ -114,7 +119,11 @@ impl AvroSerde {
     /// [`Error::Unavailable`] when the registry cannot be reached (retry, never dead-letter).
     pub fn deserialize(&self, bytes: &[u8]) -> Result<Value, Error> {
         if bytes.len() < 5 || bytes[0] != MAGIC {
-            return Err(Error::NotAvro(format!("{} bytes, first byte {:?}; expected magic byte 0 and a 4-byte schema id", bytes.len(), bytes.first())));
+            return Err(Error::NotAvro(format!(
+                "{} bytes, first byte {:?}; expected magic byte 0 and a 4-byte schema id",
+                bytes.len(),
+                bytes.first()
+            )));
         }
         let id = u32::from_be_bytes(bytes[1..5].try_into().expect("4 bytes"));
         let writer = self.registry.schema(id)?;
@@ -152,7 +161,11 @@ impl AvroSerde {
         let mut out = Vec::with_capacity(64);
         out.push(MAGIC);
         out.extend_from_slice(&id.to_be_bytes());
-        GenericDatumWriter::builder(schema).validate(false).build().and_then(|w| w.write_value_ref(&mut out, &avro)).map_err(|e| Error::Avro(e.to_string()))?;
+        GenericDatumWriter::builder(schema)
+            .validate(false)
+            .build()
+            .and_then(|w| w.write_value_ref(&mut out, &avro))
+            .map_err(|e| Error::Avro(e.to_string()))?;
         Ok(out)
     }
 }

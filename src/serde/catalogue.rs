@@ -92,13 +92,22 @@ mod tests {
     fn the_shipped_catalogue_loads_and_every_family_evolves_fully_compatibly() {
         let families = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap();
         let names: Vec<&str> = families.iter().map(|f| f.full_name.as_str()).collect();
-        for expected in ["io.keyflow.document.DocumentUploaded", "io.keyflow.workflow.WorkflowState", "io.keyflow.dlq.DeadLetter", "io.keyflow.task.HumanTaskCompleted"] {
+        for expected in [
+            "io.keyflow.document.DocumentUploaded",
+            "io.keyflow.workflow.WorkflowState",
+            "io.keyflow.dlq.DeadLetter",
+            "io.keyflow.task.HumanTaskCompleted",
+        ] {
             assert!(names.contains(&expected), "{names:?}");
         }
         for f in &families {
             for (i, v) in f.versions.iter().enumerate().skip(1) {
                 let previous: Vec<Schema> = f.versions[..i].iter().map(|p| p.schema.clone()).collect();
-                assert!(super::super::compat::check(super::super::compat::Level::FullTransitive, &v.schema, &previous).is_empty(), "{}", v.path.display());
+                assert!(
+                    super::super::compat::check(super::super::compat::Level::FullTransitive, &v.schema, &previous).is_empty(),
+                    "{}",
+                    v.path.display()
+                );
             }
         }
     }

@@ -30,7 +30,9 @@ impl FromStr for Level {
             "FORWARD_TRANSITIVE" => Level::ForwardTransitive,
             "FULL" => Level::Full,
             "FULL_TRANSITIVE" => Level::FullTransitive,
-            other => return Err(format!("unknown compatibility level `{other}` (NONE, BACKWARD, FORWARD, FULL, and the *_TRANSITIVE ones)")),
+            other => {
+                return Err(format!("unknown compatibility level `{other}` (NONE, BACKWARD, FORWARD, FULL, and the *_TRANSITIVE ones)"))
+            }
         })
     }
 }

@@ -76,7 +76,10 @@ impl Registry {
             }
             b.set_timeout(Duration::from_secs(10));
             let settings = b.build().map_err(|e| Error::Registry(format!("registry settings: {e}")))?;
-            let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| Error::Registry(e.to_string()))?;
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| Error::Registry(e.to_string()))?;
             Backend::Http { settings, base: config.url.trim_end_matches('/').to_owned(), client, auth: config.clone() }
         };
         Ok(Arc::new(Registry { backend, by_id: Mutex::default(), ids: Mutex::default() }))
@@ -150,14 +153,18 @@ impl Registry {
                 let s = scope.lock().expect("mock registry");
                 s.check_up()?;
                 let level = s.level(subject);
-                let previous: Vec<Schema> = s.versions(subject).iter().map(|t| Schema::parse_str(t).expect("stored schemas parse")).collect();
+                let previous: Vec<Schema> =
+                    s.versions(subject).iter().map(|t| Schema::parse_str(t).expect("stored schemas parse")).collect();
                 Ok((level, compat::check(level, schema, &previous).into_iter().map(|v| v.to_string()).collect()))
             }
             Backend::Http { base, client, auth, .. } => {
                 let level = self.http_level(subject)?;
                 let url = format!("{base}/compatibility/subjects/{}/versions/latest?verbose=true", encode(subject));
                 let body = serde_json::json!({"schema": full_json(schema), "schemaType": "AVRO"});
-                let resp = with_auth(client.post(url), auth).json(&body).send().map_err(|e| Error::Unavailable(format!("compatibility of {subject}: {e}")))?;
+                let resp = with_auth(client.post(url), auth)
+                    .json(&body)
+                    .send()
+                    .map_err(|e| Error::Unavailable(format!("compatibility of {subject}: {e}")))?;
                 let status = resp.status();
                 let v: serde_json::Value = resp.json().unwrap_or_default();
                 if status.as_u16() == 404 {
@@ -169,7 +176,8 @@ impl Registry {
                 if v["is_compatible"].as_bool() == Some(true) {
                     return Ok((level, Vec::new()));
                 }
-                let mut reasons: Vec<String> = v["messages"].as_array().map(|m| m.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+                let mut reasons: Vec<String> =
+                    v["messages"].as_array().map(|m| m.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
                 if reasons.is_empty() {
                     reasons.push(format!("the registry reports it incompatible under {level}"));
                 }
@@ -234,7 +242,10 @@ fn with_auth(r: reqwest::blocking::RequestBuilder, auth: &RegistryConfig) -> req
 
 /// Percent-encodes a subject for a URL path (subjects may contain `.`, `-`, `/`).
 fn encode(subject: &str) -> String {
-    subject.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    subject
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 /// One `mock://` scope.
@@ -251,7 +262,12 @@ static SCOPES: LazyLock<Mutex<HashMap<String, Arc<Mutex<MockScope>>>>> = LazyLoc
 
 impl MockScope {
     fn get(scope: &str) -> Arc<Mutex<MockScope>> {
-        SCOPES.lock().expect("mock scopes").entry(scope.to_owned()).or_insert_with(|| Arc::new(Mutex::new(MockScope { schemas: vec![String::new()], ..Default::default() }))).clone()
+        SCOPES
+            .lock()
+            .expect("mock scopes")
+            .entry(scope.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(MockScope { schemas: vec![String::new()], ..Default::default() })))
+            .clone()
     }
 
     fn check_up(&self) -> Result<(), Error> {

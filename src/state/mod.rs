@@ -18,10 +18,10 @@ mod store;
 mod timers;
 
 pub use changelog::Position;
-pub use directory::{claim, ClaimError, StateDirLock};
 pub(crate) use changelog::{ChangelogEntry, COMMIT_HEADER, MARKER_FORMAT, MARKER_HEADER, MARKER_KEY, RESET_FORMAT, RESET_KEY};
+pub use directory::{claim, ClaimError, StateDirLock};
 pub use store::{Entries, Store};
-pub use timers::{Timer, TimeKind};
+pub use timers::{TimeKind, Timer};
 pub(crate) use timers::{TimerStore, TIMER_STORE};
 
 /// Errors of the state layer. All of them mean the task's local state cannot be trusted or

@@ -59,8 +59,7 @@ impl Store {
     /// [`Error::Rocks`] if RocksDB cannot open it, [`Error::Format`] if it was written by an
     /// incompatible keyflow.
     pub fn open(name: &str, path: &Path) -> Result<Self, Error> {
-        std::fs::create_dir_all(path)
-            .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        std::fs::create_dir_all(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -275,7 +274,8 @@ impl Store {
                 self.unmarked.push(e.clone());
                 continue;
             }
-            let p = e.value.as_deref().map(Position::decode).transpose().map_err(|err| self.corrupt("position marker", &err.to_string()))?;
+            let p =
+                e.value.as_deref().map(Position::decode).transpose().map_err(|err| self.corrupt("position marker", &err.to_string()))?;
             for d in self.unmarked.drain(..).filter(|d| d.commit == e.commit) {
                 put_entry(&mut batch, &d);
             }

@@ -132,7 +132,8 @@ impl TimerStore {
         let from = [b's', kind.byte()];
         let to = schedule_key(kind, now.saturating_add(1), &[]);
         let entries = self.store.range(&from, &to, limit)?;
-        let due: Vec<Timer> = entries.into_iter().map(|(k, _)| decode_schedule(&k).ok_or_else(|| corrupt("timer schedule"))).collect::<Result<_, _>>()?;
+        let due: Vec<Timer> =
+            entries.into_iter().map(|(k, _)| decode_schedule(&k).ok_or_else(|| corrupt("timer schedule"))).collect::<Result<_, _>>()?;
         if due.len() < limit {
             // Everything due is in hand: learn when the next one is.
             let next = self.store.range(&to, &[b's', kind.byte() + 1], 1)?;

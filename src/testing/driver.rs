@@ -31,7 +31,13 @@ pub struct DriverConfig {
 
 impl Default for DriverConfig {
     fn default() -> Self {
-        Self { application_id: "test-app".into(), guarantee: Guarantee::ExactlyOnceV2, partitions: 1, commit_every: 1, start_time_ms: 1_700_000_000_000 }
+        Self {
+            application_id: "test-app".into(),
+            guarantee: Guarantee::ExactlyOnceV2,
+            partitions: 1,
+            commit_every: 1,
+            start_time_ms: 1_700_000_000_000,
+        }
     }
 }
 
@@ -123,7 +129,13 @@ impl TopologyTestDriver {
             broker.create_topic(&t, config.partitions);
         }
         let broker = Rc::new(RefCell::new(broker));
-        let tasks = Tasks::new(topology.clone(), &config.application_id, state_dir.clone(), &format!("{}-dlq", config.application_id), config.guarantee);
+        let tasks = Tasks::new(
+            topology.clone(),
+            &config.application_id,
+            state_dir.clone(),
+            &format!("{}-dlq", config.application_id),
+            config.guarantee,
+        );
         let mut d = TopologyTestDriver {
             topology,
             wall_clock: config.start_time_ms,
@@ -158,7 +170,13 @@ impl TopologyTestDriver {
 
     /// Opens every task, restores it from the changelogs and resumes from committed offsets.
     fn start(&mut self) {
-        self.tasks = Tasks::new(self.topology.clone(), &self.config.application_id, self.state_dir.clone(), &format!("{}-dlq", self.config.application_id), self.config.guarantee);
+        self.tasks = Tasks::new(
+            self.topology.clone(),
+            &self.config.application_id,
+            self.state_dir.clone(),
+            &format!("{}-dlq", self.config.application_id),
+            self.config.guarantee,
+        );
         self.log = Some(MemoryLog::new(self.broker.clone()));
         self.positions.clear();
         for p in 0..self.config.partitions {
@@ -196,7 +214,8 @@ impl TopologyTestDriver {
         let s = self.tasks.stats();
         self.restarted_stats += s;
         // Drop the tasks (closing RocksDB) before the log, as the process would lose both.
-        self.tasks = Tasks::new(self.topology.clone(), &self.config.application_id, self.state_dir.clone(), "unused", self.config.guarantee);
+        self.tasks =
+            Tasks::new(self.topology.clone(), &self.config.application_id, self.state_dir.clone(), "unused", self.config.guarantee);
         if let Some(log) = self.log.take() {
             log.crash(&mut self.rng);
         }

@@ -54,12 +54,29 @@ impl MemoryBroker {
     }
 
     /// Appends a record, as a producer outside any transaction would.
-    pub fn append(&mut self, topic: &str, partition: Option<i32>, key: Option<Vec<u8>>, value: Option<Vec<u8>>, timestamp: i64, headers: Headers) -> (i32, i64) {
+    pub fn append(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        timestamp: i64,
+        headers: Headers,
+    ) -> (i32, i64) {
         self.append_in(None, topic, partition, key, value, timestamp, headers)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn append_in(&mut self, txn: Option<usize>, topic: &str, partition: Option<i32>, key: Option<Vec<u8>>, value: Option<Vec<u8>>, timestamp: i64, headers: Headers) -> (i32, i64) {
+    fn append_in(
+        &mut self,
+        txn: Option<usize>,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        timestamp: i64,
+        headers: Headers,
+    ) -> (i32, i64) {
         let n = self.partitions(topic);
         let partition = partition.unwrap_or_else(|| partition_for(key.as_deref(), n));
         let log = &mut self.topics.get_mut(topic).expect("created above")[partition as usize];
@@ -162,7 +179,8 @@ impl MemoryLog {
     }
 
     fn deliver(&mut self, r: OutputRecord) {
-        let (p, off) = self.broker.borrow_mut().append_in(self.txn, &r.topic, r.partition, r.key, r.value, r.timestamp.unwrap_or(0), r.headers);
+        let (p, off) =
+            self.broker.borrow_mut().append_in(self.txn, &r.topic, r.partition, r.key, r.value, r.timestamp.unwrap_or(0), r.headers);
         let e = self.delivered.entry((r.topic, p)).or_insert(off);
         *e = (*e).max(off);
     }
@@ -224,7 +242,14 @@ mod tests {
     use super::*;
 
     fn rec(topic: &str, v: &str) -> OutputRecord {
-        OutputRecord { topic: topic.into(), partition: Some(0), key: None, value: Some(v.as_bytes().to_vec()), timestamp: None, headers: Headers::new() }
+        OutputRecord {
+            topic: topic.into(),
+            partition: Some(0),
+            key: None,
+            value: Some(v.as_bytes().to_vec()),
+            timestamp: None,
+            headers: Headers::new(),
+        }
     }
 
     #[test]

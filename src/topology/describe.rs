@@ -10,7 +10,14 @@ pub(super) fn describe(t: &Topology) -> String {
     for n in nodes {
         let _ = match &n.kind {
             NodeKind::Source { topics, key_serde, value_serde } => {
-                writeln!(out, "  Source: {} (topics: [{}], key: {}, value: {})", n.name, topics.join(", "), key_serde.name(), value_serde.name())
+                writeln!(
+                    out,
+                    "  Source: {} (topics: [{}], key: {}, value: {})",
+                    n.name,
+                    topics.join(", "),
+                    key_serde.name(),
+                    value_serde.name()
+                )
             }
             NodeKind::Processor { stores, .. } => writeln!(out, "  Processor: {} (stores: [{}])", n.name, stores.join(", ")),
             NodeKind::Sink { topic, key_serde, value_serde } => {

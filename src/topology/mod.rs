@@ -149,7 +149,12 @@ impl TopologyBuilder {
     }
 
     fn push(&mut self, name: &str, kind: NodeKind, parents: &[&str]) {
-        self.nodes.push(Node { name: name.to_owned(), kind, parents: parents.iter().map(|p| p.to_string()).collect(), children: Vec::new() });
+        self.nodes.push(Node {
+            name: name.to_owned(),
+            kind,
+            parents: parents.iter().map(|p| p.to_string()).collect(),
+            children: Vec::new(),
+        });
     }
 
     /// Validates and freezes the topology.
@@ -175,7 +180,11 @@ impl TopologyBuilder {
                     for t in topics {
                         if let Some(&first) = sources.get(t) {
                             let first: usize = first;
-                            return Err(Error::TopicReadTwice { topic: t.clone(), first: self.nodes[first].name.clone(), second: node.name.clone() });
+                            return Err(Error::TopicReadTwice {
+                                topic: t.clone(),
+                                first: self.nodes[first].name.clone(),
+                                second: node.name.clone(),
+                            });
                         }
                         sources.insert(t.clone(), i);
                     }
@@ -239,15 +248,30 @@ mod tests {
     #[test]
     fn invalid_topologies_are_refused_with_the_node_at_fault() {
         assert_eq!(base().processor("p", || Noop, &["in"]).build().err(), Some(Error::DuplicateNode("p".into())));
-        assert_eq!(base().sink("s", "o", Serde::String, Serde::Json, &["nope"]).build().err(), Some(Error::UnknownParent { node: "s".into(), parent: "nope".into() }));
+        assert_eq!(
+            base().sink("s", "o", Serde::String, Serde::Json, &["nope"]).build().err(),
+            Some(Error::UnknownParent { node: "s".into(), parent: "nope".into() })
+        );
         assert_eq!(
             base().sink("s", "o", Serde::String, Serde::Json, &["p"]).processor("q", || Noop, &["s"]).build().err(),
             Some(Error::ParentIsSink { node: "q".into(), parent: "s".into() })
         );
-        assert_eq!(base().source("again", &["t"], Serde::String, Serde::Json).build().err(), Some(Error::TopicReadTwice { topic: "t".into(), first: "in".into(), second: "again".into() }));
-        assert_eq!(base().store(StoreSpec::new("s"), &["in"]).build().err(), Some(Error::StoreOnNonProcessor { store: "s".into(), node: "in".into() }));
-        assert_eq!(base().store(StoreSpec::new("keyflow-timers"), &["p"]).build().err(), Some(Error::ReservedStore("keyflow-timers".into())));
-        assert_eq!(TopologyBuilder::new().processor("p", || Noop, &[]).build().err(), Some(Error::NoParent { kind: "processor", node: "p".into() }));
+        assert_eq!(
+            base().source("again", &["t"], Serde::String, Serde::Json).build().err(),
+            Some(Error::TopicReadTwice { topic: "t".into(), first: "in".into(), second: "again".into() })
+        );
+        assert_eq!(
+            base().store(StoreSpec::new("s"), &["in"]).build().err(),
+            Some(Error::StoreOnNonProcessor { store: "s".into(), node: "in".into() })
+        );
+        assert_eq!(
+            base().store(StoreSpec::new("keyflow-timers"), &["p"]).build().err(),
+            Some(Error::ReservedStore("keyflow-timers".into()))
+        );
+        assert_eq!(
+            TopologyBuilder::new().processor("p", || Noop, &[]).build().err(),
+            Some(Error::NoParent { kind: "processor", node: "p".into() })
+        );
         assert!(base().store(StoreSpec::new("s"), &["p"]).build().is_ok());
     }
 }

@@ -177,13 +177,48 @@ impl OneOrMany {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ActionSpec {
     /// An event or a command to another service's topic (choreography).
-    Emit { topic: String, #[serde(default)] fields: BTreeMap<String, Value>, retry: Option<RetrySpec> },
-    RequestDecision { decision: String, #[serde(default)] inputs: BTreeMap<String, Value>, retry: Option<RetrySpec> },
-    OpenTask { name: String, #[serde(default)] candidate_groups: Vec<String>, assignee: Option<String>, retry: Option<RetrySpec> },
-    UpdateDocument { #[serde(default)] properties: BTreeMap<String, Value>, #[serde(default)] aspects: Vec<String>, retry: Option<RetrySpec> },
-    Notify { channel: String, recipient: String, subject: String, #[serde(default)] body: String, retry: Option<RetrySpec> },
-    SetTimer { name: String, after: String, fire: String },
-    CancelTimer { name: String },
+    Emit {
+        topic: String,
+        #[serde(default)]
+        fields: BTreeMap<String, Value>,
+        retry: Option<RetrySpec>,
+    },
+    RequestDecision {
+        decision: String,
+        #[serde(default)]
+        inputs: BTreeMap<String, Value>,
+        retry: Option<RetrySpec>,
+    },
+    OpenTask {
+        name: String,
+        #[serde(default)]
+        candidate_groups: Vec<String>,
+        assignee: Option<String>,
+        retry: Option<RetrySpec>,
+    },
+    UpdateDocument {
+        #[serde(default)]
+        properties: BTreeMap<String, Value>,
+        #[serde(default)]
+        aspects: Vec<String>,
+        retry: Option<RetrySpec>,
+    },
+    Notify {
+        channel: String,
+        recipient: String,
+        subject: String,
+        #[serde(default)]
+        body: String,
+        retry: Option<RetrySpec>,
+    },
+    SetTimer {
+        name: String,
+        after: String,
+        fire: String,
+    },
+    CancelTimer {
+        name: String,
+    },
 }
 
 /// Retries of an action that leaves Kafka, performed by its executor.
@@ -241,7 +276,10 @@ impl Definition {
         })?;
         let err = |span: std::ops::Range<usize>, message: String| Error { file: file.into(), line: line_of(span.start), message };
         if def.key.get_ref() != "record.key" {
-            return Err(err(def.key.span(), format!("key `{}` is not supported: use `record.key` (producers key events by the instance id)", def.key.get_ref())));
+            return Err(err(
+                def.key.span(),
+                format!("key `{}` is not supported: use `record.key` (producers key events by the instance id)", def.key.get_ref()),
+            ));
         }
         if def.inputs.is_empty() {
             return Err(Error { file: file.into(), line: 1, message: "no [[inputs]]: the workflow reads no topic".into() });
@@ -262,7 +300,10 @@ impl Definition {
         for (name, state) in &def.states {
             for t in &state.get_ref().timers {
                 if parse_duration(&t.after).is_none() {
-                    return Err(err(state.span(), format!("state `{name}`: timer `{}` has a bad duration `{}` (use 30s, 15m, 48h, 2d)", t.name, t.after)));
+                    return Err(err(
+                        state.span(),
+                        format!("state `{name}`: timer `{}` has a bad duration `{}` (use 30s, 15m, 48h, 2d)", t.name, t.after),
+                    ));
                 }
             }
         }
@@ -283,7 +324,10 @@ impl Definition {
             match &tr.to {
                 None => return Err(at("no target state (`to`)".into())),
                 Some(to) if !known(to.get_ref()) => {
-                    return Err(err(to.span(), format!("transition #{} ({}): unknown state `{}` in `to`", i + 1, tr.from.states().join("|"), to.get_ref())))
+                    return Err(err(
+                        to.span(),
+                        format!("transition #{} ({}): unknown state `{}` in `to`", i + 1, tr.from.states().join("|"), to.get_ref()),
+                    ))
                 }
                 _ => {}
             }
@@ -294,12 +338,16 @@ impl Definition {
             }
             for a in &tr.actions {
                 let bad = match a {
-                    ActionSpec::SetTimer { after, .. } => parse_duration(after).is_none().then(|| format!("set_timer: bad duration `{after}`")),
+                    ActionSpec::SetTimer { after, .. } => {
+                        parse_duration(after).is_none().then(|| format!("set_timer: bad duration `{after}`"))
+                    }
                     ActionSpec::Emit { retry: Some(r), .. }
                     | ActionSpec::RequestDecision { retry: Some(r), .. }
                     | ActionSpec::OpenTask { retry: Some(r), .. }
                     | ActionSpec::UpdateDocument { retry: Some(r), .. }
-                    | ActionSpec::Notify { retry: Some(r), .. } => parse_duration(&r.backoff).is_none().then(|| format!("retry: bad backoff `{}`", r.backoff)),
+                    | ActionSpec::Notify { retry: Some(r), .. } => {
+                        parse_duration(&r.backoff).is_none().then(|| format!("retry: bad backoff `{}`", r.backoff))
+                    }
                     _ => None,
                 };
                 if let Some(m) = bad {

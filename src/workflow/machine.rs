@@ -64,14 +64,26 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Produce `value` (keyed by the instance) to `topic`.
-    Emit { topic: String, value: Value },
-    SetTimer { name: String, due: i64, fire: String },
-    CancelTimer { name: String },
+    Emit {
+        topic: String,
+        value: Value,
+    },
+    SetTimer {
+        name: String,
+        due: i64,
+        fire: String,
+    },
+    CancelTimer {
+        name: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    Transitioned { instance: Instance, actions: Vec<Action> },
+    Transitioned {
+        instance: Instance,
+        actions: Vec<Action>,
+    },
     /// The event was seen before (same id): nothing happens.
     Duplicate,
     /// The state ignores this event.
@@ -112,7 +124,12 @@ impl Guards {
 
 /// [`apply`] with a cache of compiled guards.
 pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, event: &Event, guards: &mut Guards) -> Outcome {
-    let mut inst = instance.cloned().unwrap_or_else(|| Instance { id: key.into(), workflow: def.name.clone(), state: def.initial.get_ref().clone(), ..Default::default() });
+    let mut inst = instance.cloned().unwrap_or_else(|| Instance {
+        id: key.into(),
+        workflow: def.name.clone(),
+        state: def.initial.get_ref().clone(),
+        ..Default::default()
+    });
     if let Some(id) = &event.id {
         if inst.recent_events.contains(id) {
             return Outcome::Duplicate;
@@ -180,7 +197,13 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
     }
     inst.state = to.clone();
     inst.finished = target.terminal;
-    inst.history.push(HistoryEntry { from: from.clone(), to: to.clone(), event: event.error.clone().map_or(event.name.clone(), |e| format!("error:{e}")), at: event.at, step: inst.step });
+    inst.history.push(HistoryEntry {
+        from: from.clone(),
+        to: to.clone(),
+        event: event.error.clone().map_or(event.name.clone(), |e| format!("error:{e}")),
+        at: event.at,
+        step: inst.step,
+    });
     if let Some(id) = &event.id {
         inst.recent_events.push(id.clone());
         if inst.recent_events.len() > REMEMBERED_EVENTS {
@@ -196,7 +219,8 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
 }
 
 fn action(def: &Definition, spec: &ActionSpec, inst: &Instance, event: &Event, idempotency: &str) -> Action {
-    let fields = |m: &BTreeMap<String, Value>| -> Map<String, Value> { m.iter().map(|(k, v)| (k.clone(), render(v, inst, event))).collect() };
+    let fields =
+        |m: &BTreeMap<String, Value>| -> Map<String, Value> { m.iter().map(|(k, v)| (k.clone(), render(v, inst, event))).collect() };
     let retry = |r: &Option<RetrySpec>| r.as_ref().map_or(Value::Null, |r| json!(r));
     let common = |mut v: Value, r: &Option<RetrySpec>| {
         v["instanceId"] = json!(inst.id);
@@ -207,24 +231,36 @@ fn action(def: &Definition, spec: &ActionSpec, inst: &Instance, event: &Event, i
         v
     };
     match spec {
-        ActionSpec::Emit { topic, fields: f, retry: r } => Action::Emit { topic: topic.clone(), value: common(Value::Object(fields(f)), r) },
-        ActionSpec::RequestDecision { decision, inputs, retry: r } => {
-            Action::Emit { topic: def.channel("decisions"), value: common(json!({"decisionKey": decision, "variables": fields(inputs)}), r) }
+        ActionSpec::Emit { topic, fields: f, retry: r } => {
+            Action::Emit { topic: topic.clone(), value: common(Value::Object(fields(f)), r) }
         }
+        ActionSpec::RequestDecision { decision, inputs, retry: r } => Action::Emit {
+            topic: def.channel("decisions"),
+            value: common(json!({"decisionKey": decision, "variables": fields(inputs)}), r),
+        },
         ActionSpec::OpenTask { name, candidate_groups, assignee, retry: r } => Action::Emit {
             topic: def.channel("tasks"),
-            value: common(json!({"name": name, "candidateGroups": candidate_groups, "assignee": assignee.as_ref().map(|a| render(&json!(a), inst, event))}), r),
+            value: common(
+                json!({"name": name, "candidateGroups": candidate_groups, "assignee": assignee.as_ref().map(|a| render(&json!(a), inst, event))}),
+                r,
+            ),
         },
-        ActionSpec::UpdateDocument { properties, aspects, retry: r } => {
-            Action::Emit { topic: def.channel("documents"), value: common(json!({"nodeId": inst.id, "properties": fields(properties), "aspects": aspects}), r) }
-        }
+        ActionSpec::UpdateDocument { properties, aspects, retry: r } => Action::Emit {
+            topic: def.channel("documents"),
+            value: common(json!({"nodeId": inst.id, "properties": fields(properties), "aspects": aspects}), r),
+        },
         ActionSpec::Notify { channel, recipient, subject, body, retry: r } => Action::Emit {
             topic: def.channel("notifications"),
-            value: common(json!({"channel": channel, "recipient": render(&json!(recipient), inst, event), "subject": render(&json!(subject), inst, event), "body": render(&json!(body), inst, event)}), r),
+            value: common(
+                json!({"channel": channel, "recipient": render(&json!(recipient), inst, event), "subject": render(&json!(subject), inst, event), "body": render(&json!(body), inst, event)}),
+                r,
+            ),
         },
-        ActionSpec::SetTimer { name, after, fire } => {
-            Action::SetTimer { name: name.clone(), due: event.at + parse_duration(after).expect("validated").as_millis() as i64, fire: fire.clone() }
-        }
+        ActionSpec::SetTimer { name, after, fire } => Action::SetTimer {
+            name: name.clone(),
+            due: event.at + parse_duration(after).expect("validated").as_millis() as i64,
+            fire: fire.clone(),
+        },
         ActionSpec::CancelTimer { name } => Action::CancelTimer { name: name.clone() },
     }
 }

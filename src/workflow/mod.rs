@@ -34,7 +34,8 @@ pub fn load(path: &Path) -> Result<Definition, Error> {
         if let Some(rel) = &i.schema {
             let at = |m: String| Error { file: file.clone(), line, message: format!("input `{}`: {m}", i.topic) };
             let schema_text = std::fs::read_to_string(base.join(rel)).map_err(|e| at(format!("schema `{rel}`: {e}")))?;
-            i.reader_schema = Some(apache_avro::Schema::parse_str(&schema_text).map_err(|e| at(format!("schema `{rel}` is not valid Avro: {e}")))?);
+            i.reader_schema =
+                Some(apache_avro::Schema::parse_str(&schema_text).map_err(|e| at(format!("schema `{rel}` is not valid Avro: {e}")))?);
         }
     }
     Ok(def)
@@ -82,7 +83,11 @@ pub fn builder(mut def: Definition, registry: Option<&Arc<Registry>>) -> Result<
             Format::Json => Serde::Json,
             Format::Avro => {
                 let Some(r) = registry else {
-                    return Err(Error { file: def.name.clone(), line: 0, message: format!("input `{}` is Avro: set schema.registry.url", i.topic) });
+                    return Err(Error {
+                        file: def.name.clone(),
+                        line: 0,
+                        message: format!("input `{}` is Avro: set schema.registry.url", i.topic),
+                    });
                 };
                 Serde::Avro(AvroSerde::new(r.clone(), i.reader_schema.take(), SubjectStrategy::TopicName))
             }
@@ -123,7 +128,13 @@ pub fn describe(def: &Definition) -> String {
         let t = t.get_ref();
         let on = t.on.clone().unwrap_or_else(|| format!("error:{}", t.on_error.clone().unwrap_or_default()));
         let when = t.when.as_ref().map(|w| format!(" [{w}]")).unwrap_or_default();
-        let _ = writeln!(out, "  {} --{on}{when}--> {} ({} actions)", t.from.states().join("|"), t.to.as_ref().map_or("?", |s| s.get_ref().as_str()), t.actions.len());
+        let _ = writeln!(
+            out,
+            "  {} --{on}{when}--> {} ({} actions)",
+            t.from.states().join("|"),
+            t.to.as_ref().map_or("?", |s| s.get_ref().as_str()),
+            t.actions.len()
+        );
     }
     out
 }

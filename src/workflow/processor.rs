@@ -47,11 +47,21 @@ impl WorkflowProcessor {
     }
 
     fn event_of(&self, topic: &str, record: &Record) -> Result<Event, Error> {
-        let input = self.def.inputs.iter().map(|i| i.get_ref()).find(|i| i.topic == topic).ok_or_else(|| Error::Topology(format!("no input for topic `{topic}`")))?;
+        let input = self
+            .def
+            .inputs
+            .iter()
+            .map(|i| i.get_ref())
+            .find(|i| i.topic == topic)
+            .ok_or_else(|| Error::Topology(format!("no input for topic `{topic}`")))?;
         let v = &record.value;
         let name = match (&input.event, &input.event_field) {
             (Some(fixed), _) => fixed.clone(),
-            (None, Some(field)) => v.get(field).and_then(Value::as_str).ok_or_else(|| Error::BadRecord(format!("event has no string field `{field}` naming it")))?.to_owned(),
+            (None, Some(field)) => v
+                .get(field)
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::BadRecord(format!("event has no string field `{field}` naming it")))?
+                .to_owned(),
             (None, None) => unreachable!("validated: inputs name their events"),
         };
         let text = |field: &str| v.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
@@ -103,7 +113,13 @@ impl Processor for WorkflowProcessor {
         let Some(fire) = self.timer_events.get(&timer.name).cloned() else {
             return Err(Error::BadRecord(format!("timer `{}` is not in the definition any more", timer.name)));
         };
-        let event = Event { name: fire, error: None, id: Some(format!("timer:{}:{}", timer.name, timer.due)), payload: json!({"timer": timer.name, "due": timer.due}), at: timer.due };
+        let event = Event {
+            name: fire,
+            error: None,
+            id: Some(format!("timer:{}:{}", timer.name, timer.due)),
+            payload: json!({"timer": timer.name, "due": timer.due}),
+            at: timer.due,
+        };
         self.handle(ctx, &timer.key, event)
     }
 }

@@ -11,9 +11,9 @@ use keyflow::config::Config;
 use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};
 use keyflow::runtime::{Guarantee, Instance};
 use keyflow::Topology;
-use rdkafka::producer::DefaultProducerContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 mod workload;
@@ -50,8 +50,11 @@ pub fn setup(guarantee: Guarantee, commit_interval: Duration) -> Setup {
     config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
     config.consumer.0.insert("heartbeat.interval.ms".into(), "500".into());
     let p = MockProvisioner(&cluster);
-    p.ensure(&[TopicSpec { name: input.clone(), partitions: PARTITIONS, compacted: false }, TopicSpec { name: output.clone(), partitions: PARTITIONS, compacted: false }])
-        .unwrap();
+    p.ensure(&[
+        TopicSpec { name: input.clone(), partitions: PARTITIONS, compacted: false },
+        TopicSpec { name: output.clone(), partitions: PARTITIONS, compacted: false },
+    ])
+    .unwrap();
     p.ensure(&kafka::internal_topics(&config, &topology, PARTITIONS)).unwrap();
     Setup { cluster, bootstrap, config, topology, input, output, dir }
 }
@@ -78,7 +81,12 @@ pub fn document_approval(app_prefix: &str, guarantee: Guarantee) -> WorkflowSetu
     config.set_commit_interval(Duration::from_millis(100));
     config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
     let p = MockProvisioner(&cluster);
-    let topics: Vec<TopicSpec> = topology.source_topics().into_iter().chain(topology.sink_topics()).map(|name| TopicSpec { name, partitions: PARTITIONS, compacted: false }).collect();
+    let topics: Vec<TopicSpec> = topology
+        .source_topics()
+        .into_iter()
+        .chain(topology.sink_topics())
+        .map(|name| TopicSpec { name, partitions: PARTITIONS, compacted: false })
+        .collect();
     p.ensure(&topics).unwrap();
     p.ensure(&kafka::internal_topics(&config, &topology, PARTITIONS)).unwrap();
     WorkflowSetup { cluster, bootstrap, config, topology, dir }

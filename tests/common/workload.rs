@@ -62,7 +62,12 @@ pub fn produce(bootstrap: &str, topic: &str, events: &[(i64, String, Vec<u8>)]) 
 /// `produce`, at most `per_second` events a second when given: input that keeps arriving while
 /// instances are killed, paused and restarted.
 pub fn produce_paced(bootstrap: &str, topic: &str, events: &[(i64, String, Vec<u8>)], per_second: Option<usize>) {
-    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").set("partitioner", "murmur2_random").create().unwrap();
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
     let started = Instant::now();
     for (i, (ts, key, value)) in events.iter().enumerate() {
         if let Some(rate) = per_second.filter(|_| i % 100 == 0) {
@@ -105,7 +110,9 @@ pub fn read_topic(bootstrap: &str, topic: &str, isolation: &str) -> Vec<(String,
     let deadline = Instant::now() + Duration::from_secs(60);
     while eof < PARTITIONS && Instant::now() < deadline {
         match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push((String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(), m.payload().unwrap_or_default().to_vec())),
+            Some(Ok(m)) => {
+                out.push((String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(), m.payload().unwrap_or_default().to_vec()))
+            }
             Some(Err(KafkaError::PartitionEOF(_))) => eof += 1,
             _ => {}
         }
@@ -131,8 +138,18 @@ pub fn final_states_of(outputs: &[(String, Vec<u8>)]) -> BTreeMap<String, (u64, 
 
 /// Asserts that every document's state counts each of its events exactly once.
 pub fn assert_exact(expected: &BTreeMap<String, (u64, f64)>, got: &BTreeMap<String, (u64, f64)>) {
-    let wrong: Vec<_> = expected.iter().filter(|(k, want)| got.get(*k).map(|g| (g.0, (g.1 * 100.0).round())) != Some((want.0, (want.1 * 100.0).round()))).map(|(k, want)| (k, want, got.get(k))).collect();
-    assert!(wrong.is_empty(), "{} of {} documents have lost or doubled updates, e.g. {:?}", wrong.len(), expected.len(), &wrong[..wrong.len().min(5)]);
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(k, want)| got.get(*k).map(|g| (g.0, (g.1 * 100.0).round())) != Some((want.0, (want.1 * 100.0).round())))
+        .map(|(k, want)| (k, want, got.get(k)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} documents have lost or doubled updates, e.g. {:?}",
+        wrong.len(),
+        expected.len(),
+        &wrong[..wrong.len().min(5)]
+    );
 }
 
 /// Documents some output count 1..=n of which never appeared: an output lost.
@@ -144,7 +161,11 @@ pub fn missing_outputs(expected: &BTreeMap<String, (u64, f64)>, outputs: &[(Stri
             seen.entry(key).or_default().insert(c);
         }
     }
-    expected.iter().filter(|(k, (n, _))| seen.get(k.as_str()).map_or(0, |s| (1..=*n).filter(|c| s.contains(c)).count() as u64) != *n).map(|(k, _)| k.clone()).collect()
+    expected
+        .iter()
+        .filter(|(k, (n, _))| seen.get(k.as_str()).map_or(0, |s| (1..=*n).filter(|c| s.contains(c)).count() as u64) != *n)
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// Outputs whose (document, count) appeared before: what exactly-once must never let through.

@@ -101,7 +101,9 @@ impl Cluster {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
         let new: Vec<NewTopic> = topics.iter().map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1))).collect();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let results = rt.block_on(admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))).expect("CreateTopics");
+        let results = rt
+            .block_on(admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))))
+            .expect("CreateTopics");
         for r in results {
             if let Err((topic, code)) = r {
                 assert_eq!(code, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "creating {topic}: {code}");

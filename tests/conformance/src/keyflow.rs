@@ -23,7 +23,12 @@ pub fn binary() -> &'static Path {
         if !bin.exists() {
             eprintln!("building {} (cargo build --bin keyflow)", bin.display());
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let ok = Command::new(cargo).args(["build", "-p", "keyflow", "--bin", "keyflow"]).current_dir(&root).status().expect("cargo").success();
+            let ok = Command::new(cargo)
+                .args(["build", "-p", "keyflow", "--bin", "keyflow"])
+                .current_dir(&root)
+                .status()
+                .expect("cargo")
+                .success();
             assert!(ok, "cargo build --bin keyflow failed");
         }
         bin

@@ -96,7 +96,8 @@ fn a_transaction_left_open_past_its_timeout_is_aborted_and_redone() {
     let seed = seed();
     // One instance whose group session outlives the pause: nobody takes its partitions, so only
     // the broker's transaction timeout (5 s) acts on the transaction it leaves open.
-    let app = App::status_tracker(&cluster, "txn-timeout", "[consumer]\nsession.timeout.ms = 45000\n[producer]\ntransaction.timeout.ms = 5000\n");
+    let app =
+        App::status_tracker(&cluster, "txn-timeout", "[consumer]\nsession.timeout.ms = 45000\n[producer]\ntransaction.timeout.ms = 5000\n");
     let w = workload(1_000, 30_000, seed);
     let mut instances = vec![app.spawn(0)];
     let feeder = app.feed(&w, 2_000);

@@ -37,7 +37,8 @@ fn the_catalogue_registers_and_checks_against_confluent_schema_registry() {
     for v in ["DocumentUploaded.v1.avsc", "DocumentUploaded.v2.avsc"] {
         std::fs::copy(catalogue.join("document").join(v), family.join(v)).unwrap();
     }
-    let mut v3: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(catalogue.join("document/DocumentUploaded.v2.avsc")).unwrap()).unwrap();
+    let mut v3: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(catalogue.join("document/DocumentUploaded.v2.avsc")).unwrap()).unwrap();
     v3["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "retentionClass", "type": "string"}));
     std::fs::write(family.join("DocumentUploaded.v3.avsc"), v3.to_string()).unwrap();
 
