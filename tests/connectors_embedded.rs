@@ -1,5 +1,5 @@
 //! Embedded human tasks: the connectors put a task on a Kafka topic, a person lists and completes
-//! it with `keyflow tasks` (the binary, against librdkafka's mock cluster), and the completion
+//! it with `keyflow tasks` (the binary, against Apache Kafka), and the completion
 //! moves the workflow, once.
 
 use std::path::Path;
@@ -10,10 +10,13 @@ use keyflow::connectors::{self, embedded, ConnectorsConfig};
 use keyflow::kafka::read::read_to_end;
 use keyflow::testing::{DriverConfig, TopologyTestDriver};
 use keyflow::workflow;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Map, Value};
+
+#[path = "common/kafka_broker.rs"]
+mod kafka_broker;
+use kafka_broker::KafkaCluster;
 
 const TASKS: &str = "document-approval.human-tasks";
 const RESULTS: &str = "document-approval.task-results";
@@ -68,11 +71,9 @@ fn a_person_completes_an_embedded_task_and_the_workflow_moves_once() {
     assert_eq!(task["candidateGroups"], json!(["reviewers"]));
 
     // The task topic on a broker, as the connectors' producer would have written it.
-    let cluster = MockCluster::new(1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    for t in [TASKS, RESULTS] {
-        cluster.create_topic(t, 1, 1).unwrap();
-    }
+    // A broker of this test's own: the workflow's topic names are fixed.
+    let kafka = KafkaCluster::start(1);
+    let bootstrap = kafka.bootstrap.clone();
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
     producer
         .send(BaseRecord::to(TASKS).key(task_records[0].key.as_deref().unwrap()).payload(task_records[0].value.as_deref().unwrap()))

@@ -1,4 +1,4 @@
-//! The connectors on the real runtime (librdkafka's mock cluster): while the decision service is
+//! The connectors on the real runtime (on Apache Kafka): while the decision service is
 //! down, only the decision partitions wait; task commands on the same tasks keep flowing. When the
 //! service returns, every decision is answered, once.
 
@@ -11,9 +11,8 @@ use std::time::Duration;
 use common::{produce, read_all, unique, wait_until, PARTITIONS};
 use keyflow::config::Config;
 use keyflow::connectors::ConnectorsConfig;
-use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};
+use keyflow::kafka::TopicSpec;
 use keyflow::runtime::{Guarantee, Instance};
-use rdkafka::mocking::MockCluster;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -36,8 +35,9 @@ fn a_decision_outage_holds_only_decisions_and_answers_each_once_after_it() {
             .mount(&camunda),
     );
 
-    let cluster = MockCluster::new(3).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    // A broker of this test's own: the workflow's topic names are fixed.
+    let kafka = common::KafkaCluster::start(1);
+    let bootstrap = kafka.bootstrap.clone();
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::for_application(&unique("connectors"), &bootstrap, dir.path());
     config.processing_guarantee = Guarantee::ExactlyOnceV2;
@@ -52,11 +52,11 @@ fn a_decision_outage_holds_only_decisions_and_answers_each_once_after_it() {
     );
     config.connectors = Some(toml::from_str::<ConnectorsConfig>(&text).unwrap());
     let topology = config.build_topology().unwrap();
-    let p = MockProvisioner(&cluster);
     let topics = [DECISIONS, DECISION_RESULTS, TASKS, HUMAN_TASKS, "document-approval.task-results"];
-    p.ensure(&topics.iter().map(|t| TopicSpec { name: (*t).into(), partitions: PARTITIONS, compacted: false }).collect::<Vec<_>>())
-        .unwrap();
-    p.ensure(&kafka::internal_topics(&config, &topology, PARTITIONS)).unwrap();
+    let mut specs: Vec<TopicSpec> =
+        topics.iter().map(|t| TopicSpec { name: (*t).into(), partitions: PARTITIONS, compacted: false }).collect();
+    specs.extend(keyflow::kafka::internal_topics(&config, &topology, PARTITIONS));
+    common::create_topics(&bootstrap, &specs, &[]);
 
     let docs = 40;
     let command = |i: usize, body: Value| {

@@ -38,7 +38,8 @@ fn inputs(rng: &mut SmallRng) -> Vec<Input> {
 }
 
 fn run(guarantee: Guarantee, inputs: &[Input], commit_every: usize, plan: Option<(FaultPlan, u64)>) -> TopologyTestDriver {
-    let config = DriverConfig { guarantee, partitions: 2, commit_every, ..DriverConfig::default() };
+    // The log cleaner runs at every crash: restores read compacted changelogs, as on Kafka.
+    let config = DriverConfig { guarantee, partitions: 2, commit_every, compact_changelogs: true, ..DriverConfig::default() };
     let mut d = TopologyTestDriver::new(status_tracker::topology("events", "statuses", 20_000), config);
     if let Some((plan, seed)) = plan {
         d.inject(plan, seed);
@@ -97,10 +98,11 @@ fn plan(rng: &mut SmallRng, seed: u64, steps: &[Step]) -> FaultPlan {
     for _ in 0..rng.random_range(0..3) {
         let step = steps[rng.random_range(0..steps.len())];
         let nth = rng.random_range(1..6);
-        faults.push(if rng.random_bool(0.5) {
-            Fault::Crash { step, nth, wipe_local_state: rng.random_bool(0.3) }
-        } else {
-            Fault::Abort { step, nth }
+        faults.push(match rng.random_range(0..3) {
+            0 => Fault::Crash { step, nth, wipe_local_state: rng.random_bool(0.3) },
+            1 => Fault::Abort { step, nth },
+            // A broker call that times out once is called again; elsewhere it aborts.
+            _ => Fault::Timeout { step, nth },
         });
     }
     FaultPlan::new(faults)
@@ -118,7 +120,7 @@ fn check(guarantee: Guarantee) {
         let faulty = run(guarantee, &inputs, commit_every, Some((plan(&mut rng, seed, &steps_of(guarantee)), seed)));
         for f in faulty.faults_hit() {
             hit_steps.insert(match *f {
-                Fault::Crash { step, .. } | Fault::Abort { step, .. } => step,
+                Fault::Crash { step, .. } | Fault::Abort { step, .. } | Fault::Timeout { step, .. } => step,
             });
         }
         crashes += faulty.crashes();

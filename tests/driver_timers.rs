@@ -93,3 +93,22 @@ fn a_processor_may_only_use_the_stores_it_is_connected_to() {
     let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("`snoop` is not connected to store `reminders`"), "{msg}");
 }
+
+#[test]
+fn a_zombie_whose_commit_holds_only_timer_outputs_is_still_fenced() {
+    // The instance commits the timer, then pauses; another member takes its partitions (the
+    // group generation moves on) while the timer becomes due. When it wakes, its transaction
+    // holds timer outputs and no consumed input: it must still carry the group's metadata and
+    // offsets, or the broker never checks the generation and the zombie commits a duplicate.
+    let mut d = TopologyTestDriver::new(topology(), DriverConfig::default());
+    d.pipe_json("actions", "a", &json!({"action": "open"}), 0);
+    d.commit();
+    d.fence();
+    d.advance_wall_clock(60_000);
+    assert_eq!(d.migrations(), 1, "the timer-only transaction was refused for a stale generation");
+    // The driver then plays the rebalance that gives the task back: restored, the timer fires
+    // once more, as the task's rightful owner, and is committed exactly once.
+    d.advance_wall_clock(1);
+    d.commit();
+    assert_eq!(d.read_output("reminders-out").len(), 1, "one reminder, committed once");
+}

@@ -53,7 +53,7 @@ fn check_exposition(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn health_readiness_metrics_and_the_instance_query_are_served() {
-    let WorkflowSetup { cluster: _cluster, bootstrap, config, topology, dir } = document_approval("observed", Guarantee::AtLeastOnce);
+    let WorkflowSetup { kafka: _kafka, bootstrap, config, topology, dir } = document_approval("observed", Guarantee::AtLeastOnce);
     let app = config.application_id.clone();
     let instance = Instance::start(config, topology).unwrap();
     let server = Server::start("127.0.0.1:0", &app, instance.status(), Vec::new()).unwrap();

@@ -1,4 +1,4 @@
-//! Dead letters end to end on the mock cluster with the document-approval workflow: their
+//! Dead letters end to end on Apache Kafka with the document-approval workflow: their
 //! headers, `list` filters, `show`, a redrive that is processed once (and a second redrive that
 //! does nothing), `purge`, and the CLI around them.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{document_approval, wait_until, WorkflowSetup};
 use keyflow::dlq;
 use keyflow::kafka::read::read_to_end;
-use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};
+use keyflow::kafka::{self, TopicSpec};
 use keyflow::ops::dlq::{self as ops, Filter};
 use keyflow::runtime::{Guarantee, Instance};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -35,10 +35,9 @@ fn transitions_to(bootstrap: &str, node: &str, state: &str) -> usize {
 
 #[test]
 fn dead_letters_are_listed_shown_redriven_once_and_purged() {
-    let WorkflowSetup { cluster, bootstrap, config, topology, dir } = document_approval("docs", Guarantee::ExactlyOnceV2);
-    let p = MockProvisioner(&cluster);
+    let WorkflowSetup { kafka: _kafka, bootstrap, config, topology, dir } = document_approval("docs", Guarantee::ExactlyOnceV2);
     let dlq_topic = config.dlq_topic();
-    p.ensure(&[TopicSpec { name: ops::handled_topic(&dlq_topic), partitions: 1, compacted: true }]).unwrap();
+    common::create_topics(&bootstrap, &[TopicSpec { name: ops::handled_topic(&dlq_topic), partitions: 1, compacted: true }], &[]);
     let instance = Instance::start(config.clone(), topology).unwrap();
 
     let producer: BaseProducer =

@@ -1,5 +1,5 @@
-//! `keyflow replay` on the mock cluster: a dry run changes nothing; without --force it refuses
-//! (the mock cannot describe groups, so liveness cannot be checked); a real run with
+//! `keyflow replay` on Apache Kafka: a dry run changes nothing; it refuses while an instance of
+//! the application is still in the group (the broker describes the group's members); a real run with
 //! --wipe-state moves the offsets to the start, and an instance restarted on its OLD local state
 //! rebuilds the state from the inputs exactly (the reset marker voids what it had), re-emitting
 //! every output.
@@ -14,17 +14,12 @@ use keyflow::runtime::Guarantee;
 
 #[test]
 fn a_replay_with_wiped_state_rebuilds_it_exactly_even_on_machines_that_kept_their_disk() {
-    // At-least-once: the mock does not store transactional offset commits, and this test reads them.
-    let s = setup(Guarantee::AtLeastOnce, Duration::from_millis(100));
+    let s = setup(Guarantee::ExactlyOnceV2, Duration::from_millis(100));
     let w = workload(200, 3000, 7);
     produce(&s.bootstrap, &s.input, &w.events);
     let group = s.config.application_id.clone();
     let a = s.start("a");
     wait_until("all inputs committed", Duration::from_secs(90), || committed(&s.bootstrap, &group, &s.input) == w.events.len() as i64);
-    std::thread::sleep(Duration::from_millis(300));
-    a.stop();
-    a.join().unwrap();
-    assert_exact(&w.expected, &final_states(&s.bootstrap, &s.output));
     let outputs_before = read_all(&s.bootstrap, &s.output).len();
 
     let cfg = s.dir.path().join("app.toml");
@@ -50,8 +45,11 @@ fn a_replay_with_wiped_state_rebuilds_it_exactly_even_on_machines_that_kept_thei
     assert_eq!(committed(&s.bootstrap, &group, &s.input), w.events.len() as i64, "a dry run changes nothing");
 
     let (ok, _, err) = replay(&["--to-earliest", "--wipe-state"]);
-    assert!(!ok && err.contains("cannot tell whether instances"), "{err}");
+    assert!(!ok && err.contains("are alive"), "a running instance makes replay refuse: {err}");
     assert_eq!(committed(&s.bootstrap, &group, &s.input), w.events.len() as i64);
+    a.stop();
+    a.join().unwrap();
+    assert_exact(&w.expected, &final_states(&s.bootstrap, &s.output));
 
     let (ok, out, err) = replay(&["--to-earliest", "--wipe-state", "--force"]);
     assert!(ok && out.contains("done"), "{out}{err}");

@@ -28,8 +28,14 @@
 //!
 //! State is never written to RocksDB before the log has it, and offsets are never committed
 //! before the state they cover.
+//!
+//! A broker step that fails with a retriable error (a timed-out `commit_transaction`, a flush
+//! still waiting) is called again, as librdkafka requires, a few times with a backoff; if it
+//! still fails the commit fails as [`Error::Abortable`]: the caller aborts and rolls back. A
+//! commit never returns with its records in a transaction left open.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::collector::{Collector, Transaction};
 use super::log::{Log, SourceOffset};
@@ -47,6 +53,28 @@ pub(crate) struct NoFaults;
 impl Probe for NoFaults {
     fn before(&mut self, _: Step) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+/// Attempts of a retriable broker step before the commit is given up (about 3 s of backoff).
+const STEP_ATTEMPTS: u32 = 6;
+
+/// Runs one broker step of the protocol (after the probe saw it), calling it again while it fails
+/// with [`Error::Retriable`]; after [`STEP_ATTEMPTS`] the failure becomes [`Error::Abortable`].
+fn step(probe: &mut dyn Probe, step: Step, mut call: impl FnMut() -> Result<(), Error>) -> Result<(), Error> {
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match probe.before(step).and_then(|()| call()) {
+            Err(Error::Retriable(m)) if attempt < STEP_ATTEMPTS => {
+                tracing::warn!(?step, attempt, error = %m, "commit step failed for a retriable reason; calling it again");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                attempt += 1;
+            }
+            Err(Error::Retriable(m)) => return Err(Error::Abortable(format!("{step:?} still failing after {attempt} attempts: {m}"))),
+            other => return other,
+        }
     }
 }
 
@@ -78,32 +106,34 @@ pub(crate) fn commit(
             for p in &committing {
                 tasks[p].send_markers(&mut Collector::new(log, txn))?;
             }
-            probe.before(Step::FlushChangelog)?;
             txn.ensure_open(log)?; // a commit of offsets alone still needs a transaction
-            log.flush()?;
-            probe.before(Step::SendOffsets)?;
-            if !offsets.is_empty() {
-                log.send_offsets_to_transaction(&offsets)?;
+            step(probe, Step::FlushChangelog, || log.flush())?;
+            // Every transaction carries the group's metadata and the offsets of every running
+            // task, not only of those that consumed: the broker checks the group generation only
+            // on TxnOffsetCommit, so a transaction without offsets (timer outputs alone) would let
+            // a zombie commit after its partitions moved (KIP-447).
+            let fenced: Vec<SourceOffset> =
+                tasks.values().filter(|t| t.state() == TaskState::Running).flat_map(Task::offsets_to_commit).collect();
+            if fenced.is_empty() {
+                tracing::warn!("a transaction without any source offset to commit: the group generation is not checked");
+            } else {
+                step(probe, Step::SendOffsets, || log.send_offsets_to_transaction(&fenced))?;
             }
-            probe.before(Step::CommitTransaction)?;
-            log.commit_transaction()?;
+            step(probe, Step::CommitTransaction, || log.commit_transaction())?;
             txn.closed();
         }
         Guarantee::AtLeastOnce => {
-            probe.before(Step::FlushOutputs)?;
-            log.flush()?;
+            step(probe, Step::FlushOutputs, || log.flush())?;
             probe.before(Step::SendChangelog)?;
             for p in &committing {
                 tasks[p].send_changelog(&mut Collector::new(log, txn))?;
             }
-            probe.before(Step::FlushChangelog)?;
-            log.flush()?;
+            step(probe, Step::FlushChangelog, || log.flush())?;
             probe.before(Step::SendMarkers)?;
             for p in &committing {
                 tasks[p].send_markers(&mut Collector::new(log, txn))?;
             }
-            probe.before(Step::FlushMarkers)?;
-            log.flush()?;
+            step(probe, Step::FlushMarkers, || log.flush())?;
         }
     }
     // Kafka now holds this commit (the transaction, or the flushed changelog and markers).
@@ -129,8 +159,7 @@ pub(crate) fn commit(
         for p in &committing {
             tasks.get_mut(p).expect("committing tasks exist").set_offsets_pending(true);
         }
-        probe.before(Step::CommitOffsets)?;
-        log.commit_offsets(&offsets)?;
+        step(probe, Step::CommitOffsets, || log.commit_offsets(&offsets))?;
         for p in &committing {
             tasks.get_mut(p).expect("committing tasks exist").set_offsets_pending(false);
         }

@@ -223,7 +223,10 @@ fn stream_thread(config: &Config, topology: &Topology, control: &AtomicU8, statu
             let _ = q.reply.send(tm.query(&q.store, &q.key));
         }
         tm.poll_producer();
-        tm.restore_step(&consumer);
+        if let Some(e) = tm.take_fatal() {
+            return Err(e);
+        }
+        tm.restore_step(&consumer)?;
         tm.resume_backed_off(&consumer);
         if last_punctuation.elapsed() >= punctuate_every {
             tm.fire_wall_clock_timers(&consumer, now_ms())?;

@@ -15,6 +15,7 @@ mod error;
 mod instance;
 mod kafka_log;
 mod log;
+mod restorer;
 mod status;
 pub(crate) mod task;
 mod task_manager;

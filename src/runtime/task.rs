@@ -515,13 +515,24 @@ impl Task {
     }
 
     /// Commit step: sends every dirty store's uncommitted writes to its changelog, preceded by
-    /// any repair marker a restore asked for.
+    /// any repair marker a restore asked for and the repair records of void attempts.
     pub fn send_changelog(&self, out: &mut Collector<'_>) -> Result<(), Error> {
         for (name, topic) in &self.changelogs {
             if let Some(&vouched) = self.repair_markers.get(name) {
                 out.send(&state_marker(topic, self.partition, &self.committed, vouched))?;
             }
             let store = self.store(name).expect("changelogs name existing stores");
+            let repairs = store.repair_writes().map_err(|source| Error::corrupted(self.partition, &source))?;
+            for (key, value) in repairs {
+                out.send(&OutputRecord {
+                    topic: topic.clone(),
+                    partition: Some(self.partition),
+                    key: Some(key),
+                    value,
+                    timestamp: None,
+                    headers: commit_headers(self.commit_id),
+                })?;
+            }
             for (key, value) in store.pending_writes() {
                 out.send(&OutputRecord {
                     topic: topic.clone(),
@@ -543,6 +554,16 @@ impl Task {
             out.send(&state_marker(topic, self.partition, &self.position, Some(self.commit_id)))?;
         }
         Ok(())
+    }
+
+    /// Where each source starts for this task (the group's committed offset when it was
+    /// assigned): committed again until the task has consumed, so every transaction of the
+    /// instance carries this task's offsets and the broker checks the group generation.
+    pub fn set_start_offsets(&mut self, offsets: BTreeMap<String, i64>) {
+        for (topic, offset) in offsets {
+            self.next_offsets.entry(topic.clone()).or_insert(offset);
+            self.committed_next_offsets.entry(topic).or_insert(offset);
+        }
     }
 
     /// The consumed offsets to commit: next offset per source topic processed since ever.

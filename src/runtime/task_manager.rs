@@ -3,47 +3,41 @@
 //!
 //! Rebalance callbacks run inside `consumer.poll()` on the stream thread. Revocation is handled
 //! *inside* the callback on purpose: the tasks being revoked must commit before librdkafka gives
-//! their partitions away, or the next owner would re-read from an older offset. Everything else
-
+//! their partitions away, or the next owner would re-read from an older offset. Restoration (see
+//! `runtime::restorer`), punctuation and commits run from the stream loop.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::producer::Producer;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::kafka::QuietEof;
 use crate::record::{Headers, InputRecord};
-use crate::state::{ChangelogEntry, COMMIT_HEADER, MARKER_HEADER};
 
 use super::commit::NoFaults;
 use super::kafka_log::{DeliveryTracker, KafkaLog, KafkaProducer};
+use super::restorer::Restorer;
 use super::status::Status;
 use super::task::TaskState;
 use super::tasks::Tasks;
-use super::{Error, Guarantee, SourceOffset};
-
-/// Most changelog records applied per store in one RocksDB batch during restoration.
-const RESTORE_BATCH: usize = 2_000;
+use super::{Error, Guarantee};
 
 pub(crate) struct TaskManager {
     tasks: Tasks,
     producer: KafkaProducer,
     producer_config: ClientConfig,
-    /// One restore consumer per store: librdkafka reports end-of-partition by partition number
-    /// only, so each consumer reads one changelog topic.
-    restore: BTreeMap<String, BaseConsumer<QuietEof>>,
+    restorer: Restorer,
     /// Source topics assigned, per partition.
     assigned: BTreeMap<i32, BTreeSet<String>>,
-    /// Stores still restoring, per partition.
-    restoring: BTreeMap<i32, BTreeSet<String>>,
     timeout: Duration,
     status: Arc<Status>,
     /// Partitions paused after a transient input failure: when to resume, and failures in a row.
     backoff: BTreeMap<(String, i32), (Instant, u32)>,
+    /// A failure found inside a rebalance callback that must stop the instance; the stream loop
+    /// raises it (see [`TaskManager::take_fatal`]).
+    fatal: Option<Error>,
 }
 
 impl TaskManager {
@@ -60,27 +54,28 @@ impl TaskManager {
         status: Arc<Status>,
     ) -> Result<Self, Error> {
         let producer = create_producer(&producer_config, tasks.guarantee(), timeout)?;
-        let mut restore = BTreeMap::new();
-        for store in tasks.topology().stores().iter().map(|s| s.name.clone()).chain([crate::state::TIMER_STORE.to_owned()]) {
-            let c: BaseConsumer<QuietEof> =
-                restore_config.create_with_context(QuietEof).map_err(|e| Error::Fatal(format!("restore consumer: {e}")))?;
-            restore.insert(store, c);
-        }
+        let stores = tasks.topology().stores().iter().map(|s| s.name.clone()).chain([crate::state::TIMER_STORE.to_owned()]);
+        let restorer = Restorer::new(stores, restore_config, tasks.application_id(), timeout)?;
         Ok(Self {
             tasks,
             producer,
             producer_config,
-            restore,
+            restorer,
             assigned: BTreeMap::new(),
-            restoring: BTreeMap::new(),
             timeout,
             status,
             backoff: BTreeMap::new(),
+            fatal: None,
         })
     }
 
+    /// A fatal failure found in a rebalance callback, once.
+    pub fn take_fatal(&mut self) -> Option<Error> {
+        self.fatal.take()
+    }
+
     pub fn is_restoring(&self) -> bool {
-        !self.restoring.is_empty()
+        self.restorer.is_restoring()
     }
 
     /// Serves delivery reports.
@@ -147,7 +142,10 @@ impl TaskManager {
     pub fn resume_backed_off<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) {
         let now = Instant::now();
         for ((topic, partition), (at, _)) in &mut self.backoff {
-            if *at <= now && !self.restoring.contains_key(partition) && self.assigned.get(partition).is_some_and(|t| t.contains(topic)) {
+            if *at <= now
+                && !self.restorer.is_restoring_partition(*partition)
+                && self.assigned.get(partition).is_some_and(|t| t.contains(topic))
+            {
                 resume(consumer, *partition, &BTreeSet::from([topic.clone()]));
                 *at = now + Duration::from_secs(3600); // resumed; the next failure or success updates it
             }
@@ -178,9 +176,12 @@ impl TaskManager {
     /// Recovers from a classified error; returns only fatal ones.
     fn recover<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>, e: Error) -> Result<(), Error> {
         match e {
-            Error::Retriable(m) => {
-                tracing::warn!(error = %m, "retriable error; the step is retried");
-                Ok(())
+            Error::Abortable(m) | Error::Retriable(m) => {
+                // A retriable step was already called again (`runtime::commit`); what is still
+                // failing leaves this attempt unusable, never a transaction open.
+                tracing::warn!(error = %m, "aborting: tasks roll back to their last commit and reprocess");
+                self.status.aborted();
+                self.rollback_and_rewind(consumer)
             }
             Error::InputRetriable { topic, partition, offset, reason, after } => {
                 let entry = self.backoff.entry((topic.clone(), partition)).or_insert((Instant::now(), 0));
@@ -206,23 +207,11 @@ impl TaskManager {
                 }
                 Ok(())
             }
-            Error::Abortable(m) => {
-                tracing::warn!(error = %m, "aborting: tasks roll back to their last commit and reprocess");
-                self.status.aborted();
-                self.rollback_and_rewind(consumer);
-                Ok(())
-            }
             Error::TaskCorrupted { partitions, reason } => {
                 tracing::error!(?partitions, reason, "tasks corrupted: wiping their state and restoring from the changelogs");
-                self.rollback_and_rewind(consumer);
+                self.rollback_and_rewind(consumer)?;
                 for partition in partitions {
-                    let topics = self.assigned.get(&partition).cloned().unwrap_or_default();
-                    self.close_task(partition);
-                    let task = self.tasks.open(partition)?;
-                    for (store, _, _) in task.changelogs() {
-                        task.wipe_store(&store)?;
-                    }
-                    self.start_restore(consumer, partition, &topics);
+                    self.reinit(consumer, partition)?;
                 }
                 Ok(())
             }
@@ -233,11 +222,9 @@ impl TaskManager {
                 // here would strand partitions that cooperative-sticky lets this member keep).
                 tracing::warn!(error = %m, "task migrated: rolling back to the last commit");
                 self.status.migrated();
-                self.rollback_and_rewind(consumer);
+                self.rollback_and_rewind(consumer)?;
                 if self.tasks.guarantee() == Guarantee::ExactlyOnceV2 {
-                    // A fenced transactional producer is unusable; a new one fences any zombie.
-                    self.producer = create_producer(&self.producer_config, self.tasks.guarantee(), self.timeout)?;
-                    self.tasks.reset_transaction();
+                    self.replace_producer()?;
                 }
                 Ok(())
             }
@@ -245,15 +232,34 @@ impl TaskManager {
         }
     }
 
-    fn rollback_and_rewind<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) {
-        let rewind: Vec<SourceOffset> = self.tasks.rollback(&mut KafkaLog { producer: &self.producer, consumer, timeout: self.timeout });
-        for o in rewind {
+    /// A fenced or broken transactional producer is unusable; a new one with the same
+    /// transactional id fences any zombie and has the broker abort whatever the old one left open.
+    fn replace_producer(&mut self) -> Result<(), Error> {
+        self.producer = create_producer(&self.producer_config, self.tasks.guarantee(), self.timeout)?;
+        self.tasks.reset_transaction();
+        Ok(())
+    }
+
+    /// Aborts the open transaction, rolls every task back to its last commit and rewinds the
+    /// consumer there. If the abort itself fails, the producer is replaced, which aborts it on
+    /// the broker: no task's writes are ever left in a transaction that might commit later.
+    ///
+    /// # Errors
+    /// [`Error::Fatal`] when no new producer can be made.
+    fn rollback_and_rewind<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), Error> {
+        let rollback = self.tasks.rollback(&mut KafkaLog { producer: &self.producer, consumer, timeout: self.timeout });
+        for o in rollback.rewind {
             if let Err(e) = consumer.seek(&o.topic, o.partition, Offset::Offset(o.next_offset), self.timeout) {
                 // The partition may have been revoked meanwhile; its next owner starts from the
                 // committed offset anyway.
                 tracing::warn!(topic = %o.topic, partition = o.partition, error = %e, "seek after rollback failed");
             }
         }
+        if let Err(e) = rollback.aborted {
+            tracing::warn!(error = %e, "abort_transaction failed: replacing the producer, which aborts the transaction");
+            self.replace_producer()?;
+        }
+        Ok(())
     }
 
     /// Rebalance: partitions were assigned. Opens their tasks, pauses them, starts restoring.
@@ -266,135 +272,119 @@ impl TaskManager {
                 new.insert(e.partition());
             }
         }
-        for p in &self.restoring.keys().copied().collect::<Vec<_>>() {
+        for p in self.restorer.partitions() {
             // Newly assigned topics of a task still restoring must wait too.
-            let topics = self.assigned[p].clone();
-            pause(consumer, *p, &topics);
+            let topics = self.assigned[&p].clone();
+            pause(consumer, p, &topics);
         }
         for p in new {
-            if let Err(e) = self.tasks.open(p) {
-                tracing::error!(partition = p, error = %e, "cannot open task; it stays unassigned here");
-                continue;
+            if let Err(e) = self.open_and_restore(consumer, p, false) {
+                self.fatal.get_or_insert(e);
             }
-            let topics = self.assigned[&p].clone();
-            self.start_restore(consumer, p, &topics);
         }
         self.status.set_assignment(self.tasks.partitions(), self.is_restoring());
     }
 
-    fn start_restore<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>, partition: i32, topics: &BTreeSet<String>) {
-        pause(consumer, partition, topics);
-        let task = self.tasks.get_mut(partition).expect("task opened before restoring");
-        let mut stores = BTreeSet::new();
-        for (store, topic, checkpoint) in task.changelogs() {
-            let rc = &self.restore[&store];
-            let start = match (checkpoint, rc.fetch_watermarks(&topic, partition, self.timeout)) {
-                (Some(c), Ok((low, high))) if c >= low && c <= high => Offset::Offset(c),
-                (Some(c), Ok((low, high))) => {
-                    tracing::warn!(
-                        store,
-                        partition,
-                        checkpoint = c,
-                        low,
-                        high,
-                        "checkpoint outside the changelog: restoring from the beginning"
-                    );
-                    if let Err(e) = task.wipe_store(&store) {
-                        tracing::error!(store, partition, error = %e, "cannot wipe store");
-                    }
-                    Offset::Beginning
-                }
-                (Some(c), Err(_)) => Offset::Offset(c),
-                (None, _) => Offset::Beginning,
-            };
-            let mut tpl = TopicPartitionList::new();
-            if tpl.add_partition_offset(&topic, partition, start).is_ok() && rc.incremental_assign(&tpl).is_ok() {
-                stores.insert(store);
-            } else {
-                tracing::error!(store, partition, "cannot assign changelog for restoration");
+    /// Opens the task of `partition` with its source partitions paused, and starts restoring it.
+    /// A task that cannot be opened, or whose restore cannot start, is wiped and tried once more
+    /// (task-corrupted); its partitions stay paused meanwhile, so no record is read without a task.
+    ///
+    /// # Errors
+    /// [`Error::Fatal`] when even a wiped task cannot be opened and restored: this instance
+    /// stops and the group gives the partition to another.
+    fn open_and_restore<C: ConsumerContext + 'static>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        partition: i32,
+        wipe: bool,
+    ) -> Result<(), Error> {
+        let topics = self.assigned.get(&partition).cloned().unwrap_or_default();
+        pause(consumer, partition, &topics);
+        let attempt = |tm: &mut Self, wipe: bool| -> Result<(), Error> {
+            if wipe {
+                tm.tasks.close(partition);
+                tm.tasks.wipe_dir(partition)?;
             }
+            let task = tm.tasks.open(partition)?;
+            task.set_start_offsets(start_offsets(consumer, partition, &topics, tm.timeout));
+            tm.restorer.start(task)
+        };
+        let result = match attempt(self, wipe) {
+            Err(e @ Error::TaskCorrupted { .. }) if !wipe => {
+                tracing::error!(partition, error = %e, "task cannot be opened or restored: wiping its state and trying again");
+                attempt(self, true)
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => {
+                self.status.restore_started();
+                Ok(())
+            }
+            Err(e) => Err(Error::Fatal(format!("task {partition} cannot be opened or restored even from a wiped state: {e}"))),
         }
-        self.restoring.insert(partition, stores);
-        self.status.restore_started();
+    }
+
+    /// Task-corrupted: closes the task, wipes its state and restores it from the beginning of
+    /// its changelogs.
+    fn reinit<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>, partition: i32) -> Result<(), Error> {
+        self.close_task(partition);
+        if self.assigned.contains_key(&partition) {
+            self.open_and_restore(consumer, partition, true)?;
+        }
+        Ok(())
     }
 
     /// Drives restoration: applies a batch of changelog records per store, finishes tasks whose
-    /// changelogs all reached their end, and resumes their source partitions.
-    pub fn restore_step<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) {
-        if self.restoring.is_empty() {
-            return;
+    /// changelogs all reached their end and resumes their source partitions; a task found
+    /// corrupted is wiped and restored again.
+    ///
+    /// # Errors
+    /// [`Error::Fatal`] when a corrupted task cannot even be restored from a wiped state.
+    pub fn restore_step<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), Error> {
+        if !self.restorer.is_restoring() {
+            return Ok(());
         }
-        let stores: Vec<String> = self.restore.keys().cloned().collect();
-        for store in stores {
-            let mut batches: BTreeMap<i32, Vec<ChangelogEntry>> = BTreeMap::new();
-            let mut finished = Vec::new();
-            let rc = &self.restore[&store];
-            for _ in 0..RESTORE_BATCH {
-                match rc.poll(Duration::from_millis(1)) {
-                    None => break,
-                    Some(Ok(m)) => {
-                        let entry = ChangelogEntry {
-                            offset: m.offset(),
-                            key: m.key().unwrap_or_default().to_vec(),
-                            value: m.payload().map(<[u8]>::to_vec),
-                            is_marker: m.headers().is_some_and(|h| h.iter().any(|h| h.key == MARKER_HEADER)),
-                            commit: ChangelogEntry::decode_commit(
-                                m.headers().and_then(|h| h.iter().find(|h| h.key == COMMIT_HEADER)).and_then(|h| h.value),
-                            ),
-                        };
-                        batches.entry(m.partition()).or_default().push(entry);
-                    }
-                    Some(Err(KafkaError::PartitionEOF(p))) => finished.push(p),
-                    Some(Err(e)) => tracing::warn!(store, error = %e, "restore consumer error"),
-                }
-            }
-            for (p, entries) in batches {
-                let n = entries.len() as u64;
-                if let Some(task) = self.tasks.get_mut(p) {
-                    if let Err(e) = task.restore(&store, &entries) {
-                        tracing::error!(partition = p, error = %e, "restore failed");
+        let progress = self.restorer.step(&mut self.tasks);
+        if progress.records > 0 {
+            self.status.restored(progress.records);
+        }
+        let mut corrupted = progress.corrupted;
+        for p in progress.done {
+            let Some(task) = self.tasks.get_mut(p) else { continue };
+            match task.finish_restore() {
+                Ok(()) => {
+                    tracing::info!(partition = p, "task restored and running");
+                    if let Some(topics) = self.assigned.get(&p) {
+                        resume(consumer, p, topics);
                     }
                 }
-                self.status.restored(n);
-            }
-            for p in finished {
-                if let Some(remaining) = self.restoring.get_mut(&p) {
-                    remaining.remove(&store);
-                    let mut tpl = TopicPartitionList::new();
-                    let topic = crate::state::changelog_topic(self.application_id(), &store);
-                    let _ = tpl.add_partition(&topic, p);
-                    let _ = self.restore[&store].incremental_unassign(&tpl);
-                }
+                Err(e) => corrupted.push((p, e.to_string())),
             }
         }
-        let done: Vec<i32> = self.restoring.iter().filter(|(_, s)| s.is_empty()).map(|(p, _)| *p).collect();
-        for p in done {
-            self.restoring.remove(&p);
-            if let Some(task) = self.tasks.get_mut(p) {
-                match task.finish_restore() {
-                    Ok(()) => tracing::info!(partition = p, "task restored and running"),
-                    Err(e) => tracing::error!(partition = p, error = %e, "finishing restoration failed"),
-                }
-            }
-            if let Some(topics) = self.assigned.get(&p) {
-                resume(consumer, p, topics);
-            }
+        for (p, reason) in corrupted {
+            tracing::error!(partition = p, reason, "restoring a task failed: wiping its state and restoring it again");
+            self.reinit(consumer, p)?;
         }
         self.status.set_assignment(self.tasks.partitions(), self.is_restoring());
-    }
-
-    fn application_id(&self) -> &str {
-        self.tasks.application_id()
+        Ok(())
     }
 
     /// Rebalance: partitions are being revoked (`lost` = taken without a chance to commit).
+    ///
+    /// Whatever happens, no revoked task's writes stay in an open transaction: the commit either
+    /// succeeds or is aborted (`recover`) before the tasks are closed.
     pub fn on_revoked<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>, tpl: &TopicPartitionList, lost: bool) {
         tracing::info!(partitions = ?tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect::<Vec<_>>(), lost, "revoked");
-        if lost {
+        let settled = if lost {
             // Our transaction can no longer commit for these partitions: abort it, roll back.
-            self.rollback_and_rewind(consumer);
-        } else if let Err(e) = self.commit(consumer) {
-            tracing::error!(error = %e, "commit on revocation failed");
+            self.rollback_and_rewind(consumer)
+        } else {
+            self.commit(consumer)
+        };
+        if let Err(e) = settled {
+            tracing::error!(error = %e, "settling the revoked tasks failed");
+            self.fatal.get_or_insert(e);
         }
         for e in tpl.elements() {
             if let Some(topics) = self.assigned.get_mut(&e.partition()) {
@@ -409,13 +399,7 @@ impl TaskManager {
     }
 
     fn close_task(&mut self, partition: i32) {
-        if let Some(stores) = self.restoring.remove(&partition) {
-            for store in stores {
-                let mut tpl = TopicPartitionList::new();
-                let _ = tpl.add_partition(&crate::state::changelog_topic(self.application_id(), &store), partition);
-                let _ = self.restore[&store].incremental_unassign(&tpl);
-            }
-        }
+        self.restorer.stop(partition);
         self.tasks.close(partition);
     }
 
@@ -427,7 +411,7 @@ impl TaskManager {
         self.commit(consumer)?;
         if self.tasks.commit_needed() {
             // The final commit failed and was rolled back: abort whatever is still open.
-            self.tasks.rollback(&mut KafkaLog { producer: &self.producer, consumer, timeout: self.timeout });
+            self.rollback_and_rewind(consumer)?;
         }
         for p in self.tasks.partitions() {
             self.close_task(p);
@@ -435,6 +419,33 @@ impl TaskManager {
         self.status.set_task_stats(self.tasks.stats());
         super::kafka_log::flush(&self.producer, self.timeout)
     }
+}
+
+/// Where a newly assigned task's sources start: the group's committed offsets, else (nothing
+/// committed yet) the log start. The task commits these until it has consumed, so even a
+/// transaction of timer outputs alone carries offsets, and the group generation is checked.
+fn start_offsets<C: ConsumerContext + 'static>(
+    consumer: &BaseConsumer<C>,
+    partition: i32,
+    topics: &BTreeSet<String>,
+    timeout: Duration,
+) -> BTreeMap<String, i64> {
+    let committed = consumer.committed_offsets(partition_list(partition, topics), timeout);
+    let mut out = BTreeMap::new();
+    for topic in topics {
+        let offset = committed.as_ref().ok().and_then(|tpl| tpl.find_partition(topic, partition)).and_then(|e| e.offset().to_raw());
+        let offset = match offset {
+            Some(o) if o >= 0 => Some(o),
+            _ => consumer.fetch_watermarks(topic, partition, timeout).ok().map(|(low, _)| low),
+        };
+        match offset {
+            Some(o) => {
+                out.insert(topic.clone(), o);
+            }
+            None => tracing::warn!(topic, partition, "cannot read where this source starts; it commits once it has consumed"),
+        }
+    }
+    out
 }
 
 fn create_producer(config: &ClientConfig, guarantee: Guarantee, timeout: Duration) -> Result<KafkaProducer, Error> {

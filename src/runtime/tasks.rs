@@ -15,6 +15,13 @@ use super::log::{Log, SourceOffset};
 use super::task::{Outcome, Task, TaskState, TaskStats};
 use super::{Error, Guarantee};
 
+/// What a rollback left to do: rewind the consumer, and replace the producer if the abort failed.
+#[must_use]
+pub(crate) struct Rollback {
+    pub rewind: Vec<SourceOffset>,
+    pub aborted: Result<(), Error>,
+}
+
 pub(crate) struct Tasks {
     topology: Topology,
     application_id: String,
@@ -135,18 +142,30 @@ impl Tasks {
     }
 
     /// Aborts the open transaction (if any) and rolls every task back to its last commit.
-    /// Returns the source positions the consumer must rewind to.
-    pub fn rollback(&mut self, log: &mut dyn Log) -> Vec<SourceOffset> {
+    /// Returns where the consumer must rewind to, and whether the abort succeeded: if it did
+    /// not, the caller must replace the producer (which has the broker abort the transaction).
+    pub fn rollback(&mut self, log: &mut dyn Log) -> Rollback {
+        let mut aborted = Ok(());
         if self.txn.is_open() {
-            if let Err(e) = log.abort_transaction() {
-                // A fenced or broken producer cannot abort; its transaction is aborted by the
-                // broker when the next producer with this transactional.id initialises.
-                tracing::warn!(error = %e, "abort_transaction failed");
-            }
+            aborted = log.abort_transaction();
             self.txn.closed();
         }
         log.take_delivered();
-        self.tasks.values_mut().flat_map(Task::rollback).collect()
+        Rollback { rewind: self.tasks.values_mut().flat_map(Task::rollback).collect(), aborted }
+    }
+
+    /// Deletes the state directory of `partition`'s task (closed first): task-corrupted.
+    ///
+    /// # Errors
+    /// [`Error::Fatal`] when the directory cannot be removed.
+    pub fn wipe_dir(&mut self, partition: i32) -> Result<(), Error> {
+        self.close(partition);
+        let dir = self.state_dir.join(format!("0_{partition}"));
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Fatal(format!("cannot wipe {}: {e}", dir.display()))),
+        }
     }
 
     /// Forgets the transaction state after the producer was replaced.

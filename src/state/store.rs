@@ -7,7 +7,7 @@
 //! - `m` + name: metadata (`format`, `checkpoint` = next changelog offset to restore from,
 //!   `position` = the applied-offset guard, `commit` = id of the commit that position came from)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -44,6 +44,11 @@ pub struct Store {
     /// Changelog data read after the last position marker during a restore: it belongs to a
     /// commit whose marker has not been seen (yet), see [`Store::finish_restore`].
     unmarked: Vec<ChangelogEntry>,
+    /// Keys the changelog may hold a value for that is not committed state: data of an attempt
+    /// that never completed (dropped by a restore, or rolled back here). The next commit writes
+    /// their committed value (or a tombstone) again, so the void value is superseded in the log
+    /// and the log cleaner can never leave it as the key's last word.
+    repairs: BTreeSet<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -74,6 +79,7 @@ impl Store {
             position: Position::default(),
             last_commit: None,
             unmarked: Vec::new(),
+            repairs: BTreeSet::new(),
         };
         store.load_meta()?;
         Ok(store)
@@ -217,6 +223,16 @@ impl Store {
         self.commit.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
     }
 
+    /// The repair records of the next commit: the committed value (`None`: a tombstone) of every
+    /// key a void attempt may have written to the changelog, unless the commit layer rewrites it
+    /// anyway. See `repairs`.
+    ///
+    /// # Errors
+    /// [`Error::Rocks`] when RocksDB fails.
+    pub(crate) fn repair_writes(&self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, Error> {
+        self.repairs.iter().filter(|k| !self.commit.contains_key(*k)).map(|k| Ok((k.clone(), self.db_get(&data_key(k))?))).collect()
+    }
+
     /// Persists the commit layer after the commit it belongs to succeeded: state, the next
     /// changelog offset to restore from and the new position, in one `WriteBatch`.
     ///
@@ -238,22 +254,30 @@ impl Store {
         batch.put(META_COMMIT, commit.to_be_bytes());
         self.write(batch)?;
         self.commit.clear();
+        self.repairs.clear();
         self.checkpoint = checkpoint;
         self.position = position.clone();
         self.last_commit = Some(commit);
         Ok(())
     }
 
-    /// Drops every uncommitted write: the store is back to its committed contents.
+    /// Drops every uncommitted write: the store is back to its committed contents. The dropped
+    /// keys may already be in the changelog (an aborted transaction on a broker that shows it, a
+    /// flushed at-least-once attempt), so the next commit repairs them.
     pub(crate) fn rollback(&mut self) {
         self.record.clear();
-        self.commit.clear();
+        self.repairs.extend(std::mem::take(&mut self.commit).into_keys());
     }
 
-    /// Applies changelog records read during restoration. At each position marker, the data held
-    /// back since the previous one is applied if it belongs to the marker's commit and dropped if it
-    /// is left over from an attempt that never completed; one `WriteBatch`, with the checkpoint
-    /// after the marker. Data after the last marker waits for [`Store::finish_restore`].
+    /// Applies changelog records read during restoration. At each position marker, all data held
+    /// back since the previous marker is applied, in log order; one `WriteBatch`, with the
+    /// checkpoint after the marker. Data after the last marker waits for [`Store::finish_restore`].
+    ///
+    /// Why all of it, whatever commit it carries: once the log cleaner has run, the markers of
+    /// older commits are gone (they share one key), so data of commit 1 stands before the marker
+    /// of commit 2 and must be applied there. Data of an attempt that never completed can stand
+    /// there too, but never as the last record of its key: the commit after it repaired every
+    /// key it wrote (see `repairs`), and that repair comes later in the log.
     ///
     /// # Errors
     /// [`Error::Corrupt`] for an unreadable position marker, [`Error::Rocks`].
@@ -276,7 +300,7 @@ impl Store {
             }
             let p =
                 e.value.as_deref().map(Position::decode).transpose().map_err(|err| self.corrupt("position marker", &err.to_string()))?;
-            for d in self.unmarked.drain(..).filter(|d| d.commit == e.commit) {
+            for d in self.unmarked.drain(..) {
                 put_entry(&mut batch, &d);
             }
             if let Some(p) = p {
@@ -294,18 +318,22 @@ impl Store {
     /// Ends a restoration. `vouched`: the commit of the task's furthest marker, when this store's
     /// own marker for it was lost (at-least-once writes all of a commit's data before any marker,
     /// so a marker in another store vouches for it). Held-back data of that commit is applied; the
-    /// rest belongs to attempts that never completed, whose inputs are processed again.
+    /// rest belongs to attempts that never completed, whose inputs are processed again: their keys
+    /// are repaired by the next commit.
     ///
     /// # Errors
     /// [`Error::Rocks`].
     pub(crate) fn finish_restore(&mut self, vouched: Option<u64>) -> Result<(), Error> {
         let unmarked = std::mem::take(&mut self.unmarked);
-        let Some(commit) = vouched else { return Ok(()) };
         let mut batch = WriteBatch::default();
         let mut last = None;
-        for d in unmarked.iter().filter(|d| d.commit == Some(commit)) {
-            put_entry(&mut batch, d);
-            last = Some(d.offset);
+        for d in unmarked {
+            if vouched.is_some() && d.commit == vouched {
+                put_entry(&mut batch, &d);
+                last = Some(d.offset);
+            } else {
+                self.repairs.insert(d.key);
+            }
         }
         match last {
             Some(offset) => self.write_restored(batch, offset + 1),
@@ -334,7 +362,9 @@ impl Store {
         batch.delete_range(&[0u8][..], &[0xFFu8][..]);
         batch.put(META_FORMAT, FORMAT_VERSION);
         self.write(batch)?;
-        self.rollback();
+        self.record.clear();
+        self.commit.clear();
+        self.repairs.clear();
         self.unmarked.clear();
         self.last_commit = None;
         self.checkpoint = None;
@@ -479,18 +509,56 @@ mod tests {
             delete(1, b"a", 1),
             data(2, b"b", 1),
             marker(3, &p, 1),
-            data(4, b"broken", 2), // attempt 2 crashed before its marker
-            data(5, b"c", 3),
-            marker(6, &p, 3),
+            data(4, b"broken", 2),   // attempt 2 crashed before its marker...
+            delete(5, b"broken", 3), // ...so commit 3 repaired the key it wrote
+            data(6, b"c", 3),
+            marker(7, &p, 3),
         ])
         .unwrap();
         assert_eq!(s.get(b"a").unwrap(), None);
         assert!(s.get(b"b").unwrap().is_some());
         assert!(s.get(b"c").unwrap().is_some());
         assert_eq!(s.get(b"broken").unwrap(), None);
-        assert_eq!(s.checkpoint(), Some(7));
+        assert_eq!(s.checkpoint(), Some(8));
         assert_eq!(s.position(), &p);
         assert!(matches!(s.put(b"\xffx", b"v"), Err(Error::ReservedKey { .. })));
+    }
+
+    #[test]
+    fn restore_after_compaction_keeps_keys_whose_commit_lost_its_marker() {
+        // The log cleaner kept only the newest marker: `a` was last written by commit 1, whose
+        // marker is gone. It is committed state all the same.
+        let (_d, mut s) = open();
+        let mut p = Position::default();
+        p.applied.insert("in".into(), 9);
+        s.restore(&[data(0, b"a", 1), data(2, b"b", 2), marker(3, &p, 2)]).unwrap();
+        s.finish_restore(None).unwrap();
+        assert!(s.get(b"a").unwrap().is_some(), "a key of an older commit survives compaction");
+        assert!(s.get(b"b").unwrap().is_some());
+        assert_eq!(s.position(), &p);
+    }
+
+    #[test]
+    fn void_attempts_are_repaired_by_the_next_commit() {
+        let (_d, mut s) = open();
+        s.put(b"kept", b"1").unwrap();
+        s.end_record(true);
+        s.persist_commit(Some(2), &Position::default(), 1).unwrap();
+        // A restore drops an unfinished attempt's tail; a rollback drops the commit layer.
+        s.restore(&[data(2, b"tail", 7)]).unwrap();
+        s.finish_restore(None).unwrap();
+        s.put(b"kept", b"2").unwrap();
+        s.put(b"rolled-back", b"x").unwrap();
+        s.end_record(true);
+        s.rollback();
+        let repairs = s.repair_writes().unwrap();
+        assert_eq!(repairs, vec![(b"kept".to_vec(), Some(b"1".to_vec())), (b"rolled-back".to_vec(), None), (b"tail".to_vec(), None)]);
+        // A key the next commit writes anyway needs no repair; a commit clears them.
+        s.put(b"tail", b"new").unwrap();
+        s.end_record(true);
+        assert_eq!(s.repair_writes().unwrap().len(), 2);
+        s.persist_commit(Some(9), &Position::default(), 8).unwrap();
+        assert!(s.repair_writes().unwrap().is_empty());
     }
 
     #[test]

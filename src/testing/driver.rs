@@ -27,6 +27,9 @@ pub struct DriverConfig {
     pub commit_every: usize,
     /// Wall clock at start, ms since the epoch.
     pub start_time_ms: i64,
+    /// Run the log cleaner over every changelog at each crash, before the restart restores (under
+    /// at-least-once with a compaction lag that spares the records since the last marker).
+    pub compact_changelogs: bool,
 }
 
 impl Default for DriverConfig {
@@ -37,6 +40,7 @@ impl Default for DriverConfig {
             partitions: 1,
             commit_every: 1,
             start_time_ms: 1_700_000_000_000,
+            compact_changelogs: false,
         }
     }
 }
@@ -48,6 +52,9 @@ pub enum Fault {
     Crash { step: Step, nth: u32, wipe_local_state: bool },
     /// The step fails with an abortable error; the instance aborts and rewinds.
     Abort { step: Step, nth: u32 },
+    /// The step times out (a retriable error, as a `commit_transaction` that ran out of time):
+    /// the protocol calls it again.
+    Timeout { step: Step, nth: u32 },
 }
 
 /// Faults to inject, each once.
@@ -74,7 +81,7 @@ impl Probe for PlanProbe<'_> {
         *n += 1;
         let n = *n;
         let pos = self.plan.faults.iter().position(|f| match *f {
-            Fault::Crash { step: s, nth, .. } | Fault::Abort { step: s, nth } => s == step && nth == n,
+            Fault::Crash { step: s, nth, .. } | Fault::Abort { step: s, nth } | Fault::Timeout { step: s, nth } => s == step && nth == n,
         });
         match pos.map(|i| self.plan.faults.remove(i)) {
             Some(f @ Fault::Crash { .. }) => {
@@ -84,6 +91,10 @@ impl Probe for PlanProbe<'_> {
             Some(f @ Fault::Abort { .. }) => {
                 *self.hit = Some(f);
                 Err(Error::Abortable(format!("injected before {step:?}")))
+            }
+            Some(f @ Fault::Timeout { .. }) => {
+                *self.hit = Some(f);
+                Err(Error::Retriable(format!("injected timeout before {step:?}")))
             }
             None => Ok(()),
         }
@@ -114,6 +125,7 @@ pub struct TopologyTestDriver {
     /// An input failed for a transient reason; processing waits for the next call.
     stalled: bool,
     retries: u32,
+    migrations: u32,
 }
 
 impl TopologyTestDriver {
@@ -157,6 +169,7 @@ impl TopologyTestDriver {
             hits: Vec::new(),
             stalled: false,
             retries: 0,
+            migrations: 0,
         };
         d.start();
         d
@@ -181,10 +194,13 @@ impl TopologyTestDriver {
         self.positions.clear();
         for p in 0..self.config.partitions {
             self.restore_task(p, false);
+            let mut start = BTreeMap::new();
             for t in self.topology.source_topics() {
                 let next = self.broker.borrow().committed_offset(&t, p).unwrap_or(0);
-                self.positions.insert((t, p), next);
+                self.positions.insert((t.clone(), p), next);
+                start.insert(t, next);
             }
+            self.tasks.get_mut(p).expect("restored above").set_start_offsets(start);
         }
     }
 
@@ -221,6 +237,13 @@ impl TopologyTestDriver {
         }
         if wipe_local_state {
             let _ = std::fs::remove_dir_all(&self.state_dir);
+        }
+        if self.config.compact_changelogs {
+            let mut broker = self.broker.borrow_mut();
+            let lagging = self.config.guarantee == Guarantee::AtLeastOnce;
+            for topic in broker.topics().into_iter().filter(|t| t.ends_with("-changelog")) {
+                broker.compact(&topic, lagging);
+            }
         }
         // A restarted process's commit timer starts at a random phase, so batches differ from
         // the ones before the crash.
@@ -314,14 +337,23 @@ impl TopologyTestDriver {
                 self.crash_and_restart(wipe);
                 false
             }
-            Err(Error::Abortable(_)) => {
+            // As the runtime does: a step still retriable after its retries is aborted.
+            Err(Error::Abortable(_) | Error::Retriable(_)) => {
                 self.hits.extend(self.last_fault.take());
                 self.aborts += 1;
-                let rewind = self.tasks.rollback(self.log.as_mut().expect("log"));
+                let rewind = self.tasks.rollback(self.log.as_mut().expect("log")).rewind;
                 for o in rewind {
                     self.positions.insert((o.topic, o.partition), o.next_offset);
                 }
                 self.since_commit = 0;
+                false
+            }
+            Err(Error::TaskMigrated(_)) => {
+                // Fenced: this instance's transaction is refused and its tasks went elsewhere. The
+                // driver plays the rebalance that gives them back: restore and resume.
+                self.hits.extend(self.last_fault.take());
+                self.migrations += 1;
+                self.crash_and_restart(false);
                 false
             }
             Err(Error::InputRetriable { .. }) => {
@@ -335,7 +367,7 @@ impl TopologyTestDriver {
                 // from their changelogs.
                 self.hits.extend(self.last_fault.take());
                 self.aborts += 1;
-                let rewind = self.tasks.rollback(self.log.as_mut().expect("log"));
+                let rewind = self.tasks.rollback(self.log.as_mut().expect("log")).rewind;
                 for o in rewind {
                     self.positions.insert((o.topic, o.partition), o.next_offset);
                 }
@@ -405,6 +437,18 @@ impl TopologyTestDriver {
     /// How many times an input hit a transient failure and was left for later.
     pub fn retries(&self) -> u32 {
         self.retries
+    }
+
+    /// Another member takes this instance's partitions (a rebalance while it was paused, say):
+    /// the group generation moves on and this instance's next transactional offset commit is
+    /// refused, as Kafka refuses a zombie's.
+    pub fn fence(&mut self) {
+        self.broker.borrow_mut().bump_generation();
+    }
+
+    /// How many commits were refused as task-migrated (see [`TopologyTestDriver::fence`]).
+    pub fn migrations(&self) -> u32 {
+        self.migrations
     }
 
     pub fn crashes(&self) -> u32 {

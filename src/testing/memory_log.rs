@@ -29,14 +29,25 @@ enum TxnStatus {
     Aborted,
 }
 
+/// One partition's log. Offsets are dense when written; compaction leaves holes.
+#[derive(Clone, Debug, Default)]
+struct Partition {
+    records: Vec<StoredRecord>,
+    /// The log end offset: the offset the next record gets.
+    end: i64,
+}
+
 /// The broker: topics, transactions and the group's committed offsets.
 #[derive(Debug, Default)]
 pub struct MemoryBroker {
-    topics: BTreeMap<String, Vec<Vec<StoredRecord>>>,
+    topics: BTreeMap<String, Vec<Partition>>,
     txns: Vec<TxnStatus>,
     txn_offsets: HashMap<usize, Vec<SourceOffset>>,
     committed: BTreeMap<(String, i32), i64>,
     default_partitions: i32,
+    /// The consumer group's generation: a rebalance that moved this instance's partitions
+    /// elsewhere bumps it, and a transactional offset commit of an older one is refused (KIP-447).
+    generation: u64,
 }
 
 impl MemoryBroker {
@@ -45,12 +56,12 @@ impl MemoryBroker {
     }
 
     pub fn create_topic(&mut self, topic: &str, partitions: i32) {
-        self.topics.entry(topic.to_owned()).or_insert_with(|| vec![Vec::new(); partitions as usize]);
+        self.topics.entry(topic.to_owned()).or_insert_with(|| vec![Partition::default(); partitions as usize]);
     }
 
     pub fn partitions(&mut self, topic: &str) -> i32 {
         let n = self.default_partitions;
-        self.topics.entry(topic.to_owned()).or_insert_with(|| vec![Vec::new(); n as usize]).len() as i32
+        self.topics.entry(topic.to_owned()).or_insert_with(|| vec![Partition::default(); n as usize]).len() as i32
     }
 
     /// Appends a record, as a producer outside any transaction would.
@@ -80,8 +91,9 @@ impl MemoryBroker {
         let n = self.partitions(topic);
         let partition = partition.unwrap_or_else(|| partition_for(key.as_deref(), n));
         let log = &mut self.topics.get_mut(topic).expect("created above")[partition as usize];
-        let offset = log.len() as i64;
-        log.push(StoredRecord { offset, key, value, timestamp, headers, txn });
+        let offset = log.end;
+        log.end += 1;
+        log.records.push(StoredRecord { offset, key, value, timestamp, headers, txn });
         (partition, offset)
     }
 
@@ -90,7 +102,8 @@ impl MemoryBroker {
     pub fn read_committed(&self, topic: &str, partition: i32, from: i64) -> Vec<StoredRecord> {
         let Some(log) = self.topics.get(topic).and_then(|t| t.get(partition as usize)) else { return Vec::new() };
         let mut out = Vec::new();
-        for r in log.iter().skip(from.max(0) as usize) {
+        let first = log.records.partition_point(|r| r.offset < from);
+        for r in &log.records[first..] {
             match r.txn.map(|t| self.txns[t]) {
                 Some(TxnStatus::Open) => break,
                 Some(TxnStatus::Aborted) => continue,
@@ -108,11 +121,50 @@ impl MemoryBroker {
 
     /// Like `read_committed`, but stopping at nothing: what a broken broker would show.
     pub fn end_offset(&self, topic: &str, partition: i32) -> i64 {
-        self.topics.get(topic).and_then(|t| t.get(partition as usize)).map_or(0, |l| l.len() as i64)
+        self.topics.get(topic).and_then(|t| t.get(partition as usize)).map_or(0, |l| l.end)
     }
 
     pub fn committed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         self.committed.get(&(topic.to_owned(), partition)).copied()
+    }
+
+    /// Runs the log cleaner over `topic` as Kafka's does on a compacted topic, everywhere below
+    /// the last stable offset: of each key only the newest record stays, aborted records and
+    /// tombstones go. Offsets do not change; the log end neither.
+    ///
+    /// `lagging`: the records after the last position marker are left alone, as a
+    /// `min.compaction.lag.ms` longer than a crash and the next commit leaves them (what
+    /// at-least-once needs; see the README's known limits).
+    pub fn compact(&mut self, topic: &str, lagging: bool) {
+        let Some(partitions) = self.topics.get(topic) else { return };
+        let mut cleaned = Vec::new();
+        for log in partitions {
+            let mut stable =
+                log.records.iter().position(|r| r.txn.is_some_and(|t| self.txns[t] == TxnStatus::Open)).unwrap_or(log.records.len());
+            if lagging {
+                stable = stable
+                    .min(log.records.iter().rposition(|r| r.headers.last(crate::state::MARKER_HEADER).is_some()).map_or(0, |i| i + 1));
+            }
+            let mut newest: HashMap<Option<Vec<u8>>, i64> = HashMap::new();
+            for r in &log.records[..stable] {
+                if r.txn.is_none_or(|t| self.txns[t] == TxnStatus::Committed) {
+                    newest.insert(r.key.clone(), r.offset);
+                }
+            }
+            let keep = |r: &StoredRecord| match r.txn.map(|t| self.txns[t]) {
+                Some(TxnStatus::Aborted) => false,
+                _ => newest.get(&r.key) == Some(&r.offset) && r.value.is_some(),
+            };
+            let mut records: Vec<StoredRecord> = log.records[..stable].iter().filter(|r| keep(r)).cloned().collect();
+            records.extend_from_slice(&log.records[stable..]);
+            cleaned.push(Partition { records, end: log.end });
+        }
+        self.topics.insert(topic.to_owned(), cleaned);
+    }
+
+    /// Another member took this instance's partitions: its group generation is now stale.
+    pub fn bump_generation(&mut self) {
+        self.generation += 1;
     }
 
     pub fn topics(&self) -> Vec<String> {
@@ -149,6 +201,8 @@ fn partition_for(key: Option<&[u8]>, partitions: i32) -> i32 {
 /// One instance's producer on the memory broker. Sent records are in flight until `flush`.
 pub(crate) struct MemoryLog {
     broker: Rc<RefCell<MemoryBroker>>,
+    /// The group generation this instance joined in (its consumer's group metadata).
+    generation: u64,
     txn: Option<usize>,
     in_flight: Vec<OutputRecord>,
     delivered: Delivered,
@@ -156,7 +210,8 @@ pub(crate) struct MemoryLog {
 
 impl MemoryLog {
     pub fn new(broker: Rc<RefCell<MemoryBroker>>) -> Self {
-        Self { broker, txn: None, in_flight: Vec::new(), delivered: Delivered::new() }
+        let generation = broker.borrow().generation;
+        Self { broker, generation, txn: None, in_flight: Vec::new(), delivered: Delivered::new() }
     }
 
     /// The process died: a random prefix of each partition's in-flight records still reached the
@@ -211,6 +266,9 @@ impl Log for MemoryLog {
 
     fn send_offsets_to_transaction(&mut self, offsets: &[SourceOffset]) -> Result<(), Error> {
         let t = self.txn.ok_or_else(|| Error::Fatal("send_offsets_to_transaction without a transaction".into()))?;
+        if self.generation != self.broker.borrow().generation {
+            return Err(Error::TaskMigrated("TxnOffsetCommit: illegal generation".into()));
+        }
         self.broker.borrow_mut().txn_offsets.entry(t).or_default().extend_from_slice(offsets);
         Ok(())
     }

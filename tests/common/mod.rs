@@ -1,4 +1,4 @@
-//! Shared fixtures for the broker tests: an in-process mock cluster, the status-tracker workload
+//! Shared fixtures for the broker tests: real Apache Kafka (or the mock, for injected errors), the status-tracker workload
 //! with its expected outcome, and readers of what the application committed.
 #![allow(dead_code)]
 
@@ -18,6 +18,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 mod workload;
 pub use workload::*;
+pub mod kafka_broker;
+pub use kafka_broker::KafkaCluster;
 
 /// A unique name per test and process, so tests never share topics, groups or transactional ids.
 pub fn unique(prefix: &str) -> String {
@@ -25,8 +27,36 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
+/// The broker under a test: real Apache Kafka, or librdkafka's mock where injecting request
+/// errors is the point.
+pub enum Broker {
+    Kafka(KafkaCluster),
+    Mock(MockCluster<'static, DefaultProducerContext>),
+}
+
+impl Broker {
+    /// The mock, for `request_errors`.
+    ///
+    /// # Panics
+    /// On real Kafka.
+    pub fn mock(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        match self {
+            Broker::Mock(m) => m,
+            Broker::Kafka(_) => panic!("request errors can only be injected on the mock broker"),
+        }
+    }
+
+    /// Creates `topics`; on Kafka the compacted ones with `compacted_config` too.
+    fn provision(&self, topics: &[TopicSpec], compacted_config: &[(&str, &str)]) {
+        match self {
+            Broker::Kafka(k) => create_topics(&k.bootstrap, topics, compacted_config),
+            Broker::Mock(m) => MockProvisioner(m).ensure(topics).unwrap(),
+        }
+    }
+}
+
 pub struct Setup {
-    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    pub broker: Broker,
     pub bootstrap: String,
     pub config: Config,
     pub topology: Topology,
@@ -35,34 +65,59 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
 }
 
-/// A mock cluster with the application's topics, and a config for it.
+/// Real Apache Kafka with the application's topics, and a config for it.
 pub fn setup(guarantee: Guarantee, commit_interval: Duration) -> Setup {
-    keyflow::cli::init_tracing(0); // warnings; RUST_LOG=keyflow=info shows rebalances
+    setup_compacted(guarantee, commit_interval, &[])
+}
+
+/// The same, with the changelogs created with `changelog_config` (e.g. aggressive cleaning).
+pub fn setup_compacted(guarantee: Guarantee, commit_interval: Duration, changelog_config: &[(&str, &str)]) -> Setup {
+    let kafka = kafka_broker::shared();
+    let bootstrap = kafka.bootstrap.clone();
+    setup_on(Broker::Kafka(kafka), bootstrap, guarantee, commit_interval, changelog_config)
+}
+
+/// The same on librdkafka's mock cluster, whose requests can be made to fail.
+pub fn setup_on_mock(guarantee: Guarantee, commit_interval: Duration) -> Setup {
     let cluster = MockCluster::new(3).expect("mock cluster");
     let bootstrap = cluster.bootstrap_servers();
+    setup_on(Broker::Mock(cluster), bootstrap, guarantee, commit_interval, &[])
+}
+
+fn setup_on(
+    broker: Broker,
+    bootstrap: String,
+    guarantee: Guarantee,
+    commit_interval: Duration,
+    changelog_config: &[(&str, &str)],
+) -> Setup {
+    keyflow::cli::init_tracing(0); // warnings; RUST_LOG=keyflow=info shows rebalances
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (unique("events"), unique("statuses"));
     let topology = status_tracker::topology(&input, &output, 5_000);
     let mut config = Config::for_application(&unique("app"), &bootstrap, dir.path());
     config.processing_guarantee = guarantee;
     config.set_commit_interval(commit_interval);
-    // The mock ignores LeaveGroup: a member that leaves is seen gone only after its session.
+    config.replication_factor = std::num::NonZeroUsize::MIN;
+    // Kafka's smallest session (group.min.session.timeout.ms): a killed member is seen gone
+    // within 6 s. (The mock also ignores LeaveGroup, so there it matters for every leave.)
     config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
     config.consumer.0.insert("heartbeat.interval.ms".into(), "500".into());
-    let p = MockProvisioner(&cluster);
-    p.ensure(&[
-        TopicSpec { name: input.clone(), partitions: PARTITIONS, compacted: false },
-        TopicSpec { name: output.clone(), partitions: PARTITIONS, compacted: false },
-    ])
-    .unwrap();
-    p.ensure(&kafka::internal_topics(&config, &topology, PARTITIONS)).unwrap();
-    Setup { cluster, bootstrap, config, topology, input, output, dir }
+    broker.provision(
+        &[
+            TopicSpec { name: input.clone(), partitions: PARTITIONS, compacted: false },
+            TopicSpec { name: output.clone(), partitions: PARTITIONS, compacted: false },
+        ],
+        &[],
+    );
+    broker.provision(&kafka::internal_topics(&config, &topology, PARTITIONS), changelog_config);
+    Setup { broker, bootstrap, config, topology, input, output, dir }
 }
 
-/// A mock cluster with the document-approval workflow's topics (inputs, outputs, internal
-/// topics), and a config for it (commit every 100 ms, short sessions for the mock).
+/// Real Apache Kafka with the document-approval workflow's topics (inputs, outputs, internal
+/// topics), and a config for it (commit every 100 ms, short sessions).
 pub struct WorkflowSetup {
-    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    pub kafka: KafkaCluster,
     pub bootstrap: String,
     pub config: Config,
     pub topology: Topology,
@@ -71,25 +126,29 @@ pub struct WorkflowSetup {
 
 pub fn document_approval(app_prefix: &str, guarantee: Guarantee) -> WorkflowSetup {
     keyflow::cli::init_tracing(0);
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    let bootstrap = cluster.bootstrap_servers();
+    // A broker of this test's own: the workflow's topic names are fixed, so tests on one broker
+    // would read each other's documents.
+    let kafka = KafkaCluster::start(1);
+    let bootstrap = kafka.bootstrap.clone();
     let dir = tempfile::tempdir().unwrap();
     let def = keyflow::workflow::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
     let topology = keyflow::workflow::compile(def, None).unwrap();
     let mut config = Config::for_application(&unique(app_prefix), &bootstrap, dir.path());
     config.processing_guarantee = guarantee;
     config.set_commit_interval(Duration::from_millis(100));
+    config.replication_factor = std::num::NonZeroUsize::MIN;
     config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
-    let p = MockProvisioner(&cluster);
+    let broker = Broker::Kafka(kafka);
     let topics: Vec<TopicSpec> = topology
         .source_topics()
         .into_iter()
         .chain(topology.sink_topics())
         .map(|name| TopicSpec { name, partitions: PARTITIONS, compacted: false })
         .collect();
-    p.ensure(&topics).unwrap();
-    p.ensure(&kafka::internal_topics(&config, &topology, PARTITIONS)).unwrap();
-    WorkflowSetup { cluster, bootstrap, config, topology, dir }
+    broker.provision(&topics, &[]);
+    broker.provision(&kafka::internal_topics(&config, &topology, PARTITIONS), &[]);
+    let Broker::Kafka(kafka) = broker else { unreachable!() };
+    WorkflowSetup { kafka, bootstrap, config, topology, dir }
 }
 
 impl Setup {
@@ -134,4 +193,32 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Vec<(String, Vec<u8>)> {
 /// Per document, the furthest state the outputs report (see `final_states_of`).
 pub fn final_states(bootstrap: &str, output: &str) -> BTreeMap<String, (u64, f64)> {
     final_states_of(&read_all(bootstrap, output))
+}
+
+/// Creates `topics` (replication factor 1) on the broker at `bootstrap`, if they do not exist.
+/// Compacted ones get `compacted_config` too (e.g. aggressive cleaning).
+pub fn create_topics(bootstrap: &str, topics: &[TopicSpec], compacted_config: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            let mut n = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1));
+            if t.compacted {
+                n = n.set("cleanup.policy", "compact");
+                for (k, v) in compacted_config {
+                    n = n.set(k, v);
+                }
+            }
+            n
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in rt.block_on(admin.create_topics(new.iter(), &opts)).unwrap() {
+        if let Err((topic, code)) = r {
+            assert_eq!(code, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "creating {topic}: {code}");
+        }
+    }
 }

@@ -49,16 +49,30 @@ impl App {
     /// The status-tracker application under exactly-once, with its input and output topics
     /// created; `extra` is appended to the config (e.g. `[producer]` settings).
     pub fn status_tracker(cluster: &Cluster, prefix: &str, extra: &str) -> App {
+        Self::status_tracker_with(cluster, prefix, "exactly_once_v2", &[], extra)
+    }
+
+    /// The same under `guarantee`, with the changelogs created beforehand with
+    /// `changelog_config` (e.g. a log cleaner that compacts within seconds).
+    pub fn status_tracker_with(cluster: &Cluster, prefix: &str, guarantee: &str, changelog_config: &[(&str, &str)], extra: &str) -> App {
         let tag = format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>());
         let (id, input, output) = (format!("{tag}-app"), format!("{tag}-events"), format!("{tag}-statuses"));
         cluster.create_topics(&[(&input, PARTITIONS), (&output, PARTITIONS)]);
+        if !changelog_config.is_empty() {
+            let changelogs = ["documents", "keyflow-timers"].map(|store| format!("{id}-{store}-changelog"));
+            let mut config = vec![("cleanup.policy", "compact")];
+            config.extend_from_slice(changelog_config);
+            cluster.create_topics_with(&changelogs.iter().map(|t| (t.as_str(), PARTITIONS)).collect::<Vec<_>>(), &config);
+        }
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("app.toml");
         let bootstrap = &cluster.bootstrap;
+        let replication = cluster.replication();
         std::fs::write(
             &config,
             format!(
-                "application.id = \"{id}\"\nbootstrap.servers = \"{bootstrap}\"\nprocessing.guarantee = \"exactly_once_v2\"\n\
+                "application.id = \"{id}\"\nbootstrap.servers = \"{bootstrap}\"\nprocessing.guarantee = \"{guarantee}\"\n\
+                 replication.factor = {replication}\n\
                  [topology]\nbuiltin = \"status-tracker\"\ninput = \"{input}\"\noutput = \"{output}\"\nsla.ms = 3600000\n{extra}\n"
             ),
         )
@@ -98,6 +112,11 @@ impl App {
     /// Every committed output, as a read_committed consumer downstream sees it.
     pub fn committed_outputs(&self) -> Vec<(String, Vec<u8>)> {
         read_topic(&self.bootstrap, &self.output, "read_committed")
+    }
+
+    /// Every output written, aborted transactions' included (read_uncommitted).
+    pub fn written_outputs(&self) -> Vec<(String, Vec<u8>)> {
+        read_topic(&self.bootstrap, &self.output, "read_uncommitted")
     }
 
     /// Waits until the committed outputs report `expected` for every document (or `limit`
@@ -207,4 +226,29 @@ pub fn assert_exactly_once(test: &str, app: &App, w: &Workload, instances: &[Key
     assert!(missing.is_empty(), "{report}: e.g. {:?}", &missing[..missing.len().min(5)]);
     assert_eq!(duplicates, 0, "{report}: a read_committed reader saw outputs twice");
     assert_eq!(outputs.len(), w.good(), "{report}: one committed output per good input");
+}
+
+/// What a test saw at the end, checked against at-least-once: every document's state exact and
+/// every output present; outputs written twice are allowed, and counted. Returns that count.
+pub fn assert_at_least_once(test: &str, app: &App, w: &Workload, instances: &[Keyflow], limit: Duration) -> usize {
+    let outputs = app.converge(&w.expected, limit);
+    let got = final_states_of(&outputs);
+    let missing = crate::workload::missing_outputs(&w.expected, &outputs);
+    let duplicates = crate::workload::duplicated_outputs(&outputs);
+    let report = format!(
+        "{test}: {} inputs ({} good), {} outputs, {duplicates} duplicated, {} documents missing outputs",
+        w.events.len(),
+        w.good(),
+        outputs.len(),
+        missing.len()
+    );
+    eprintln!("{report}");
+    if got != w.expected || !missing.is_empty() {
+        for k in instances {
+            eprintln!("{}", k.tail(25));
+        }
+    }
+    crate::workload::assert_exact(&w.expected, &got);
+    assert!(missing.is_empty(), "{report}: e.g. {:?}", &missing[..missing.len().min(5)]);
+    duplicates
 }

@@ -1,7 +1,6 @@
-//! Layer (c): the runtime against a real Kafka-protocol broker (librdkafka's in-process mock
-//! cluster): group membership, rebalancing, restoration from changelogs, injected broker errors.
-//! What the mock gets wrong (it ignores LeaveGroup, keeps aborted records visible and does not
-//! store transactional offsets) is stated where it matters.
+//! Layer (c): the runtime against Apache Kafka: group membership, rebalancing, restoration from
+//! changelogs; and, on librdkafka's mock cluster (the one broker that can be told to fail
+//! requests), injected broker errors.
 
 mod common;
 
@@ -68,39 +67,48 @@ fn a_killed_instance_loses_no_update_and_none_is_applied_twice() {
 }
 
 #[test]
-fn exactly_once_state_stays_exact_although_the_mock_broker_drops_transactional_offsets() {
-    // The mock acknowledges TxnOffsetCommit but stores nothing, so every restart re-reads the input
-    // from the beginning: only the applied-offset guard keeps state from counting events twice.
+fn exactly_once_restart_on_an_empty_disk_restores_the_state_and_applies_nothing_twice() {
     let s = setup(Guarantee::ExactlyOnceV2, Duration::from_millis(100));
     let w = workload(100, 2_000, 3);
     produce(&s.bootstrap, &s.input, &w.events);
     let a = s.start("a");
-    wait_until("a to process everything", MINUTE, || {
-        a.status().snapshot().processed + a.status().snapshot().dead_lettered >= w.events.len() as u64
-    });
-    std::thread::sleep(Duration::from_millis(500)); // a few commits
+    let group = s.config.application_id.clone();
+    wait_until("a to commit everything", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64);
     a.stop();
     a.join().unwrap();
-    let b = s.start("b"); // a fresh state directory: restores from the changelogs
-    wait_until("b to skip every input again", MINUTE, || b.status().snapshot().skipped >= (w.events.len() - w.malformed) as u64);
+    // A fresh state directory: everything comes from the changelogs, and the group's committed
+    // offsets (stored with the transactions) say nothing is left to process.
+    let b = s.start("b");
+    wait_until("b to restore and run every task", MINUTE, || {
+        let snap = b.status().snapshot();
+        snap.assignment.len() == PARTITIONS as usize && !snap.restoring
+    });
+    // One more input, for a document the state already holds: applied on the restored state.
+    let (ts, doc, _) = w.events.iter().find(|(_, d, _)| w.expected.contains_key(d)).cloned().unwrap();
+    produce(&s.bootstrap, &s.input, &[(ts + 1_000_000, doc.clone(), br#"{"status":"approved","amount":5}"#.to_vec())]);
+    wait_until("b to process it", MINUTE, || b.status().snapshot().processed >= 1);
     let sb = b.status().snapshot();
     b.stop();
     b.join().unwrap();
     assert!(sb.restored_records > 0);
-    assert_eq!(sb.processed, 0, "nothing was applied a second time");
-    assert_exact(&w.expected, &final_states(&s.bootstrap, &s.output));
+    assert_eq!(sb.processed, 1, "nothing was applied a second time");
+    let mut expected = w.expected.clone();
+    let e = expected.get_mut(&doc).unwrap();
+    e.0 += 1;
+    e.1 += 5.0;
+    assert_exact(&expected, &final_states(&s.bootstrap, &s.output));
 }
 
 #[test]
 fn injected_broker_errors_are_recovered_without_losing_or_doubling_updates() {
-    let s = setup(Guarantee::AtLeastOnce, Duration::from_millis(100));
+    let s = setup_on_mock(Guarantee::AtLeastOnce, Duration::from_millis(100));
     let w = workload(100, 3_000, 4);
     let a = s.start("a");
     wait_until("a to own partitions", MINUTE, || a.status().snapshot().assignment.len() == PARTITIONS as usize);
     // Produce requests fail and are retried by librdkafka; one offset commit is rejected with a
     // stale generation, which keyflow treats as task-migrated: drop the tasks and rejoin.
-    s.cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3]);
-    s.cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION]);
+    s.broker.mock().request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3]);
+    s.broker.mock().request_errors(RDKafkaApiKey::OffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION]);
     produce(&s.bootstrap, &s.input, &w.events);
     let group = s.config.application_id.clone();
     wait_until("everything to be committed", Duration::from_secs(90), || {

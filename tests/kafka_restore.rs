@@ -1,0 +1,91 @@
+//! Restoration on Apache Kafka, where the log cleaner really compacts changelogs: a task restored
+//! on an empty disk from a compacted changelog has exactly the state it had.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use keyflow::kafka::internal_topics;
+use keyflow::runtime::Guarantee;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Changelogs the log cleaner compacts within seconds of a write.
+const AGGRESSIVE_CLEANING: [(&str, &str); 4] =
+    [("segment.ms", "500"), ("min.cleanable.dirty.ratio", "0.01"), ("min.compaction.lag.ms", "0"), ("max.compaction.lag.ms", "1000")];
+
+fn changelog_records(s: &Setup) -> usize {
+    internal_topics(&s.config, &s.topology, PARTITIONS)
+        .iter()
+        .filter(|t| t.compacted)
+        .map(|t| read_topic(&s.bootstrap, &t.name, "read_committed").len())
+        .sum()
+}
+
+fn restore_from_compacted_changelogs(guarantee: Guarantee) {
+    let s = setup_compacted(guarantee, Duration::from_millis(100), &AGGRESSIVE_CLEANING);
+    // Every document is updated across many commits, fed over several segments, so the cleaner
+    // leaves keys whose last write belongs to a commit whose position marker it removed.
+    let w = workload(300, 6_000, 11);
+    let a = s.start("a");
+    produce_paced(&s.bootstrap, &s.input, &w.events, Some(1_500));
+    let group = s.config.application_id.clone();
+    wait_until("a to commit everything", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64);
+    a.stop();
+    a.join().unwrap();
+
+    // A few more writes roll the segments the cleaner may compact; wait until it has.
+    let before = changelog_records(&s);
+    let (ts, doc, _) = w.events.iter().find(|(_, d, _)| w.expected.contains_key(d)).cloned().unwrap();
+    let mut expected = w.expected.clone();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut nudges = 0;
+    while changelog_records(&s) * 2 > before {
+        assert!(Instant::now() < deadline, "the log cleaner never compacted the changelogs ({before} records)");
+        let b = s.start("nudge");
+        produce(&s.bootstrap, &s.input, &[(ts + 1_000_000 + nudges, doc.clone(), br#"{"status":"scanned","amount":1}"#.to_vec())]);
+        nudges += 1;
+        wait_until("the nudge to be committed", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64 + nudges);
+        b.stop();
+        b.join().unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let e = expected.get_mut(&doc).unwrap();
+    e.0 += nudges as u64;
+    e.1 += nudges as f64;
+    eprintln!("changelogs compacted from {before} to {} records", changelog_records(&s));
+
+    // An empty disk: the state comes from the compacted changelogs alone. One more input per
+    // document shows, in its output, the count and total the restored state holds.
+    let c = s.start("c");
+    wait_until("c to restore and run every task", MINUTE, || {
+        let snap = c.status().snapshot();
+        snap.assignment.len() == PARTITIONS as usize && !snap.restoring
+    });
+    let more: Vec<(i64, String, Vec<u8>)> = expected
+        .keys()
+        .enumerate()
+        .map(|(i, d)| (ts + 2_000_000 + i as i64, d.clone(), br#"{"status":"approved","amount":1}"#.to_vec()))
+        .collect();
+    produce(&s.bootstrap, &s.input, &more);
+    let target = w.events.len() as i64 + nudges + more.len() as i64;
+    wait_until("c to commit the new inputs", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= target);
+    c.stop();
+    c.join().unwrap();
+    for e in expected.values_mut() {
+        e.0 += 1;
+        e.1 += 1.0;
+    }
+    assert_exact(&expected, &final_states(&s.bootstrap, &s.output));
+}
+
+#[test]
+fn exactly_once_restore_from_a_compacted_changelog_equals_the_state_before() {
+    restore_from_compacted_changelogs(Guarantee::ExactlyOnceV2);
+}
+
+#[test]
+fn at_least_once_restore_from_a_compacted_changelog_equals_the_state_before() {
+    restore_from_compacted_changelogs(Guarantee::AtLeastOnce);
+}
