@@ -2,7 +2,7 @@
 //! copies from Maven Central.
 //!
 //! [`shared`]: the broker `tests/kafka/with-broker.sh` started for the whole suite
-//! (`KEYFLOW_TEST_BOOTSTRAP`), or else one of this test's own. [`KafkaCluster::start`]: nodes of
+//! (`TEST_KAFKA_BOOTSTRAP`), or else one of this test's own. [`KafkaCluster::start`]: nodes of
 //! the test's own, which it may kill and restart. Every test still uses its own topics, group and
 //! transactional ids (`unique`).
 #![allow(dead_code)]
@@ -18,7 +18,7 @@ use rdkafka::ClientConfig;
 
 /// The suite's broker, or one of this test's own (stopped when dropped).
 pub fn shared() -> KafkaCluster {
-    match std::env::var("KEYFLOW_TEST_BOOTSTRAP") {
+    match std::env::var("TEST_KAFKA_BOOTSTRAP") {
         Ok(bootstrap) if !bootstrap.is_empty() => KafkaCluster { bootstrap, nodes: Vec::new(), _dir: None },
         _ => KafkaCluster::start(1),
     }

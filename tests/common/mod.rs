@@ -171,7 +171,16 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
     for p in 0..PARTITIONS {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+    // A broker that just started may answer "not coordinator" while its offsets topic loads.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        match c.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+            Ok(got) => break got,
+            Err(e) if Instant::now() < deadline => eprintln!("committed offsets: {e}; asking again"),
+            Err(e) => panic!("committed offsets of {group}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     got.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum()
 }
 

@@ -4,7 +4,7 @@
 #   tests/kafka/with-broker.sh cargo nextest run
 #
 # The broker (tests/kafka/broker.sh, a fresh data directory, a free port) is the one every broker
-# test uses: they read its address from KEYFLOW_TEST_BOOTSTRAP. Tests that need a cluster of their
+# test uses: they read its address from TEST_KAFKA_BOOTSTRAP. Tests that need a cluster of their
 # own (three nodes, a node killed) start it themselves through the same script.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -27,7 +27,7 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 echo "with-broker.sh: Apache Kafka on 127.0.0.1:$port (log: $dir/broker.log)" >&2
-export KEYFLOW_TEST_BOOTSTRAP="127.0.0.1:$port"
+export TEST_KAFKA_BOOTSTRAP="127.0.0.1:$port"
 set +e
 "$@"
 rc=$?
