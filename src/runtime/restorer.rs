@@ -160,6 +160,10 @@ impl Restorer {
             }
             for (p, entries) in batches {
                 progress.records += entries.len() as u64;
+                // Only into a task still restoring this store: never underneath a running one.
+                if !self.restoring.get(&p).is_some_and(|s| s.contains_key(&store)) {
+                    continue;
+                }
                 let Some(t) = tasks.get_mut(p) else { continue };
                 if let Err(e) = t.restore(&store, &entries) {
                     progress.corrupted.push((p, e.to_string()));

@@ -430,12 +430,19 @@ fn start_offsets<C: ConsumerContext + 'static>(
     topics: &BTreeSet<String>,
     timeout: Duration,
 ) -> BTreeMap<String, i64> {
-    let committed = consumer.committed_offsets(partition_list(partition, topics), timeout);
     let mut out = BTreeMap::new();
+    let committed = match consumer.committed_offsets(partition_list(partition, topics), timeout) {
+        Ok(tpl) => tpl,
+        Err(e) => {
+            // Never a guess: a wrong start offset would be committed for the task.
+            tracing::warn!(partition, error = %e, "cannot read the group's offsets; the task commits offsets once it has consumed");
+            return out;
+        }
+    };
     for topic in topics {
-        let offset = committed.as_ref().ok().and_then(|tpl| tpl.find_partition(topic, partition)).and_then(|e| e.offset().to_raw());
-        let offset = match offset {
+        let offset = match committed.find_partition(topic, partition).and_then(|e| e.offset().to_raw()) {
             Some(o) if o >= 0 => Some(o),
+            // Nothing committed yet: the consumer starts at the log start (auto.offset.reset=earliest).
             _ => consumer.fetch_watermarks(topic, partition, timeout).ok().map(|(low, _)| low),
         };
         match offset {

@@ -25,6 +25,8 @@ const FORMAT_VERSION: &str = "1";
 type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// Key-value pairs as a range scan returns them.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+/// Changelog writes: a key and its value, `None` for a tombstone.
+pub(crate) type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// One state store partition. Reads see the current record's writes, then the writes since the
 /// last commit, then RocksDB.
@@ -229,7 +231,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Rocks`] when RocksDB fails.
-    pub(crate) fn repair_writes(&self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, Error> {
+    pub(crate) fn repair_writes(&self) -> Result<Writes, Error> {
         self.repairs.iter().filter(|k| !self.commit.contains_key(*k)).map(|k| Ok((k.clone(), self.db_get(&data_key(k))?))).collect()
     }
 

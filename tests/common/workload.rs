@@ -94,26 +94,42 @@ pub fn produce_paced(bootstrap: &str, topic: &str, events: &[(i64, String, Vec<u
 /// (`read_committed` or `read_uncommitted`) from a fresh reader.
 pub fn read_topic(bootstrap: &str, topic: &str, isolation: &str) -> Vec<(String, Vec<u8>)> {
     let group = format!("reader-{}-{}", std::process::id(), rand::random::<u32>());
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", isolation)
-        .create()
-        .unwrap();
+    let client = |isolation: &str| -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", &group)
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", isolation)
+            .create()
+            .unwrap()
+    };
+    // The log end of every partition now (read_uncommitted: the high watermark); the reader is
+    // done when its position reaches it in every partition (a read_committed reader's position
+    // moves past aborted records and commit markers too). Counting end-of-partition events
+    // instead stops early when a partition reports its end twice.
+    let ends: Vec<i64> = (0..PARTITIONS)
+        .map(|p| client("read_uncommitted").fetch_watermarks(topic, p, Duration::from_secs(10)).map_or(0, |w| w.1))
+        .collect();
+    let c = client(isolation);
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
     }
     c.assign(&tpl).unwrap();
-    let (mut eof, mut out) = (0, Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while eof < PARTITIONS && Instant::now() < deadline {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = |c: &BaseConsumer| {
+        let pos = c.position().unwrap();
+        (0..PARTITIONS).all(|p| {
+            ends[p as usize] == 0 || pos.find_partition(topic, p).and_then(|e| e.offset().to_raw()).is_some_and(|o| o >= ends[p as usize])
+        })
+    };
+    while Instant::now() < deadline {
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 out.push((String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(), m.payload().unwrap_or_default().to_vec()))
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => eof += 1,
+            _ if done(&c) => break,
             _ => {}
         }
     }

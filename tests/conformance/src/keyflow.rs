@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use crate::workload::{final_states_of, produce_paced, read_topic, Workload, PARTITIONS};
 use crate::Cluster;
 
-/// The `keyflow` binary: `KEYFLOW_BIN`, or the workspace's debug build (built once if missing).
+/// The `keyflow` binary: `KEYFLOW_BIN`, or the workspace's debug build (brought up to date
+/// first, so the suite never runs a stale binary; a no-op when it is).
 pub fn binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -19,19 +20,11 @@ pub fn binary() -> &'static Path {
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        let bin = target.join("debug/keyflow");
-        if !bin.exists() {
-            eprintln!("building {} (cargo build --bin keyflow)", bin.display());
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let ok = Command::new(cargo)
-                .args(["build", "-p", "keyflow", "--bin", "keyflow"])
-                .current_dir(&root)
-                .status()
-                .expect("cargo")
-                .success();
-            assert!(ok, "cargo build --bin keyflow failed");
-        }
-        bin
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok =
+            Command::new(cargo).args(["build", "-p", "keyflow", "--bin", "keyflow"]).current_dir(&root).status().expect("cargo").success();
+        assert!(ok, "cargo build --bin keyflow failed");
+        target.join("debug/keyflow")
     })
 }
 
@@ -223,6 +216,14 @@ pub fn assert_exactly_once(test: &str, app: &App, w: &Workload, instances: &[Key
         }
     }
     crate::workload::assert_exact(&w.expected, &got);
+    for doc in missing.iter().take(3) {
+        let counts: Vec<u64> = outputs
+            .iter()
+            .filter(|(k, _)| k == doc)
+            .filter_map(|(_, v)| serde_json::from_slice::<serde_json::Value>(v).ok()?["count"].as_u64())
+            .collect();
+        eprintln!("{doc}: expected counts 1..={}, committed outputs carry {counts:?}", w.expected[doc].0);
+    }
     assert!(missing.is_empty(), "{report}: e.g. {:?}", &missing[..missing.len().min(5)]);
     assert_eq!(duplicates, 0, "{report}: a read_committed reader saw outputs twice");
     assert_eq!(outputs.len(), w.good(), "{report}: one committed output per good input");

@@ -37,7 +37,7 @@ const AGGRESSIVE_CLEANING: [(&str, &str); 5] = [
 ];
 
 /// Sessions short enough that a dead or frozen member's partitions move within seconds.
-const GROUP: &str = "commit.interval.ms = 100\n[consumer]\nsession.timeout.ms = 6000\nheartbeat.interval.ms = 500\n";
+const GROUP: &str = "[consumer]\nsession.timeout.ms = 6000\nheartbeat.interval.ms = 500\n";
 
 fn run(guarantee: &str) {
     let seed: u64 = std::env::var("KEYFLOW_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
@@ -91,6 +91,13 @@ fn run(guarantee: &str) {
     feeder.join().unwrap();
     eprintln!("{:.1}s: input done", at());
 
+    // The instances' logs outlive the run, for a failure to be read.
+    let kept = std::env::temp_dir().join(format!("keyflow-fault-suite-{guarantee}-{seed}"));
+    std::fs::create_dir_all(&kept).unwrap();
+    for k in &instances {
+        std::fs::copy(&k.log, kept.join(k.log.file_name().unwrap())).unwrap();
+    }
+    eprintln!("instance logs copied to {}", kept.display());
     let limit = Duration::from_secs(300);
     if guarantee == "exactly_once_v2" {
         assert_exactly_once("fault_suite", &app, &w, &instances, limit);
