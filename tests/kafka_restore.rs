@@ -105,3 +105,45 @@ fn exactly_once_restore_from_a_compacted_changelog_equals_the_state_before() {
 fn at_least_once_restore_from_a_compacted_changelog_equals_the_state_before() {
     restore_from_compacted_changelogs(Guarantee::AtLeastOnce);
 }
+
+#[test]
+fn a_store_that_cannot_be_opened_is_wiped_and_restored_and_its_partition_waits_meanwhile() {
+    let s = setup(Guarantee::ExactlyOnceV2, Duration::from_millis(100));
+    let w = workload(100, 2_000, 12);
+    produce(&s.bootstrap, &s.input, &w.events);
+    let group = s.config.application_id.clone();
+    let a = s.start("a");
+    wait_until("a to commit everything", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64);
+    a.stop();
+    a.join().unwrap();
+    // Every task's documents store is unreadable now: a file where its RocksDB directory was.
+    let app_dir = s.state_dir("a").join(&s.config.application_id);
+    for p in 0..PARTITIONS {
+        let store = app_dir.join(format!("0_{p}")).join(keyflow::builtin::status_tracker::STORE);
+        std::fs::remove_dir_all(&store).unwrap();
+        std::fs::write(&store, b"not a RocksDB directory").unwrap();
+    }
+    // The same instance comes back on that disk: each task is wiped and restored from its
+    // changelog before its partition is read; one more input per document shows the state.
+    let a = s.start("a");
+    let (ts, _, _) = w.events.last().cloned().unwrap();
+    let more: Vec<(i64, String, Vec<u8>)> = w
+        .expected
+        .keys()
+        .enumerate()
+        .map(|(i, d)| (ts + 1_000 + i as i64, d.clone(), br#"{"status":"approved","amount":1}"#.to_vec()))
+        .collect();
+    produce(&s.bootstrap, &s.input, &more);
+    let target = (w.events.len() + more.len()) as i64;
+    wait_until("a to commit the new inputs", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= target);
+    let snap = a.status().snapshot();
+    a.stop();
+    a.join().unwrap();
+    assert!(snap.restored_records > 0, "the wiped stores were restored from their changelogs");
+    let mut expected = w.expected.clone();
+    for e in expected.values_mut() {
+        e.0 += 1;
+        e.1 += 1.0;
+    }
+    assert_exact(&expected, &final_states(&s.bootstrap, &s.output));
+}

@@ -229,7 +229,9 @@ pub fn restore_consumer_config(config: &Config) -> ClientConfig {
     c.set("group.id", format!("{}-restore", config.application_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
+        // A checkpoint no longer in the changelog is an error the restorer handles by wiping the
+        // store (task-corrupted), never a silent jump to the start onto state that is not empty.
+        .set("auto.offset.reset", "error")
         .set("isolation.level", isolation(config));
     for (k, v) in &config.consumer.0 {
         if k != "partition.assignment.strategy" {

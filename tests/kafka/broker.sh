@@ -45,6 +45,9 @@ transaction.state.log.num.partitions=8
 transaction.state.log.replication.factor=$rf
 transaction.state.log.min.isr=$(( rf > 1 ? 2 : 1 ))
 group.initial.rebalance.delay.ms=0
+# Keep records regardless of their timestamps: test workloads carry fixed timestamps from 2023,
+# which the default 7-day retention deletes at the first check (30 s after start).
+log.retention.ms=-1
 # Compaction within seconds on topics that ask for it (segment.ms, min.cleanable.dirty.ratio),
 # with a small dedupe buffer (the default is 128 MiB per cleaner thread).
 log.cleaner.backoff.ms=1000

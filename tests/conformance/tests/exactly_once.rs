@@ -19,8 +19,14 @@ fn seed() -> u64 {
     seed
 }
 
-/// Lets `instance` run for `after`, then freezes it (SIGSTOP) for `frozen` and wakes it.
+/// Lets `instance` run for `after` once it processes, then freezes it (SIGSTOP) for `frozen` and
+/// wakes it.
 fn freeze(instance: &Keyflow, after: Duration, frozen: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !instance.log().contains("task restored and running") {
+        assert!(Instant::now() < deadline, "instance {} never started running a task\n{}", instance.index, instance.tail(20));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::thread::sleep(after);
     instance.pause();
     std::thread::sleep(frozen);
