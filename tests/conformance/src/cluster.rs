@@ -1,12 +1,8 @@
 //! The suite's brokers: Apache Kafka run by `tests/kafka/broker.sh` (the broker
-//! `tests/kafka/with-broker.sh` started for the run, or one of the test's own), and, for the
-//! schema test, a Confluent-compatible registry (rivven-schema, installed by `.ci/setup`).
-//! Nothing is skipped: a test whose broker cannot start fails.
+//! `tests/kafka/with-broker.sh` started for the run, or nodes of the test's own). Nothing is
+//! skipped: a test whose broker cannot start fails.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -16,33 +12,25 @@ use crate::kafka_broker::{self, KafkaCluster};
 
 pub struct Cluster {
     pub bootstrap: String,
-    pub registry: Option<String>,
     kafka: KafkaCluster,
-    registry_server: Option<Child>,
 }
 
 impl Cluster {
-    /// Kafka, and a schema registry beside it when `registry`.
+    /// The suite's Kafka (or one of this test's own when the suite has none).
     ///
     /// # Panics
-    /// When either cannot start.
-    pub fn start(test: &str, registry: bool) -> Cluster {
+    /// When it cannot start.
+    pub fn start(test: &str) -> Cluster {
         let kafka = kafka_broker::shared();
         eprintln!("{test}: Apache Kafka at {}", kafka.bootstrap);
-        let (registry, registry_server) = if registry {
-            let (url, child) = start_registry();
-            (Some(url), Some(child))
-        } else {
-            (None, None)
-        };
-        Cluster { bootstrap: kafka.bootstrap.clone(), registry, kafka, registry_server }
+        Cluster { bootstrap: kafka.bootstrap.clone(), kafka }
     }
 
     /// Kafka nodes of this test's own (3 for one that survives losing a node).
     pub fn own(test: &str, nodes: usize) -> Cluster {
         let kafka = KafkaCluster::start(nodes);
         eprintln!("{test}: Apache Kafka, {nodes} node(s) of its own, at {}", kafka.bootstrap);
-        Cluster { bootstrap: kafka.bootstrap.clone(), registry: None, kafka, registry_server: None }
+        Cluster { bootstrap: kafka.bootstrap.clone(), kafka }
     }
 
     /// The test's own nodes, to kill and restart.
@@ -79,37 +67,4 @@ impl Cluster {
             }
         }
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.registry_server.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn start_registry() -> (String, Child) {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let bin = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("rivven-schema"))
-        .chain([PathBuf::from(home).join(".cargo/bin/rivven-schema")])
-        .find(|p| p.is_file())
-        .expect("rivven-schema is not installed: run .ci/setup");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
-    let child = Command::new(bin)
-        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rivven-schema starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "rivven-schema did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (format!("http://127.0.0.1:{port}"), child)
 }

@@ -1,4 +1,4 @@
-//! keyflow against real Apache Kafka (KRaft) and a Confluent-compatible schema registry.
+//! keyflow against real Apache Kafka (KRaft).
 //!
 //! What the brokers that run without Docker cannot show (shared/ENVIRONMENT.md): that an aborted
 //! transaction's records stay invisible to read_committed readers, that a zombie instance is

@@ -46,7 +46,7 @@ const GROUP: &str = "[consumer]\nsession.timeout.ms = 6000\nheartbeat.interval.m
 
 #[test]
 fn kill_9_of_random_instances_loses_nothing_and_duplicates_nothing() {
-    let cluster = Cluster::start("kill_9", false);
+    let cluster = Cluster::start("kill_9");
     let seed = seed();
     let mut rng = SmallRng::seed_from_u64(seed);
     let app = App::status_tracker(&cluster, "kill9", GROUP);
@@ -70,7 +70,7 @@ fn kill_9_of_random_instances_loses_nothing_and_duplicates_nothing() {
 
 #[test]
 fn a_zombie_that_wakes_after_its_partitions_moved_is_fenced() {
-    let cluster = Cluster::start("zombie", false);
+    let cluster = Cluster::start("zombie");
     let seed = seed();
     // A transaction timeout far longer than the pause: what stops the zombie must be fencing
     // through the group generation (KIP-447), not the broker aborting its transaction.
@@ -95,7 +95,7 @@ fn a_zombie_that_wakes_after_its_partitions_moved_is_fenced() {
 
 #[test]
 fn a_transaction_left_open_past_its_timeout_is_aborted_and_redone() {
-    let cluster = Cluster::start("transaction_timeout", false);
+    let cluster = Cluster::start("transaction_timeout");
     let seed = seed();
     // One instance whose group session outlives the pause: nobody takes its partitions, so only
     // the broker's transaction timeout (5 s) acts on the transaction it leaves open.
