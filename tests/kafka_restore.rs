@@ -147,3 +147,43 @@ fn a_store_that_cannot_be_opened_is_wiped_and_restored_and_its_partition_waits_m
     }
     assert_exact(&expected, &final_states(&s.bootstrap, &s.output));
 }
+
+#[test]
+fn a_task_does_not_run_before_its_changelog_is_restored_past_a_transaction_still_open_at_assignment() {
+    // The previous owner's last transaction is committed, but its markers have not reached the
+    // changelog yet: to a read_committed reader the changelog ends before that transaction's
+    // records, while the group already hands out its offsets. A transaction held open on the
+    // changelog is the same view, held as long as the test likes: the new owner must wait for it.
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let s = setup(Guarantee::ExactlyOnceV2, Duration::from_millis(100));
+    let w = workload(50, 500, 13);
+    produce(&s.bootstrap, &s.input, &w.events);
+    let group = s.config.application_id.clone();
+    let a = s.start("a");
+    wait_until("a to commit everything", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64);
+    a.stop();
+    a.join().unwrap();
+
+    let changelog = keyflow::state::changelog_topic(&group, keyflow::builtin::status_tracker::STORE);
+    let holder: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.bootstrap)
+        .set("transactional.id", unique("holder"))
+        .set("transaction.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    holder.init_transactions(Duration::from_secs(30)).unwrap();
+    holder.begin_transaction().unwrap();
+    for p in 0..PARTITIONS {
+        holder.send(BaseRecord::<[u8], [u8]>::to(&changelog).partition(p).key(&b"pending"[..])).map_err(|(e, _)| e).unwrap();
+    }
+    holder.flush(Duration::from_secs(30)).unwrap();
+
+    let b = s.start("b");
+    wait_until("b to be assigned every task", MINUTE, || b.status().snapshot().assignment.len() == PARTITIONS as usize);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(b.status().snapshot().restoring, "b ran its tasks before reading past the open transaction");
+    holder.abort_transaction(Duration::from_secs(30)).unwrap();
+    wait_until("b to finish restoring once the transaction ended", MINUTE, || !b.status().snapshot().restoring);
+    b.stop();
+    b.join().unwrap();
+}

@@ -62,11 +62,15 @@ pub fn produce(bootstrap: &str, topic: &str, events: &[(i64, String, Vec<u8>)]) 
 /// `produce`, at most `per_second` events a second when given: input that keeps arriving while
 /// instances are killed, paused and restarted.
 pub fn produce_paced(bootstrap: &str, topic: &str, events: &[(i64, String, Vec<u8>)], per_second: Option<usize>) {
-    let p: BaseProducer = ClientConfig::new()
+    // Idempotent, and patient through a broker restart: a retried send must not write an input
+    // twice (the fault suite kills brokers), and none may be dropped.
+    let p: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .set("partitioner", "murmur2_random")
-        .create()
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "300000")
+        .create_with_context(Deliveries::default())
         .unwrap();
     let started = Instant::now();
     for (i, (ts, key, value)) in events.iter().enumerate() {
@@ -87,7 +91,27 @@ pub fn produce_paced(bootstrap: &str, topic: &str, events: &[(i64, String, Vec<u
         }
         p.poll(Duration::ZERO);
     }
-    p.flush(Duration::from_secs(60)).unwrap();
+    p.flush(Duration::from_secs(300)).unwrap();
+    let failed = p.context().failed.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(failed, 0, "{failed} inputs to {topic} were not delivered");
+}
+
+/// Counts the deliveries that failed.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 /// Every record of `topic` (partitions 0..PARTITIONS) as (key, value), read with `isolation`
