@@ -187,3 +187,36 @@ fn a_task_does_not_run_before_its_changelog_is_restored_past_a_transaction_still
     b.stop();
     b.join().unwrap();
 }
+
+#[test]
+fn at_least_once_changelogs_are_created_with_a_compaction_lag() {
+    // See `kafka::AT_LEAST_ONCE_COMPACTION_LAG_MS`: the cleaner must not run between a crash and
+    // the commit that repairs the crashed attempt's writes.
+    use keyflow::kafka::{internal_topics, AdminProvisioner, Provisioner};
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let kafka = common::kafka_broker::shared();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka.bootstrap).create().unwrap();
+    for (guarantee, lag) in
+        [(Guarantee::AtLeastOnce, Some(keyflow::kafka::AT_LEAST_ONCE_COMPACTION_LAG_MS)), (Guarantee::ExactlyOnceV2, None)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = keyflow::config::Config::for_application(&unique("lag"), &kafka.bootstrap, dir.path());
+        config.processing_guarantee = guarantee;
+        config.replication_factor = std::num::NonZeroUsize::MIN;
+        let topology = keyflow::builtin::status_tracker::topology("in", "out", 1_000);
+        let topics = internal_topics(&config, &topology, 1);
+        AdminProvisioner::new(&config).unwrap().ensure(&topics).unwrap();
+        for t in topics.iter().filter(|t| t.compacted) {
+            let described = rt.block_on(admin.describe_configs([&ResourceSpecifier::Topic(&t.name)], &AdminOptions::new())).unwrap();
+            let resource = described.into_iter().next().unwrap().unwrap();
+            let got = resource.get("min.compaction.lag.ms").and_then(|e| e.value.clone());
+            match lag {
+                Some(lag) => assert_eq!(got.as_deref(), Some(lag), "{guarantee:?}: {}", t.name),
+                None => assert_eq!(got.as_deref(), Some("0"), "{guarantee:?}: {} keeps Kafka's default", t.name),
+            }
+            assert_eq!(resource.get("cleanup.policy").and_then(|e| e.value.as_deref()), Some("compact"));
+        }
+    }
+}

@@ -85,11 +85,20 @@ pub trait Provisioner {
     fn ensure(&self, topics: &[TopicSpec]) -> Result<(), Error>;
 }
 
+/// How long the log cleaner leaves a changelog record alone under at-least-once
+/// (`min.compaction.lag.ms` of the changelogs keyflow creates). Without a transaction to hide
+/// them, a crashed attempt's changelog writes stay visible until the next commit repairs them;
+/// a cleaner run before that could drop the committed value they supersede. Fifteen minutes
+/// outlasts a crash, a restart and the next commit by far.
+pub const AT_LEAST_ONCE_COMPACTION_LAG_MS: &str = "900000";
+
 /// Provisioning through the admin API (real Kafka, tansu).
 pub struct AdminProvisioner {
     admin: AdminClient<DefaultClientContext>,
     replication: i32,
     timeout: Duration,
+    /// `min.compaction.lag.ms` of created changelogs, under at-least-once.
+    compaction_lag: Option<&'static str>,
 }
 
 impl AdminProvisioner {
@@ -104,7 +113,8 @@ impl AdminProvisioner {
             }
         }
         let admin = c.create().map_err(Error::Client)?;
-        Ok(Self { admin, replication: config.replication_factor.get() as i32, timeout: config.call_timeout() })
+        let compaction_lag = (config.processing_guarantee == Guarantee::AtLeastOnce).then_some(AT_LEAST_ONCE_COMPACTION_LAG_MS);
+        Ok(Self { admin, replication: config.replication_factor.get() as i32, timeout: config.call_timeout(), compaction_lag })
     }
 }
 
@@ -114,10 +124,10 @@ impl Provisioner for AdminProvisioner {
             .iter()
             .map(|t| {
                 let n = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(self.replication));
-                if t.compacted {
-                    n.set("cleanup.policy", "compact")
-                } else {
-                    n
+                match (t.compacted, self.compaction_lag) {
+                    (false, _) => n,
+                    (true, None) => n.set("cleanup.policy", "compact"),
+                    (true, Some(lag)) => n.set("cleanup.policy", "compact").set("min.compaction.lag.ms", lag),
                 }
             })
             .collect();
