@@ -71,18 +71,11 @@ fn exactly_once_restart_on_an_empty_disk_restores_the_state_and_applies_nothing_
     let s = setup(Guarantee::ExactlyOnceV2, Duration::from_millis(100));
     let w = workload(100, 2_000, 3);
     produce(&s.bootstrap, &s.input, &w.events);
-    let a = s.start("a");
-    let group = s.config.application_id.clone();
-    wait_until("a to commit everything", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64);
-    a.stop();
-    a.join().unwrap();
+    s.run_until_committed("a", w.events.len() as i64);
     // A fresh state directory: everything comes from the changelogs, and the group's committed
     // offsets (stored with the transactions) say nothing is left to process.
     let b = s.start("b");
-    wait_until("b to restore and run every task", MINUTE, || {
-        let snap = b.status().snapshot();
-        snap.assignment.len() == PARTITIONS as usize && !snap.restoring
-    });
+    wait_running("b to restore and run every task", &b);
     // One more input, for a document the state already holds: applied on the restored state.
     let (ts, doc, _) = w.events.iter().find(|(_, d, _)| w.expected.contains_key(d)).cloned().unwrap();
     produce(&s.bootstrap, &s.input, &[(ts + 1_000_000, doc.clone(), br#"{"status":"approved","amount":5}"#.to_vec())]);

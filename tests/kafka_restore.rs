@@ -31,10 +31,7 @@ fn restore_from_compacted_changelogs(guarantee: Guarantee) {
     // leaves keys whose last write belongs to a commit whose position marker it removed.
     let w = workload(300, 6_000, 11);
     let a = s.start("a");
-    wait_until("a to run every task", MINUTE, || {
-        let snap = a.status().snapshot();
-        snap.assignment.len() == PARTITIONS as usize && !snap.restoring
-    });
+    wait_running("a to run every task", &a);
     produce_paced(&s.bootstrap, &s.input, &w.events, Some(1_500));
     let group = s.config.application_id.clone();
     wait_until("a to commit everything", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64);
@@ -75,24 +72,13 @@ fn restore_from_compacted_changelogs(guarantee: Guarantee) {
     // An empty disk: the state comes from the compacted changelogs alone. One more input per
     // document shows, in its output, the count and total the restored state holds.
     let c = s.start("c");
-    wait_until("c to restore and run every task", MINUTE, || {
-        let snap = c.status().snapshot();
-        snap.assignment.len() == PARTITIONS as usize && !snap.restoring
-    });
-    let more: Vec<(i64, String, Vec<u8>)> = expected
-        .keys()
-        .enumerate()
-        .map(|(i, d)| (ts + 2_000_000 + i as i64, d.clone(), br#"{"status":"approved","amount":1}"#.to_vec()))
-        .collect();
+    wait_running("c to restore and run every task", &c);
+    let (more, expected) = one_more_per_document(&expected, ts + 2_000_000);
     produce(&s.bootstrap, &s.input, &more);
     let target = w.events.len() as i64 + nudges + more.len() as i64;
     wait_until("c to commit the new inputs", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= target);
     c.stop();
     c.join().unwrap();
-    for e in expected.values_mut() {
-        e.0 += 1;
-        e.1 += 1.0;
-    }
     assert_exact(&expected, &final_states(&s.bootstrap, &s.output));
 }
 
@@ -112,10 +98,7 @@ fn a_store_that_cannot_be_opened_is_wiped_and_restored_and_its_partition_waits_m
     let w = workload(100, 2_000, 12);
     produce(&s.bootstrap, &s.input, &w.events);
     let group = s.config.application_id.clone();
-    let a = s.start("a");
-    wait_until("a to commit everything", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64);
-    a.stop();
-    a.join().unwrap();
+    s.run_until_committed("a", w.events.len() as i64);
     // Every task's documents store is unreadable now: a file where its RocksDB directory was.
     let app_dir = s.state_dir("a").join(&s.config.application_id);
     for p in 0..PARTITIONS {
@@ -127,12 +110,7 @@ fn a_store_that_cannot_be_opened_is_wiped_and_restored_and_its_partition_waits_m
     // changelog before its partition is read; one more input per document shows the state.
     let a = s.start("a");
     let (ts, _, _) = w.events.last().cloned().unwrap();
-    let more: Vec<(i64, String, Vec<u8>)> = w
-        .expected
-        .keys()
-        .enumerate()
-        .map(|(i, d)| (ts + 1_000 + i as i64, d.clone(), br#"{"status":"approved","amount":1}"#.to_vec()))
-        .collect();
+    let (more, expected) = one_more_per_document(&w.expected, ts + 1_000);
     produce(&s.bootstrap, &s.input, &more);
     let target = (w.events.len() + more.len()) as i64;
     wait_until("a to commit the new inputs", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= target);
@@ -140,11 +118,6 @@ fn a_store_that_cannot_be_opened_is_wiped_and_restored_and_its_partition_waits_m
     a.stop();
     a.join().unwrap();
     assert!(snap.restored_records > 0, "the wiped stores were restored from their changelogs");
-    let mut expected = w.expected.clone();
-    for e in expected.values_mut() {
-        e.0 += 1;
-        e.1 += 1.0;
-    }
     assert_exact(&expected, &final_states(&s.bootstrap, &s.output));
 }
 
@@ -159,10 +132,7 @@ fn a_task_does_not_run_before_its_changelog_is_restored_past_a_transaction_still
     let w = workload(50, 500, 13);
     produce(&s.bootstrap, &s.input, &w.events);
     let group = s.config.application_id.clone();
-    let a = s.start("a");
-    wait_until("a to commit everything", MINUTE, || committed(&s.bootstrap, &group, &s.input) >= w.events.len() as i64);
-    a.stop();
-    a.join().unwrap();
+    s.run_until_committed("a", w.events.len() as i64);
 
     let changelog = keyflow::state::changelog_topic(&group, keyflow::builtin::status_tracker::STORE);
     let holder: BaseProducer = rdkafka::ClientConfig::new()

@@ -94,7 +94,14 @@ pub(crate) fn commit(
     if committing.is_empty() && !txn.is_open() {
         return Ok(0);
     }
-    let offsets: Vec<SourceOffset> = committing.iter().flat_map(|p| tasks[p].offsets_to_commit()).collect();
+    let offsets: Vec<SourceOffset> = match txn.guarantee() {
+        // Every transaction carries the group's metadata and the offsets of every running task,
+        // not only of those that consumed: the broker checks the group generation only on
+        // TxnOffsetCommit, so a transaction without offsets (timer outputs alone) would let a
+        // zombie commit after its partitions moved (KIP-447).
+        Guarantee::ExactlyOnceV2 => tasks.values().filter(|t| t.state() == TaskState::Running).flat_map(Task::offsets_to_commit).collect(),
+        Guarantee::AtLeastOnce => committing.iter().flat_map(|p| tasks[p].offsets_to_commit()).collect(),
+    };
     tracing::debug!(tasks = ?committing, ?offsets, "committing");
     match txn.guarantee() {
         Guarantee::ExactlyOnceV2 => {
@@ -108,16 +115,10 @@ pub(crate) fn commit(
             }
             txn.ensure_open(log)?; // a commit of offsets alone still needs a transaction
             step(probe, Step::FlushChangelog, || log.flush())?;
-            // Every transaction carries the group's metadata and the offsets of every running
-            // task, not only of those that consumed: the broker checks the group generation only
-            // on TxnOffsetCommit, so a transaction without offsets (timer outputs alone) would let
-            // a zombie commit after its partitions moved (KIP-447).
-            let fenced: Vec<SourceOffset> =
-                tasks.values().filter(|t| t.state() == TaskState::Running).flat_map(Task::offsets_to_commit).collect();
-            if fenced.is_empty() {
+            if offsets.is_empty() {
                 tracing::warn!("a transaction without any source offset to commit: the group generation is not checked");
             } else {
-                step(probe, Step::SendOffsets, || log.send_offsets_to_transaction(&fenced))?;
+                step(probe, Step::SendOffsets, || log.send_offsets_to_transaction(&offsets))?;
             }
             step(probe, Step::CommitTransaction, || log.commit_transaction())?;
             txn.closed();

@@ -94,7 +94,17 @@ impl Restorer {
     /// [`Error::TaskCorrupted`] when a store cannot be wiped or its changelog cannot be read.
     pub fn start(&mut self, task: &mut Task) -> Result<(), Error> {
         let partition = task.partition();
-        let mut stores = BTreeMap::new();
+        // Recorded store by store as it is assigned, so a failure half-way unassigns what was.
+        self.restoring.insert(partition, BTreeMap::new());
+        let started = self.start_stores(task);
+        if started.is_err() {
+            self.stop(partition);
+        }
+        started
+    }
+
+    fn start_stores(&mut self, task: &mut Task) -> Result<(), Error> {
+        let partition = task.partition();
         for (store, topic, checkpoint) in task.changelogs() {
             let watermarks = self.watermarks.fetch_watermarks(&topic, partition, self.timeout);
             let start = match (checkpoint, &watermarks) {
@@ -123,9 +133,8 @@ impl Restorer {
             let offset = if start == 0 { Offset::Beginning } else { Offset::Offset(start) };
             tpl.add_partition_offset(&topic, partition, offset).map_err(|e| corrupted(partition, &store, &e))?;
             self.readers[&store].incremental_assign(&tpl).map_err(|e| corrupted(partition, &store, &e))?;
-            stores.insert(store, end);
+            self.restoring.get_mut(&partition).expect("inserted by start").insert(store, end);
         }
-        self.restoring.insert(partition, stores);
         Ok(())
     }
 

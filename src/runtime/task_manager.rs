@@ -302,8 +302,7 @@ impl TaskManager {
         pause(consumer, partition, &topics);
         let attempt = |tm: &mut Self, wipe: bool| -> Result<(), Error> {
             if wipe {
-                tm.tasks.close(partition);
-                tm.tasks.wipe_dir(partition)?;
+                tm.tasks.wipe_dir(partition)?; // closes the task first
             }
             let task = tm.tasks.open(partition)?;
             task.set_start_offsets(start_offsets(consumer, partition, &topics, tm.timeout));

@@ -162,7 +162,41 @@ impl Setup {
     pub fn state_dir(&self, name: &str) -> std::path::PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Runs instance `name` until the group has committed `inputs` input offsets, then stops it.
+    pub fn run_until_committed(&self, name: &str, inputs: i64) {
+        let instance = self.start(name);
+        wait_until(&format!("{name} to commit {inputs} inputs"), Duration::from_secs(60), || {
+            committed(&self.bootstrap, &self.config.application_id, &self.input) >= inputs
+        });
+        instance.stop();
+        instance.join().unwrap();
+    }
 }
+
+/// Waits until `instance` runs every task (all partitions assigned, none restoring).
+pub fn wait_running(what: &str, instance: &Instance) {
+    wait_until(what, Duration::from_secs(60), || {
+        let snap = instance.status().snapshot();
+        snap.assignment.len() == PARTITIONS as usize && !snap.restoring
+    });
+}
+
+/// An input as the workload holds it: (timestamp, document, value).
+pub type Event = (i64, String, Vec<u8>);
+/// Per document, (count, total).
+pub type States = BTreeMap<String, (u64, f64)>;
+
+/// One more `approved` input of amount 1 per document of `expected`, timestamped from `from` on,
+/// and the states they lead to: their outputs show the count and total the state held.
+pub fn one_more_per_document(expected: &States, from: i64) -> (Vec<Event>, States) {
+    let events =
+        expected.keys().enumerate().map(|(i, d)| (from + i as i64, d.clone(), br#"{"status":"approved","amount":1}"#.to_vec())).collect();
+    let after = expected.iter().map(|(d, (n, total))| (d.clone(), (n + 1, total + 1.0))).collect();
+    (events, after)
+}
+
+impl Setup {}
 
 /// Input offsets the group has committed, summed over partitions.
 pub fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
