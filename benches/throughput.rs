@@ -1,7 +1,8 @@
 //! Throughput of the status-tracker topology (the peer workload: per-key state machine with a
 //! count, last status, transition validity and running total; one output per input) on
-//! librdkafka's in-process mock broker, for both guarantees at two commit intervals, against a
-//! stateless rdkafka consume->produce pipe on the same broker (the ceiling the broker allows).
+//! librdkafka's in-process mock broker, for both guarantees at two commit intervals, against the
+//! tuned stateless rdkafka consume->produce pipe on the same broker (the ceiling the broker
+//! allows). `benches/peer` compares keyflow with Kafka Streams and Quix Streams on real Kafka.
 //!
 //! `cargo bench --bench throughput -- [--events 200000] [--keys 10000] [--partitions 4] [--bootstrap host:port]`
 //!
@@ -21,9 +22,8 @@ use keyflow::builtin::status_tracker;
 use keyflow::config::Config;
 use keyflow::kafka;
 use keyflow::runtime::{Guarantee, Instance};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::ClientConfig;
 
 struct Args {
     events: usize,
@@ -90,40 +90,12 @@ fn keyflow_run(a: &Args, guarantee: Guarantee, commit: Duration) -> f64 {
     a.events as f64 / (end - start).as_secs_f64()
 }
 
-/// events/s of a stateless rdkafka pipe: consume, produce the same record, commit at the end.
+/// events/s of the tuned stateless rdkafka pipe (`common::pipe`): the ceiling.
 fn pipe_run(a: &Args) -> f64 {
     let run = cluster(a, "pipe");
     load(&run.bootstrap, &run.input, a);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &run.bootstrap)
-        .set("group.id", &run.app)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &run.bootstrap).set("linger.ms", "5").create().unwrap();
-    consumer.subscribe(&[run.input.as_str()]).unwrap();
-    let (mut n, mut start) = (0usize, None);
-    while n < a.events {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            start.get_or_insert_with(Instant::now);
-            let mut r = BaseRecord::to(&run.output).key(m.key().unwrap_or_default()).payload(m.payload().unwrap_or_default());
-            loop {
-                match producer.send(r) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        producer.poll(Duration::ZERO);
-                        r = back;
-                    }
-                }
-            }
-            producer.poll(Duration::ZERO);
-            n += 1;
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
-    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
-    a.events as f64 / start.expect("consumed").elapsed().as_secs_f64()
+    let first = common::pipe::run(&run.bootstrap, &run.input, &run.output, &run.app, |n| n >= a.events);
+    a.events as f64 / first.expect("consumed").elapsed().as_secs_f64()
 }
 
 fn main() {

@@ -124,6 +124,10 @@ pub struct Config {
     /// Where RocksDB stores live: `<state.dir>/<application.id>/0_<partition>/<store>`. Default `state`.
     #[serde(rename = "state.dir", default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Memory of all RocksDB stores of the instance together: one block cache, memtables charged
+    /// to it and at most half of it (see `state::StoreMemory`). Default 64 MiB.
+    #[serde(rename = "state.rocksdb.memory.bytes", default = "default_rocksdb_memory")]
+    pub rocksdb_memory_bytes: usize,
     /// How often to commit. Default 100 ms under exactly-once, 30 s otherwise (as Kafka Streams).
     #[serde(rename = "commit.interval.ms", default)]
     commit_interval_ms: Option<u64>,
@@ -223,6 +227,10 @@ fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
 fn default_state_dir() -> PathBuf {
     PathBuf::from("state")
 }
+fn default_rocksdb_memory() -> usize {
+    crate::state::StoreMemory::DEFAULT_BYTES
+}
+
 fn default_punctuation() -> u64 {
     1000
 }

@@ -3,6 +3,8 @@
 //! Each bench uses part of it.
 #![allow(dead_code)]
 
+pub mod pipe;
+
 use keyflow::builtin::status_tracker;
 use keyflow::config::Config;
 use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};

@@ -85,7 +85,9 @@ impl Processor for Tracker {
         if valid && status == "uploaded" {
             ctx.schedule("sla", &id, TimeKind::StreamTime, record.timestamp + self.sla_ms)?;
         }
-        if after.is_final() {
+        if valid && after.is_final() {
+            // Only the transition into a final state has a timer to cancel: a final state never
+            // changes again, and later events would each pay a timer-index read for nothing.
             ctx.cancel_timer("sla", &id)?;
         }
         ctx.put_json(STORE, &id, &after)?;

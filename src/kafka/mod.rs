@@ -210,6 +210,12 @@ fn base_client_config(config: &Config) -> ClientConfig {
     c
 }
 
+/// How long librdkafka waits before fetching a partition again once its pre-fetch queue passed
+/// `queued.min.messages` (librdkafka's default: 1 s). Changelog and event records are small, so
+/// one fetch fills that queue, and a consumer that drains it in less than a second then sat idle
+/// for the rest: a restore of 3M records spent 8 of its 11 s waiting (3 s with this value).
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
 /// The group consumer. Offsets are committed only by the commit protocol.
 pub fn group_consumer_config(config: &Config, topology: &Topology) -> ClientConfig {
     let mut c = base_client_config(config);
@@ -222,6 +228,7 @@ pub fn group_consumer_config(config: &Config, topology: &Topology) -> ClientConf
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", strategy)
         .set("isolation.level", isolation(config))
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
         // Consumer lag for the metrics (`ClientContext::stats`).
         .set("statistics.interval.ms", "5000");
     if let Some(id) = &config.instance_id {
@@ -242,7 +249,8 @@ pub fn restore_consumer_config(config: &Config) -> ClientConfig {
         // A checkpoint no longer in the changelog is an error the restorer handles by wiping the
         // store (task-corrupted), never a silent jump to the start onto state that is not empty.
         .set("auto.offset.reset", "error")
-        .set("isolation.level", isolation(config));
+        .set("isolation.level", isolation(config))
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     for (k, v) in &config.consumer.0 {
         if k != "partition.assignment.strategy" {
             c.set(k, v);

@@ -17,6 +17,7 @@ use rdkafka::ClientContext;
 
 use crate::config::Config;
 use crate::kafka;
+use crate::state::StoreMemory;
 use crate::topology::Topology;
 
 use super::status::Status;
@@ -172,7 +173,8 @@ pub fn now_ms() -> i64 {
 fn stream_thread(config: &Config, topology: &Topology, control: &AtomicU8, status: &Arc<Status>) -> Result<(), Error> {
     let fatal = |what: &str, e: rdkafka::error::KafkaError| Error::Fatal(format!("{what}: {e}"));
     let tasks =
-        Tasks::new(topology.clone(), &config.application_id, config.app_state_dir(), &config.dlq_topic(), config.processing_guarantee);
+        Tasks::new(topology.clone(), &config.application_id, config.app_state_dir(), &config.dlq_topic(), config.processing_guarantee)
+            .with_memory(StoreMemory::new(config.rocksdb_memory_bytes));
     // Held until the thread ends: no second instance runs on this directory meanwhile.
     let dir = crate::state::claim(&config.app_state_dir()).map_err(|e| Error::Fatal(e.to_string()))?;
     let process_id = config.instance_id.as_deref().unwrap_or(&dir.process_id);

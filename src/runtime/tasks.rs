@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::record::InputRecord;
-use crate::state::TimeKind;
+use crate::state::{StoreMemory, TimeKind};
 use crate::topology::Topology;
 
 use super::collector::{Collector, Transaction};
@@ -31,6 +31,8 @@ pub(crate) struct Tasks {
     txn: Transaction,
     /// Counters of tasks that were closed, so totals survive rebalances.
     closed_stats: TaskStats,
+    /// The RocksDB memory budget every task's stores share.
+    memory: StoreMemory,
 }
 
 impl Tasks {
@@ -43,7 +45,14 @@ impl Tasks {
             tasks: BTreeMap::new(),
             txn: Transaction::new(guarantee),
             closed_stats: TaskStats::default(),
+            memory: StoreMemory::default(),
         }
+    }
+
+    /// Opens every store within `memory` (`state.rocksdb.memory.bytes`) instead of the default budget.
+    pub fn with_memory(mut self, memory: StoreMemory) -> Self {
+        self.memory = memory;
+        self
     }
 
     pub fn topology(&self) -> &Topology {
@@ -65,7 +74,7 @@ impl Tasks {
     pub fn open(&mut self, partition: i32) -> Result<&mut Task, Error> {
         if !self.tasks.contains_key(&partition) {
             let dir = self.state_dir.join(format!("0_{partition}"));
-            let task = Task::open(partition, &self.topology, &self.application_id, &dir, &self.dlq_topic)?;
+            let task = Task::open(partition, &self.topology, &self.application_id, &dir, &self.dlq_topic, &self.memory)?;
             self.tasks.insert(partition, task);
         }
         Ok(self.tasks.get_mut(&partition).expect("just inserted"))

@@ -14,12 +14,14 @@
 
 mod changelog;
 mod directory;
+mod memory;
 mod store;
 mod timers;
 
 pub use changelog::Position;
 pub(crate) use changelog::{ChangelogEntry, COMMIT_HEADER, MARKER_FORMAT, MARKER_HEADER, MARKER_KEY, RESET_FORMAT, RESET_KEY};
 pub use directory::{claim, ClaimError, StateDirLock};
+pub use memory::StoreMemory;
 pub use store::{Entries, Store};
 pub use timers::{TimeKind, Timer};
 pub(crate) use timers::{TimerStore, TIMER_STORE};

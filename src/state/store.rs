@@ -7,13 +7,14 @@
 //! - `m` + name: metadata (`format`, `checkpoint` = next changelog offset to restore from,
 //!   `position` = the applied-offset guard, `commit` = id of the commit that position came from)
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use super::changelog::{ChangelogEntry, Position, MARKER_KEY, RESET_KEY};
-use super::Error;
+use super::{Error, StoreMemory};
 
 const DATA: u8 = b'd';
 const META_FORMAT: &[u8] = b"mformat";
@@ -21,6 +22,12 @@ const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 const META_POSITION: &[u8] = b"mposition";
 const META_COMMIT: &[u8] = b"mcommit";
 const FORMAT_VERSION: &str = "1";
+/// Bytes of committed values (keys, values and a per-entry overhead) a store keeps in memory.
+/// Kafka Streams keeps its record cache across commits for the same reason: a key's next record
+/// usually comes soon, and a RocksDB read (memtable skip list, then blocks) costs ~20x a hash
+/// lookup; without it every key paid that read once per commit interval.
+const READ_CACHE_BYTES: usize = 4 << 20;
+const READ_CACHE_ENTRY_OVERHEAD: usize = 64;
 
 type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// Key-value pairs as a range scan returns them.
@@ -29,7 +36,7 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 pub(crate) type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// One state store partition. Reads see the current record's writes, then the writes since the
-/// last commit, then RocksDB.
+/// last commit, then the read cache of committed values, then RocksDB.
 ///
 /// Invariant: RocksDB holds exactly the state as of the last commit, together with the changelog
 /// offset and source position that describe it (written in one `WriteBatch`).
@@ -51,6 +58,45 @@ pub struct Store {
     /// their committed value (or a tombstone) again, so the void value is superseded in the log
     /// and the log cleaner can never leave it as the key's last word.
     repairs: BTreeSet<Vec<u8>>,
+    /// Committed values (`None`: the key has none) recently read or committed; always equal to
+    /// what RocksDB holds for the key.
+    cache: RefCell<ReadCache>,
+}
+
+/// An LRU of committed values bounded by bytes.
+struct ReadCache {
+    entries: lru::LruCache<Vec<u8>, Option<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl ReadCache {
+    fn new() -> Self {
+        ReadCache { entries: lru::LruCache::unbounded(), bytes: 0 }
+    }
+
+    fn size(k: &[u8], v: Option<&[u8]>) -> usize {
+        k.len() + v.map_or(0, <[u8]>::len) + READ_CACHE_ENTRY_OVERHEAD
+    }
+
+    fn get(&mut self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.entries.get(key).cloned()
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.bytes += Self::size(&key, value.as_deref());
+        if let Some((k, old)) = self.entries.push(key, value) {
+            self.bytes -= Self::size(&k, old.as_deref());
+        }
+        while self.bytes > READ_CACHE_BYTES {
+            let Some((k, v)) = self.entries.pop_lru() else { break };
+            self.bytes -= Self::size(&k, v.as_deref());
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -60,16 +106,17 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path`, within the instance's `memory` budget.
     ///
     /// # Errors
     /// [`Error::Rocks`] if RocksDB cannot open it, [`Error::Format`] if it was written by an
     /// incompatible keyflow.
-    pub fn open(name: &str, path: &Path) -> Result<Self, Error> {
+    pub fn open(name: &str, path: &Path, memory: &StoreMemory) -> Result<Self, Error> {
         std::fs::create_dir_all(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        memory.apply(&mut opts);
         let db = DB::open(&opts, path).map_err(|source| Error::Rocks { store: name.into(), source })?;
         let mut store = Store {
             name: name.to_owned(),
@@ -82,6 +129,7 @@ impl Store {
             last_commit: None,
             unmarked: Vec::new(),
             repairs: BTreeSet::new(),
+            cache: RefCell::new(ReadCache::new()),
         };
         store.load_meta()?;
         Ok(store)
@@ -138,7 +186,12 @@ impl Store {
         if let Some(v) = self.record.get(key).or_else(|| self.commit.get(key)) {
             return Ok(v.clone());
         }
-        self.db_get(&data_key(key))
+        if let Some(v) = self.cache.borrow_mut().get(key) {
+            return Ok(v);
+        }
+        let v = self.db_get(&data_key(key))?;
+        self.cache.borrow_mut().put(key.to_vec(), v.clone());
+        Ok(v)
     }
 
     /// Writes `key` in the current record's layer.
@@ -255,7 +308,11 @@ impl Store {
         batch.put(META_POSITION, position.encode());
         batch.put(META_COMMIT, commit.to_be_bytes());
         self.write(batch)?;
-        self.commit.clear();
+        let mut cache = self.cache.borrow_mut();
+        for (k, v) in std::mem::take(&mut self.commit) {
+            cache.put(k, v);
+        }
+        drop(cache);
         self.repairs.clear();
         self.checkpoint = checkpoint;
         self.position = position.clone();
@@ -283,7 +340,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Corrupt`] for an unreadable position marker, [`Error::Rocks`].
-    pub(crate) fn restore(&mut self, entries: &[ChangelogEntry]) -> Result<(), Error> {
+    pub(crate) fn restore(&mut self, entries: impl IntoIterator<Item = ChangelogEntry>) -> Result<(), Error> {
         let mut batch = WriteBatch::default();
         let mut applied_to = None;
         for e in entries {
@@ -297,7 +354,7 @@ impl Store {
                 continue;
             }
             if !(e.is_marker && e.key == MARKER_KEY) {
-                self.unmarked.push(e.clone());
+                self.unmarked.push(e);
                 continue;
             }
             let p =
@@ -344,6 +401,7 @@ impl Store {
     }
 
     fn write_restored(&mut self, mut batch: WriteBatch, next: i64) -> Result<(), Error> {
+        self.cache.borrow_mut().clear();
         batch.put(META_CHECKPOINT, next.to_be_bytes());
         batch.put(META_POSITION, self.position.encode());
         if let Some(c) = self.last_commit {
@@ -364,6 +422,7 @@ impl Store {
         batch.delete_range(&[0u8][..], &[0xFFu8][..]);
         batch.put(META_FORMAT, FORMAT_VERSION);
         self.write(batch)?;
+        self.cache.borrow_mut().clear();
         self.record.clear();
         self.commit.clear();
         self.repairs.clear();
@@ -381,7 +440,10 @@ impl Store {
 
     fn write(&self, batch: WriteBatch) -> Result<(), Error> {
         // No fsync per commit: the changelog, not the local disk, is the durable copy. The WAL
-        // still keeps each batch atomic across a process crash.
+        // still keeps each batch atomic across a process crash. (Without the WAL, as Kafka
+        // Streams runs, a commit and a restore cost ~5% less, but every close must flush the
+        // memtables to a new file: the crash-injection suite, which closes stores thousands of
+        // times, ran 20x slower.)
         let mut opts = WriteOptions::default();
         opts.set_sync(false);
         self.db.write_opt(batch, &opts).map_err(|e| self.rocks(e))
@@ -427,7 +489,7 @@ mod tests {
 
     fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open("s", &dir.path().join("s")).unwrap();
+        let store = Store::open("s", &dir.path().join("s"), &StoreMemory::default()).unwrap();
         (dir, store)
     }
 
@@ -473,14 +535,14 @@ mod tests {
         let mut position = Position::default();
         position.applied.insert("in".into(), 41);
         {
-            let mut s = Store::open("s", &path).unwrap();
+            let mut s = Store::open("s", &path, &StoreMemory::default()).unwrap();
             s.put(b"a", b"1").unwrap();
             s.end_record(true);
             s.persist_commit(Some(7), &position, 1).unwrap();
             s.put(b"b", b"uncommitted").unwrap();
             s.end_record(true);
         }
-        let s = Store::open("s", &path).unwrap();
+        let s = Store::open("s", &path, &StoreMemory::default()).unwrap();
         assert_eq!(s.get(b"a").unwrap().unwrap(), b"1");
         assert_eq!(s.get(b"b").unwrap(), None);
         assert_eq!(s.checkpoint(), Some(7));
@@ -506,7 +568,7 @@ mod tests {
         let mut p = Position::default();
         p.applied.insert("in".into(), 9);
         p.stream_time = 1000;
-        s.restore(&[
+        s.restore([
             data(0, b"a", 1),
             delete(1, b"a", 1),
             data(2, b"b", 1),
@@ -533,7 +595,7 @@ mod tests {
         let (_d, mut s) = open();
         let mut p = Position::default();
         p.applied.insert("in".into(), 9);
-        s.restore(&[data(0, b"a", 1), data(2, b"b", 2), marker(3, &p, 2)]).unwrap();
+        s.restore([data(0, b"a", 1), data(2, b"b", 2), marker(3, &p, 2)]).unwrap();
         s.finish_restore(None).unwrap();
         assert!(s.get(b"a").unwrap().is_some(), "a key of an older commit survives compaction");
         assert!(s.get(b"b").unwrap().is_some());
@@ -547,7 +609,7 @@ mod tests {
         s.end_record(true);
         s.persist_commit(Some(2), &Position::default(), 1).unwrap();
         // A restore drops an unfinished attempt's tail; a rollback drops the commit layer.
-        s.restore(&[data(2, b"tail", 7)]).unwrap();
+        s.restore([data(2, b"tail", 7)]).unwrap();
         s.finish_restore(None).unwrap();
         s.put(b"kept", b"2").unwrap();
         s.put(b"rolled-back", b"x").unwrap();
@@ -568,13 +630,13 @@ mod tests {
         let (_d, mut s) = open();
         let mut before = Position::default();
         before.applied.insert("in".into(), 50);
-        s.restore(&[data(0, b"old", 1), marker(1, &before, 1)]).unwrap();
+        s.restore([data(0, b"old", 1), marker(1, &before, 1)]).unwrap();
         assert!(s.get(b"old").unwrap().is_some());
         let reset = ChangelogEntry { offset: 2, key: RESET_KEY.to_vec(), value: None, is_marker: true, commit: None };
         let mut after = Position::default();
         after.applied.insert("in".into(), 3);
         // Held-back data of an unfinished commit is voided too.
-        s.restore(&[data(3, b"unfinished", 2), reset, data(4, b"new", 3), marker(5, &after, 3)]).unwrap();
+        s.restore([data(3, b"unfinished", 2), reset, data(4, b"new", 3), marker(5, &after, 3)]).unwrap();
         assert_eq!(s.get(b"old").unwrap(), None);
         assert_eq!(s.get(b"unfinished").unwrap(), None);
         assert!(s.get(b"new").unwrap().is_some());
@@ -586,7 +648,7 @@ mod tests {
     fn data_after_the_last_marker_is_applied_only_when_another_store_vouches_for_its_commit() {
         for vouched in [None, Some(2), Some(9)] {
             let (_d, mut s) = open();
-            s.restore(&[data(0, b"a", 1), marker(1, &Position::default(), 1), data(2, b"b", 2)]).unwrap();
+            s.restore([data(0, b"a", 1), marker(1, &Position::default(), 1), data(2, b"b", 2)]).unwrap();
             assert_eq!(s.checkpoint(), Some(2));
             assert!(s.get(b"b").unwrap().is_none());
             s.finish_restore(vouched).unwrap();

@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn timers_fire_in_due_order_per_clock_and_rescheduling_moves_them() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = TimerStore::new(Store::open(TIMER_STORE, dir.path()).unwrap());
+        let mut t = TimerStore::new(Store::open(TIMER_STORE, dir.path(), &crate::state::StoreMemory::default()).unwrap());
         t.schedule(&timer("b", TimeKind::StreamTime, 200)).unwrap();
         t.schedule(&timer("a", TimeKind::StreamTime, -5)).unwrap();
         t.schedule(&timer("c", TimeKind::WallClock, 100)).unwrap();

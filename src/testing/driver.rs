@@ -218,7 +218,7 @@ impl TopologyTestDriver {
                 }
             };
             let entries = changelog_entries(&self.broker.borrow(), &topic, p, from);
-            task.restore(&store, &entries).expect("restore");
+            task.restore(&store, entries).expect("restore");
         }
         task.finish_restore().expect("restore");
     }

@@ -17,7 +17,7 @@ use std::path::Path;
 use crate::dlq::{self, ErrorClass};
 use crate::processor::{self, Context, Processor};
 use crate::record::{InputRecord, OutputRecord, Record, RecordMetadata};
-use crate::state::{self, changelog_topic, ChangelogEntry, Position, Store, TimeKind, Timer, TimerStore, TIMER_STORE};
+use crate::state::{self, changelog_topic, ChangelogEntry, Position, Store, StoreMemory, TimeKind, Timer, TimerStore, TIMER_STORE};
 use crate::topology::{NodeKind, Topology};
 
 use super::collector::Collector;
@@ -98,15 +98,22 @@ impl Task {
     ///
     /// # Errors
     /// [`Error::TaskCorrupted`] if a store cannot be opened.
-    pub fn open(partition: i32, topology: &Topology, application_id: &str, task_dir: &Path, dlq_topic: &str) -> Result<Task, Error> {
+    pub fn open(
+        partition: i32,
+        topology: &Topology,
+        application_id: &str,
+        task_dir: &Path,
+        dlq_topic: &str,
+        memory: &StoreMemory,
+    ) -> Result<Task, Error> {
         let corrupted = |source: state::Error| Error::corrupted(partition, &source);
         let mut stores = HashMap::new();
         let mut changelogs = BTreeMap::new();
         for spec in topology.stores() {
-            stores.insert(spec.name.clone(), Store::open(&spec.name, &task_dir.join(&spec.name)).map_err(corrupted)?);
+            stores.insert(spec.name.clone(), Store::open(&spec.name, &task_dir.join(&spec.name), memory).map_err(corrupted)?);
             changelogs.insert(spec.name.clone(), changelog_topic(application_id, &spec.name));
         }
-        let timers = TimerStore::new(Store::open(TIMER_STORE, &task_dir.join(TIMER_STORE)).map_err(corrupted)?);
+        let timers = TimerStore::new(Store::open(TIMER_STORE, &task_dir.join(TIMER_STORE), memory).map_err(corrupted)?);
         changelogs.insert(TIMER_STORE.to_owned(), changelog_topic(application_id, TIMER_STORE));
         let processors = topology
             .nodes()
@@ -204,7 +211,7 @@ impl Task {
     ///
     /// # Errors
     /// [`Error::TaskCorrupted`].
-    pub fn restore(&mut self, store: &str, entries: &[ChangelogEntry]) -> Result<(), Error> {
+    pub fn restore(&mut self, store: &str, entries: Vec<ChangelogEntry>) -> Result<(), Error> {
         let partition = self.partition;
         match store_mut(&mut self.timers, &mut self.stores, store) {
             Some(s) => s.restore(entries).map_err(|source| Error::corrupted(partition, &source)),
