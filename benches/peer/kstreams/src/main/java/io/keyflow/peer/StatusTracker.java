@@ -100,6 +100,10 @@ public final class StatusTracker {
         props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, args.getOrDefault("threads", "1"));
         props.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, "1");
         props.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
+        // Static membership, so that close() can take the member out of the group (Kafka Streams
+        // leaves a group on close only as a static member); a restart then joins at once
+        // instead of waiting out session.timeout.ms (45 s) for its old member to expire.
+        props.put(StreamsConfig.consumerPrefix(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG), required(args, "application-id") + "-1");
 
         StreamsBuilder builder = new StreamsBuilder();
         builder.addStateStore(Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(STORE), Serdes.String(), Serdes.String()));
@@ -112,8 +116,7 @@ public final class StatusTracker {
             e.printStackTrace();
             return org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
         });
-        // Leave the group on the way out, as keyflow and the pipe do: otherwise a restart waits out
-        // session.timeout.ms (45 s) for the old member to expire before it gets its tasks.
+        // Leave the group on the way out, as keyflow and the pipe do.
         Runtime.getRuntime().addShutdownHook(new Thread(() -> streams.close(new KafkaStreams.CloseOptions().leaveGroup(true).timeout(Duration.ofSeconds(30)))));
         streams.start();
     }
