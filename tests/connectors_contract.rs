@@ -80,7 +80,12 @@ fn camunda8_evaluates_with_an_oauth_token_fetched_once_and_reused() {
     s.mount(
         Mock::given(method("POST"))
             .and(path("/oauth/token"))
+            // The client-credentials grant as Camunda 8 SaaS and Self-Managed (Identity /
+            // Keycloak) document it: a form with grant_type, client_id, client_secret, audience.
+            .and(header("content-type", "application/x-www-form-urlencoded"))
             .and(body_string_contains("grant_type=client_credentials"))
+            .and(body_string_contains("client_id=keyflow"))
+            .and(body_string_contains("client_secret=s3cret"))
             .and(body_string_contains("audience=zeebe.camunda.io"))
             .respond_with(
                 ResponseTemplate::new(200).set_body_json(json!({"access_token": "t1", "token_type": "Bearer", "expires_in": 300})),
@@ -268,19 +273,29 @@ fn review_task() -> TaskRequest {
 fn camunda8_tasks_are_created_once_found_completed_and_read_back() {
     let s = Recorded::start();
     let search = "/v2/process-instances/search";
+    // The idempotency filter, as Camunda 8.8's REST API defines it (`POST /v2/process-instances/search`,
+    // `ProcessInstanceFilter.variables`: `[{name, value}]`, the value a JSON document in a
+    // string): only the instance carrying this command's key may be found.
+    let by_key = json!({"filter": {"processDefinitionId": "keyflow-human-task",
+                                   "variables": [{"name": "keyflowIdempotencyKey", "value": "\"node-1:4:0\""}]},
+                        "page": {"limit": 1}});
     // The first search finds nothing, the second (a retry) finds the instance created meanwhile.
     s.mount(
         Mock::given(method("POST"))
             .and(path(search))
+            .and(body_json(by_key.clone()))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [], "page": {"totalItems": 0}})))
-            .up_to_n_times(1),
+            .up_to_n_times(1)
+            .expect(1),
     );
     s.mount(
-        Mock::given(method("POST")).and(path(search)).respond_with(
-            ResponseTemplate::new(200).set_body_json(
+        Mock::given(method("POST"))
+            .and(path(search))
+            .and(body_json(by_key))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
                 json!({"items": [{"processInstanceKey": "2251799813690001", "state": "ACTIVE"}], "page": {"totalItems": 1}}),
-            ),
-        ),
+            ))
+            .expect(1),
     );
     s.mount(
         Mock::given(method("POST"))
@@ -338,76 +353,84 @@ fn camunda8_tasks_are_created_once_found_completed_and_read_back() {
     c8.complete("2251799813690001", &vars(json!({"approved": true}))).unwrap();
 }
 
+/// Camunda 7.24 REST API (docs.camunda.org/rest/camunda-bpm-platform/7.24): `GET
+/// /history/process-instance`, `POST /process-definition/key/{key}/start`, `GET /task`, `GET
+/// /history/task`, `GET /history/variable-instance`, `POST /task/{id}/assignee|complete`. The same
+/// calls run against the real engine in tests/camunda7.rs.
 #[test]
-fn camunda7_tasks_use_the_idempotency_key_as_id_and_read_completions_from_history() {
+fn camunda7_tasks_are_processes_keyed_by_the_idempotency_key_and_read_back_from_the_history() {
     let s = Recorded::start();
-    let id = "kf-node-1_4_0";
-    assert_eq!(Camunda7Tasks::task_id("node-1:4:0"), id);
-    s.mount(
+    let id = "97ccedc4-ed37-11f1-9420-02fc00000001";
+    let user_task = "97e46d6e-ed37-11f1-9420-02fc00000001";
+    let found = |body: Value| {
         Mock::given(method("GET"))
-            .and(path("/engine-rest/task"))
-            .and(query_param("taskId", id))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
-            .up_to_n_times(1),
-    );
-    s.mount(
-        Mock::given(method("GET"))
-            .and(path("/engine-rest/task"))
-            .and(query_param("taskId", id))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"id": id, "name": "Review document"}]))),
-    );
-    s.mount(
-        Mock::given(method("GET"))
-            .and(path("/engine-rest/history/task"))
-            .and(query_param("taskId", id))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!([]))),
-    );
+            .and(path("/engine-rest/history/process-instance"))
+            .and(query_param("processDefinitionKey", "keyflow-human-task"))
+            .and(query_param("processInstanceBusinessKey", "node-1:4:0"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+    };
+    // The first lookup finds nothing, the second (a retry) the instance started meanwhile.
+    s.mount(found(json!([])).up_to_n_times(1));
+    s.mount(found(json!([{"id": id, "businessKey": "node-1:4:0", "state": "ACTIVE"}])));
     s.mount(
         Mock::given(method("POST"))
-            .and(path("/engine-rest/task/create"))
-            .and(body_json(
-                json!({"id": id, "name": "Review document", "assignee": null, "description": "keyflow document-approval instance node-1"}),
-            ))
-            .respond_with(ResponseTemplate::new(204))
-            .expect(1),
-    );
-    s.mount(
-        Mock::given(method("POST"))
-            .and(path(format!("/engine-rest/task/{id}/identity-links")))
-            .and(body_json(json!({"groupId": "reviewers", "type": "candidate"})))
-            .respond_with(ResponseTemplate::new(204))
+            .and(path("/engine-rest/process-definition/key/keyflow-human-task/start"))
+            .and(body_json(json!({"businessKey": "node-1:4:0", "variables": {
+                "taskName": {"value": "Review document", "type": "String"}, "candidateGroups": {"value": "reviewers", "type": "String"},
+                "assignee": {"value": null, "type": "Null"}, "keyflowIdempotencyKey": {"value": "node-1:4:0", "type": "String"},
+                "keyflowInstanceId": {"value": "node-1", "type": "String"}, "keyflowWorkflow": {"value": "document-approval", "type": "String"}}})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": id, "businessKey": "node-1:4:0", "ended": false, "suspended": false})))
             .expect(1),
     );
     s.mount(
         Mock::given(method("GET"))
             .and(path("/engine-rest/history/task"))
+            .and(query_param("processDefinitionKey", "keyflow-human-task"))
             .and(query_param("finished", "true"))
             .and(query_param("finishedAfter", "2026-11-25T09:59:59.999+0000"))
+            // Camunda 7 refuses sortBy without sortOrder (400).
             .and(query_param("sortBy", "endTime"))
+            .and(query_param("sortOrder", "asc"))
+            .and(query_param("maxResults", "100"))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!([
-                {"id": id, "name": "Review document", "assignee": "alice", "startTime": "2026-11-25T10:00:00.000+0000", "endTime": "2026-11-25T11:05:00.000+0100", "deleteReason": "completed"},
-                {"id": "kf-other", "name": "Review document", "assignee": null, "endTime": "2026-11-25T10:06:00.000+0000", "deleteReason": "deleted"}
+                {"id": user_task, "processInstanceId": id, "name": "Review document", "assignee": "alice", "startTime": "2026-11-25T10:00:00.000+0000", "endTime": "2026-11-25T11:05:00.000+0100", "deleteReason": "completed"},
+                {"id": "u-other", "processInstanceId": "p-other", "name": "Review document", "assignee": null, "endTime": "2026-11-25T10:06:00.000+0000", "deleteReason": "deleted"}
             ]))),
     );
-    s.mount(Mock::given(method("GET")).and(path("/engine-rest/history/variable-instance")).and(query_param("taskIdIn", id)).respond_with(
-        ResponseTemplate::new(200).set_body_json(json!([{"id": "v1", "name": "approved", "type": "Boolean", "value": true, "taskId": id}])),
+    s.mount(
+        Mock::given(method("GET"))
+            .and(path("/engine-rest/history/variable-instance"))
+            .and(query_param("processInstanceIdIn", id))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+                {"id": "v1", "name": "approved", "type": "Boolean", "value": true, "processInstanceId": id},
+                {"id": "v2", "name": "taskName", "type": "String", "value": "Review document", "processInstanceId": id}
+            ]))),
+    );
+    s.mount(Mock::given(method("GET")).and(path("/engine-rest/task")).and(query_param("processInstanceId", id)).respond_with(
+        ResponseTemplate::new(200).set_body_json(json!([{"id": user_task, "name": "Review document", "processInstanceId": id}])),
     ));
     s.mount(
         Mock::given(method("POST"))
-            .and(path(format!("/engine-rest/task/{id}/complete")))
+            .and(path(format!("/engine-rest/task/{user_task}/complete")))
             .and(body_json(json!({"variables": {"approved": {"value": true, "type": "Boolean"}}})))
             .respond_with(ResponseTemplate::new(204))
             .expect(1),
     );
     s.mount(
         Mock::given(method("POST"))
-            .and(path(format!("/engine-rest/task/{id}/claim")))
+            // Set Assignee, not Claim: a claim is refused (500) when someone else holds the task.
+            .and(path(format!("/engine-rest/task/{user_task}/assignee")))
             .and(body_json(json!({"userId": "bob"})))
             .respond_with(ResponseTemplate::new(204))
             .expect(1),
     );
 
-    let c7 = Camunda7Tasks { base_url: format!("{}/engine-rest", s.url()), http: http(), credentials: Credentials::None };
+    let c7 = Camunda7Tasks {
+        base_url: format!("{}/engine-rest", s.url()),
+        http: http(),
+        credentials: Credentials::None,
+        process_key: "keyflow-human-task".into(),
+    };
     assert_eq!(c7.create(&review_task()).unwrap(), id);
     assert_eq!(c7.create(&review_task()).unwrap(), id, "an existing task is not created again");
     let since = "2026-11-25T10:00:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
@@ -415,7 +438,7 @@ fn camunda7_tasks_use_the_idempotency_key_as_id_and_read_completions_from_histor
     assert_eq!(done.len(), 1, "a deleted task is not a completion");
     assert_eq!(done[0].task_id, id);
     assert_eq!(done[0].completed_at, since + 5 * 60_000, "+0100 offsets are read");
-    assert_eq!(Value::Object(done[0].variables.clone()), json!({"approved": true}));
+    assert_eq!(Value::Object(done[0].variables.clone()), json!({"approved": true}), "keyflow's own variables are not the answer");
     c7.assign(id, "bob").unwrap();
     c7.complete(id, &vars(json!({"approved": true}))).unwrap();
 }
@@ -456,6 +479,47 @@ fn alfresco_write_back_keeps_the_nodes_aspects_with_basic_auth() {
         &["kf:workflow".into()],
     )
     .unwrap();
+}
+
+/// Alfresco's core API (`alfresco-core.yaml` of Alfresco/rest-api-explorer, `PUT /nodes/{nodeId}`):
+/// 401 "Authentication failed", 403 "Current user does not have permission to update nodeId".
+/// A 403 is that node's refusal: the command gives up (its error answer names the reason) and
+/// other documents' write-backs go on; a 401 is the credentials', and waits for an operator.
+#[test]
+fn alfresco_refuses_one_node_with_403_without_holding_back_the_others_and_a_401_waits() {
+    let s = Recorded::start();
+    let base = "/alfresco/api/-default-/public/alfresco/versions/1/nodes";
+    let forbidden = json!({"error": {"errorKey": "framework.exception.PermissionDenied", "statusCode": 403,
+        "briefSummary": "10250003 Permission was denied", "stackTrace": "..."}});
+    s.mount(
+        Mock::given(method("PUT")).and(path(format!("{base}/locked"))).respond_with(ResponseTemplate::new(403).set_body_json(forbidden)),
+    );
+    s.mount(
+        Mock::given(method("PUT")).and(path(NODES)).respond_with(ResponseTemplate::new(200).set_body_json(node_entry(json!([])))).expect(1),
+    );
+    let repo = Alfresco {
+        base_url: s.url(),
+        http: http(),
+        credentials: Credentials::new(&AuthConfig::Basic { user: "keyflow".into(), password: "pw".into() }, ""),
+    };
+    match repo.update_node("locked", &vars(json!({"kf:status": "approved"})), &[]) {
+        Err(CallError::Rejected { status: 403, message, .. }) => assert!(message.contains("Permission was denied"), "{message}"),
+        other => panic!("a 403 refuses this node's write-back: {other:?}"),
+    }
+    repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &vars(json!({"kf:status": "approved"})), &[]).unwrap();
+
+    let s = Recorded::start();
+    let failed = json!({"error": {"errorKey": "framework.exception.ApiDefault", "statusCode": 401, "briefSummary": "10250001 Authentication failed"}});
+    s.mount(Mock::given(method("PUT")).and(path(NODES)).respond_with(ResponseTemplate::new(401).set_body_json(failed)));
+    let repo = Alfresco {
+        base_url: s.url(),
+        http: http(),
+        credentials: Credentials::new(&AuthConfig::Basic { user: "keyflow".into(), password: "wrong".into() }, ""),
+    };
+    match repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &Map::new(), &[]) {
+        Err(CallError::Transient { message, .. }) => assert!(message.contains("credentials refused (401)"), "{message}"),
+        other => panic!("refused credentials wait for an operator: {other:?}"),
+    }
 }
 
 #[test]

@@ -215,13 +215,13 @@ fn a_decision_refused_or_out_of_retries_takes_the_workflows_error_transition() {
 #[test]
 fn completed_camunda7_tasks_are_answered_once_across_a_crash() {
     let camunda = Camunda::start();
-    let id = "kf-doc-1_4_0";
-    camunda.answer_get("/engine-rest/task", json!([]));
+    let id = "c7d1e0a4-ed37-11f1-9420-02fc00000001";
+    let start = "/engine-rest/process-definition/key/keyflow-human-task/start";
+    camunda.answer_get("/engine-rest/history/process-instance", json!([]));
     // Not completed yet: history has nothing.
     camunda.answer_get("/engine-rest/history/task", json!([]));
     camunda.answer_get("/engine-rest/history/variable-instance", json!([{"name": "approved", "type": "Boolean", "value": true}]));
-    camunda.answer("/engine-rest/task/create", 204, Value::Null);
-    camunda.answer(&format!("/engine-rest/task/{id}/identity-links"), 204, Value::Null);
+    camunda.answer(start, 200, json!({"id": id, "businessKey": "doc-1:4:0", "ended": false}));
     let mut wf = workflow_driver();
     let mut conn = connectors_driver(&format!(
         "[tasks]\nbackend = \"camunda7\"\nurl = \"{}/engine-rest\"\npoll_interval_ms = 5000\n",
@@ -234,7 +234,7 @@ fn completed_camunda7_tasks_are_answered_once_across_a_crash() {
     assert_eq!(instance(&wf, "doc-1").state, "review");
     let opened = shuttle(&mut wf, TASKS, &mut conn);
     assert_eq!(opened[0]["idempotencyKey"], "doc-1:4:0");
-    assert_eq!(camunda.calls("/engine-rest/task/create"), 1);
+    assert_eq!(camunda.calls(start), 1);
 
     conn.advance_wall_clock(6000);
     assert!(conn.read_output(TASK_RESULTS).is_empty());
@@ -243,8 +243,10 @@ fn completed_camunda7_tasks_are_answered_once_across_a_crash() {
     let done_at = jiff::Timestamp::from_millisecond(conn.wall_clock()).unwrap().to_string();
     camunda.reset();
     camunda.answer_get("/engine-rest/history/variable-instance", json!([{"name": "approved", "type": "Boolean", "value": true}]));
-    camunda
-        .answer_get("/engine-rest/history/task", json!([{"id": id, "assignee": "alice", "endTime": done_at, "deleteReason": "completed"}]));
+    camunda.answer_get(
+        "/engine-rest/history/task",
+        json!([{"id": "u-1", "processInstanceId": id, "assignee": "alice", "endTime": done_at, "deleteReason": "completed"}]),
+    );
     conn.advance_wall_clock(6000);
     // A crash with the disk lost: the open-task store and the cursor come back from the changelog.
     conn.crash_and_restart(true);

@@ -1,5 +1,5 @@
 //! Credentials for outbound calls, and the one way every client sends an authorized request:
-//! build it, attach credentials, send; on 401/403 refresh what can be refreshed (an OAuth token,
+//! build it, attach credentials, send; on 401 refresh what can be refreshed (an OAuth token,
 //! an Alfresco ticket) and send once more.
 //!
 //! - `basic`: user and password on every call (Camunda 7, Alfresco).
@@ -103,7 +103,7 @@ impl Credentials {
         http::read_json(service, self.send(service, http, build)?)
     }
 
-    /// Sends the request `build` makes, authorized; refreshes credentials once on 401/403.
+    /// Sends the request `build` makes, authorized; refreshes credentials once on 401.
     ///
     /// # Errors
     /// The call's [`CallError`]; credentials still refused after a refresh are transient.

@@ -145,7 +145,7 @@ pub struct TasksConfig {
     pub url: String,
     #[serde(default)]
     pub auth: AuthConfig,
-    /// Camunda 8: the id of the one-user-task process. Default `keyflow-human-task`.
+    /// Camunda 8 and 7: the id (key) of the one-user-task process. Default `keyflow-human-task`.
     #[serde(default = "default_process")]
     pub process_id: String,
     /// How often open tasks are polled for completion, ms. Default 5000.

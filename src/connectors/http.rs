@@ -59,15 +59,22 @@ pub fn client(timeout: Duration) -> Result<Client, String> {
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
-/// Sends `request` and classifies the answer. `Ok` carries a 2xx response; 401 and 403 come back
-/// as [`Unauthorized`] so a caller holding a token can refresh it once and send again.
+/// Sends `request` and classifies the answer. `Ok` carries a 2xx response; a 401 comes back as
+/// [`Unauthorized`] so a caller holding a token can refresh it once and send again.
+///
+/// A 403 is not about the credentials: they were accepted, and this request is not allowed
+/// (RFC 9110 15.5.4; RFC 6750 3.1 answers an expired or bad token with 401, a token lacking the
+/// scope with 403). Alfresco's API says so per operation (`alfresco-core.yaml`, `PUT
+/// /nodes/{nodeId}`: 401 "Authentication failed", 403 "Current user does not have permission to
+/// update nodeId"), so one document without write permission is that command's refusal, not a
+/// reason to hold back every other write-back.
 pub fn send(service: &'static str, request: RequestBuilder) -> Result<Response, Failure> {
     let response = request.send().map_err(|e| Failure::Call(CallError::from_send(service, &e)))?;
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    if status == StatusCode::UNAUTHORIZED {
         return Err(Failure::Unauthorized(Unauthorized { status: status.as_u16(), message: problem_text(response) }));
     }
     let retry_after = response
@@ -92,7 +99,7 @@ pub fn read_json(service: &'static str, response: Response) -> Result<Value, Cal
     response.json().map_err(|e| CallError::transient(service, format!("response unreadable: {e}")))
 }
 
-/// A 401/403: the credentials were refused.
+/// A 401: the credentials were refused.
 #[derive(Debug)]
 pub struct Unauthorized {
     pub status: u16,

@@ -111,7 +111,15 @@ pub fn topology(config: &ConnectorsConfig, registry: Option<&Arc<Registry>>) -> 
             TaskBackend::Camunda7 => channel(
                 b,
                 "tasks",
-                Perform::Task(Arc::new(tasks::Camunda7Tasks { base_url: need_url()?, http: http.clone(), credentials }), poll),
+                Perform::Task(
+                    Arc::new(tasks::Camunda7Tasks {
+                        base_url: need_url()?,
+                        http: http.clone(),
+                        credentials,
+                        process_key: t.process_id.clone(),
+                    }),
+                    poll,
+                ),
                 None,
             ),
             TaskBackend::Embedded => {

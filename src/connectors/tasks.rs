@@ -4,9 +4,10 @@
 //! - Camunda 8: a task is a process instance of a small BPMN process holding one user task
 //!   (`topologies/camunda/keyflow-human-task.bpmn`), started with the workflow's ids as
 //!   variables; user tasks are searched, assigned and completed under `/v2/user-tasks/...`.
-//! - Camunda 7: a standalone task (`POST /task/create`) whose id keyflow chooses from the
-//!   command's idempotency key, so opening it twice is impossible; completions are read from
-//!   the history (`GET /history/task?finished=true`).
+//! - Camunda 7: the same one-user-task process (`topologies/camunda/keyflow-human-task-c7.bpmn`),
+//!   started with the idempotency key as business key, found again by it in the history;
+//!   completions and their variables are read from the history (`GET /history/task`,
+//!   `GET /history/variable-instance`).
 //!
 //! In embedded mode (no Camunda) tasks are records on a Kafka topic instead: see `embedded`.
 
@@ -168,23 +169,52 @@ impl TaskService for Camunda8Tasks {
     }
 }
 
-/// Camunda 7 (`base_url` ends in `/engine-rest`). Task ids are chosen by keyflow.
+/// Camunda 7 (`base_url` ends in `/engine-rest`). A task is a process instance of the
+/// one-user-task process (`topologies/camunda/keyflow-human-task-c7.bpmn`) whose business key is
+/// the command's idempotency key; its id is the process instance id.
+///
+/// Not a standalone task (`POST /task/create`), as it was: Camunda 7 drops the variables a
+/// standalone task is completed with (nothing reaches the history), so a reviewer's answer never
+/// came back. The real engine showed it (`tests/camunda7.rs`).
 pub struct Camunda7Tasks {
     pub base_url: String,
     pub http: Client,
     pub credentials: Credentials,
+    /// The key of the one-user-task process.
+    pub process_key: String,
 }
+
+/// The variables keyflow starts a task's process with; the rest are the person's answer.
+const C7_CREATION_VARIABLES: [&str; 6] =
+    ["taskName", "candidateGroups", "assignee", "keyflowIdempotencyKey", "keyflowInstanceId", "keyflowWorkflow"];
 
 impl Camunda7Tasks {
     fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.base_url.trim_end_matches('/'))
     }
 
-    fn send(&self, build: impl Fn() -> reqwest::blocking::RequestBuilder) -> Result<Value, CallError> {
-        self.credentials.send_json(C7, &self.http, build)
+    fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, CallError> {
+        let url = self.url(path);
+        self.credentials.send_json(C7, &self.http, || self.http.get(&url).query(query))
     }
 
-    /// The task id for an idempotency key: readable when it fits Camunda 7's 64-character ids.
+    fn post(&self, path: &str, body: &Value) -> Result<Value, CallError> {
+        let url = self.url(path);
+        self.credentials.send_json(C7, &self.http, || self.http.post(&url).json(body))
+    }
+
+    /// The open user task of a task's process instance.
+    fn user_task_id(&self, task_id: &str) -> Result<String, CallError> {
+        let open = self.get("task", &[("processInstanceId", task_id)])?;
+        open.pointer("/0/id").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| CallError::Rejected {
+            service: C7,
+            status: 404,
+            message: format!("task {task_id} has no open user task"),
+        })
+    }
+
+    /// A readable id for an idempotency key within Camunda 7's 64-character ids (the embedded
+    /// task backend names its tasks with it).
     pub fn task_id(idempotency_key: &str) -> String {
         let clean: String = idempotency_key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
         let id = format!("kf-{clean}");
@@ -199,20 +229,22 @@ impl Camunda7Tasks {
 
 impl TaskService for Camunda7Tasks {
     fn create(&self, task: &TaskRequest) -> Result<String, CallError> {
-        let id = Self::task_id(&task.idempotency_key);
-        let open = self.send(|| self.http.get(self.url("task")).query(&[("taskId", id.as_str())]))?;
-        let done = self.send(|| self.http.get(self.url("history/task")).query(&[("taskId", id.as_str())]))?;
-        let exists = |v: &Value| v.as_array().is_some_and(|a| !a.is_empty());
-        if exists(&open) || exists(&done) {
-            return Ok(id);
+        // The history holds every instance ever started, running or ended, and Camunda 7 reads
+        // its database: a retry finds the first instance at once.
+        let key = task.idempotency_key.as_str();
+        let found = self
+            .get("history/process-instance", &[("processDefinitionKey", self.process_key.as_str()), ("processInstanceBusinessKey", key)])?;
+        if let Some(id) = found.pointer("/0/id").and_then(Value::as_str) {
+            return Ok(id.to_owned());
         }
-        let body = json!({"id": id, "name": task.name, "assignee": task.assignee, "description": format!("keyflow {} instance {}", task.workflow, task.instance_id)});
-        self.send(|| self.http.post(self.url("task/create")).json(&body))?;
-        for group in &task.candidate_groups {
-            let link = json!({"groupId": group, "type": "candidate"});
-            self.send(|| self.http.post(self.url(&format!("task/{id}/identity-links"))).json(&link))?;
-        }
-        Ok(id)
+        let variables = json!({
+            "taskName": task.name, "candidateGroups": task.candidate_groups.join(","), "assignee": task.assignee,
+            "keyflowIdempotencyKey": key, "keyflowInstanceId": task.instance_id, "keyflowWorkflow": task.workflow,
+        });
+        let typed: Map<String, Value> = variables.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), typed_value(v))).collect();
+        let started =
+            self.post(&format!("process-definition/key/{}/start", self.process_key), &json!({"businessKey": key, "variables": typed}))?;
+        started.get("id").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| CallError::transient(C7, "start response has no id"))
     }
 
     fn completed_since(&self, since: i64, limit: usize) -> Result<Vec<Completed>, CallError> {
@@ -220,26 +252,28 @@ impl TaskService for Camunda7Tasks {
         let after = format_c7(since - 1);
         let limit = limit.to_string();
         let q = [
+            ("processDefinitionKey", self.process_key.as_str()),
             ("finished", "true"),
             ("finishedAfter", after.as_str()),
             ("sortBy", "endTime"),
             ("sortOrder", "asc"),
             ("maxResults", limit.as_str()),
         ];
-        let tasks = self.send(|| self.http.get(self.url("history/task")).query(&q))?;
+        let tasks = self.get("history/task", &q)?;
         let mut out = Vec::new();
         for t in tasks.as_array().into_iter().flatten() {
             // Deleted tasks finish too; only completions count.
             if t.get("deleteReason").and_then(Value::as_str) != Some("completed") {
                 continue;
             }
-            let Some(id) = t.get("id").and_then(Value::as_str) else { continue };
-            let vars = self.send(|| self.http.get(self.url("history/variable-instance")).query(&[("taskIdIn", id)]))?;
+            let Some(id) = t.get("processInstanceId").and_then(Value::as_str) else { continue };
+            let vars = self.get("history/variable-instance", &[("processInstanceIdIn", id)])?;
             let variables = vars
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|v| Some((v.get("name")?.as_str()?.to_owned(), v.get("value").cloned().unwrap_or(Value::Null))))
+                .filter(|(name, _)| !C7_CREATION_VARIABLES.contains(&name.as_str()))
                 .collect();
             out.push(Completed {
                 task_id: id.to_owned(),
@@ -252,12 +286,16 @@ impl TaskService for Camunda7Tasks {
     }
 
     fn assign(&self, task_id: &str, user: &str) -> Result<(), CallError> {
-        self.send(|| self.http.post(self.url(&format!("task/{task_id}/claim"))).json(&json!({"userId": user}))).map(drop)
+        // `POST /task/{id}/assignee` sets the assignee whoever holds the task; `/claim` is refused
+        // when the task already has one (the real engine answers 500, TaskAlreadyClaimedException).
+        let id = self.user_task_id(task_id)?;
+        self.post(&format!("task/{id}/assignee"), &json!({"userId": user})).map(drop)
     }
 
     fn complete(&self, task_id: &str, variables: &Map<String, Value>) -> Result<(), CallError> {
+        let id = self.user_task_id(task_id)?;
         let typed: Map<String, Value> = variables.iter().map(|(k, v)| (k.clone(), typed_value(v))).collect();
-        self.send(|| self.http.post(self.url(&format!("task/{task_id}/complete"))).json(&json!({"variables": typed}))).map(drop)
+        self.post(&format!("task/{id}/complete"), &json!({"variables": typed})).map(drop)
     }
 }
 

@@ -18,6 +18,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 mod workload;
 pub use workload::*;
+pub mod camunda;
 pub mod kafka_broker;
 pub use kafka_broker::KafkaCluster;
 

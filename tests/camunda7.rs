@@ -1,0 +1,277 @@
+//! keyflow's Camunda 7 connectors against a real Camunda 7 engine (7.24 Community Edition,
+//! `tests/camunda`, started per test by `common::camunda`), not against recorded answers: every
+//! rule of the routing table decided by Camunda's own DMN engine, a task's life from creation to
+//! completion by a REST call, and the connectors on Kafka through a restart of theirs and an
+//! outage of the engine.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use common::camunda::{Camunda7, PASSWORD, USER};
+use common::{produce, read_topic, unique, wait_until, PARTITIONS};
+use keyflow::config::Config;
+use keyflow::connectors::auth::Credentials;
+use keyflow::connectors::decision::{Camunda7 as Camunda7Decisions, DecisionService};
+use keyflow::connectors::tasks::{Camunda7Tasks, TaskRequest, TaskService};
+use keyflow::connectors::{self, ConnectorsConfig};
+use keyflow::kafka::TopicSpec;
+use keyflow::runtime::{Guarantee, Instance};
+use serde_json::{json, Map, Value};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn credentials() -> Credentials {
+    Credentials::Basic { user: USER.into(), password: PASSWORD.into() }
+}
+
+fn http() -> reqwest::blocking::Client {
+    connectors::http::client(Duration::from_secs(10)).unwrap()
+}
+
+fn vars(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+#[test]
+fn camunda_decides_every_rule_of_the_routing_table_and_refuses_bad_input() {
+    let engine = Camunda7::start();
+    engine.deploy(&root().join("topologies/decisions/document-routing.dmn"));
+    let c7 = Camunda7Decisions { base_url: engine.url.clone(), http: http(), credentials: credentials() };
+    let route = |class: &str, mime: &str, size: i64| {
+        let v = vars(json!({"classification": class, "mimeType": mime, "sizeBytes": size}));
+        Value::Object(c7.evaluate("document-routing", &v).unwrap_or_else(|e| panic!("{class} {mime} {size}: {e}")))
+    };
+    // One case per rule, in the table's order (hit policy FIRST), and the boundary of rule 3.
+    assert_eq!(route("invoice", "application/x-sh", 10), json!({"route": "reject", "reason": "executable content"}));
+    assert_eq!(route("invoice", "application/x-msdownload", 10)["route"], "reject");
+    assert_eq!(route("spam", "application/pdf", 10), json!({"route": "reject", "reason": "classified as spam"}));
+    assert_eq!(route("invoice", "application/pdf", 1200), json!({"route": "auto-approve", "reason": "invoice under 10 MB"}));
+    assert_eq!(route("invoice", "application/pdf", 9_999_999)["route"], "auto-approve");
+    assert_eq!(route("invoice", "application/pdf", 10_000_000)["route"], "manual", "10 MB is not under 10 MB");
+    assert_eq!(route("contract", "application/pdf", 10)["route"], "manual");
+
+    // A decision the engine does not know is refused (no retry can help), not retried.
+    let unknown = c7.evaluate("no-such-decision", &Map::new());
+    assert!(matches!(unknown, Err(connectors::http::CallError::Rejected { .. })), "{unknown:?}");
+    // Wrong credentials are refused as such.
+    let intruder = Camunda7Decisions {
+        base_url: engine.url.clone(),
+        http: http(),
+        credentials: Credentials::Basic { user: USER.into(), password: "wrong".into() },
+    };
+    let refused = intruder.evaluate("document-routing", &vars(json!({"classification": "x", "mimeType": "y", "sizeBytes": 1})));
+    assert!(refused.is_err(), "a wrong password is refused: {refused:?}");
+}
+
+fn review(idempotency_key: &str, assignee: Option<&str>) -> TaskRequest {
+    TaskRequest {
+        idempotency_key: idempotency_key.into(),
+        name: "Review document".into(),
+        candidate_groups: vec!["reviewers".into()],
+        assignee: assignee.map(str::to_owned),
+        instance_id: "doc-1".into(),
+        workflow: "document-approval".into(),
+    }
+}
+
+const PROCESS: &str = "keyflow-human-task";
+
+fn tasks(engine: &Camunda7) -> Camunda7Tasks {
+    engine.deploy(&root().join("topologies/camunda/keyflow-human-task-c7.bpmn"));
+    Camunda7Tasks { base_url: engine.url.clone(), http: http(), credentials: credentials(), process_key: PROCESS.into() }
+}
+
+#[test]
+fn a_task_is_created_once_reassigned_completed_by_a_rest_call_and_read_back_from_the_history() {
+    let engine = Camunda7::start();
+    let c7 = tasks(&engine);
+    let since = keyflow::runtime::now_ms() - 1_000;
+    let request = review("doc-1:4:0", Some("alice"));
+
+    let id = c7.create(&request).unwrap();
+    // Created again (a retry after a lost answer): still one task.
+    assert_eq!(c7.create(&request).unwrap(), id);
+    let open = engine.get("task", &[("processInstanceId", &id)]).unwrap();
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(open[0]["name"], "Review document");
+    assert_eq!(open[0]["assignee"], "alice");
+    let user_task = open[0]["id"].as_str().unwrap().to_owned();
+    let links = engine.get(&format!("task/{user_task}/identity-links"), &[]).unwrap();
+    assert!(links.as_array().unwrap().iter().any(|l| l["groupId"] == "reviewers" && l["type"] == "candidate"), "{links}");
+
+    // Reassigned although alice holds it (a claim is refused: the task is not free).
+    c7.assign(&id, "bob").unwrap();
+    assert_eq!(engine.get(&format!("task/{user_task}"), &[]).unwrap()["assignee"], "bob");
+
+    // Nothing completed yet.
+    assert!(c7.completed_since(since, 100).unwrap().is_empty());
+    // bob completes it in his task list (a REST call, as Tasklist makes it).
+    let answer = json!({"variables": {"approved": {"value": true, "type": "Boolean"}, "comment": {"value": "fine", "type": "String"}}});
+    engine.post(&format!("task/{user_task}/complete"), &answer).unwrap();
+    let done = c7.completed_since(since, 100).unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0].task_id, id);
+    assert_eq!(done[0].completed_by.as_deref(), Some("bob"));
+    assert_eq!(
+        Value::Object(done[0].variables.clone()),
+        json!({"approved": true, "comment": "fine"}),
+        "the answer, not keyflow's own variables"
+    );
+    assert!(done[0].completed_at >= since);
+    // Created again after completion (a command redelivered late): no second task.
+    assert_eq!(c7.create(&request).unwrap(), id);
+    assert!(engine.get("task", &[("processInstanceId", &id)]).unwrap().as_array().unwrap().is_empty());
+    let started = engine.get("history/process-instance", &[("processInstanceBusinessKey", "doc-1:4:0")]).unwrap();
+    assert_eq!(started.as_array().unwrap().len(), 1, "{started}");
+
+    // keyflow completing a task itself (the connectors' `complete`) works on the real engine too.
+    let other = c7.create(&review("doc-2:4:0", None)).unwrap();
+    c7.complete(&other, &vars(json!({"approved": false}))).unwrap();
+    let done = c7.completed_since(since, 100).unwrap();
+    assert_eq!(done.iter().map(|c| c.task_id.as_str()).collect::<BTreeSet<_>>(), BTreeSet::from([id.as_str(), other.as_str()]));
+    // A task with no open user task any more is refused, not retried.
+    assert!(matches!(c7.assign(&other, "carol"), Err(connectors::http::CallError::Rejected { status: 404, .. })));
+}
+
+const DECISIONS: &str = "document-approval.decision-requests";
+const DECISION_RESULTS: &str = "document-approval.decision-results";
+const TASKS: &str = "document-approval.task-requests";
+const TASK_RESULTS: &str = "document-approval.task-results";
+
+fn open_tasks(engine: &Camunda7) -> usize {
+    engine.get("task", &[("processDefinitionKey", PROCESS)]).unwrap().as_array().unwrap().len()
+}
+
+fn committed(bootstrap: &str, topic: &str) -> Vec<Value> {
+    read_topic(bootstrap, topic, "read_committed").iter().map(|(_, v)| serde_json::from_slice(v).unwrap()).collect()
+}
+
+fn commands(from: usize, to: usize) -> (Vec<(i64, String, Vec<u8>)>, Vec<(i64, String, Vec<u8>)>) {
+    let command = |i: usize, body: Value| {
+        let mut v = body;
+        v["instanceId"] = json!(format!("doc-{i}"));
+        v["workflow"] = json!("document-approval");
+        v["at"] = json!(0);
+        (1_700_000_000_000, format!("doc-{i}"), v.to_string().into_bytes())
+    };
+    let class = |i: usize| if i % 2 == 0 { "invoice" } else { "contract" };
+    let decisions = (from..to)
+        .map(|i| {
+            command(
+                i,
+                json!({"decisionKey": "document-routing", "idempotencyKey": format!("doc-{i}:3:0"),
+                              "variables": {"classification": class(i), "mimeType": "application/pdf", "sizeBytes": 1000}}),
+            )
+        })
+        .collect();
+    let tasks = (from..to)
+        .map(|i| command(i, json!({"name": "Review document", "candidateGroups": ["reviewers"], "idempotencyKey": format!("doc-{i}:4:0")})))
+        .collect();
+    (decisions, tasks)
+}
+
+#[test]
+fn the_connectors_answer_every_decision_and_task_once_across_their_restart_and_an_engine_outage() {
+    keyflow::cli::init_tracing(0);
+    let mut engine = Camunda7::start();
+    engine.deploy(&root().join("topologies/decisions/document-routing.dmn"));
+    engine.deploy(&root().join("topologies/camunda/keyflow-human-task-c7.bpmn"));
+    // A broker of this test's own: the workflow's topic names are fixed.
+    let kafka = common::KafkaCluster::start(1);
+    let bootstrap = kafka.bootstrap.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_application(&unique("camunda7-connectors"), &bootstrap, dir.path());
+    config.processing_guarantee = Guarantee::ExactlyOnceV2;
+    config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
+    config.topology.builtin = "connectors".into();
+    let auth = format!("auth = {{ type = \"basic\", user = \"{USER}\", password = \"{PASSWORD}\" }}");
+    let text = format!(
+        "workflow = {:?}\ntimeout_ms = 5000\nretry = {{ attempts = 1000, backoff_ms = 200, max_backoff_ms = 1000 }}\nbreaker = {{ failure_threshold = 3, open_ms = 1000 }}\n\
+         [decisions]\nbackend = \"camunda7\"\nurl = \"{url}\"\n{auth}\n[tasks]\nbackend = \"camunda7\"\nurl = \"{url}\"\npoll_interval_ms = 300\n{auth}\n",
+        root().join("topologies/document-approval.toml").display().to_string(),
+        url = engine.url,
+    );
+    config.connectors = Some(toml::from_str::<ConnectorsConfig>(&text).unwrap());
+    let topology = config.build_topology().unwrap();
+    let mut specs: Vec<TopicSpec> = [DECISIONS, DECISION_RESULTS, TASKS, TASK_RESULTS, "document-approval.human-tasks"]
+        .iter()
+        .map(|t| TopicSpec { name: (*t).into(), partitions: PARTITIONS, compacted: false })
+        .collect();
+    specs.extend(keyflow::kafka::internal_topics(&config, &topology, PARTITIONS));
+    common::create_topics(&bootstrap, &specs, &[]);
+    let dlq = config.dlq_topic();
+    let docs = 12;
+
+    // Half the commands, answered by a running engine.
+    let (decisions, tasks) = commands(0, docs / 2);
+    produce(&bootstrap, DECISIONS, &decisions);
+    produce(&bootstrap, TASKS, &tasks);
+    let instance = Instance::start(config.clone(), topology.clone()).unwrap();
+    wait_until("the first decisions answered", Duration::from_secs(120), || committed(&bootstrap, DECISION_RESULTS).len() >= docs / 2);
+    wait_until("the first tasks created", Duration::from_secs(120), || open_tasks(&engine) >= docs / 2);
+
+    // The connectors restart, and the engine goes down meanwhile: the rest of the commands wait.
+    instance.stop();
+    instance.join().unwrap();
+    engine.stop();
+    let (decisions, tasks) = commands(docs / 2, docs);
+    produce(&bootstrap, DECISIONS, &decisions);
+    produce(&bootstrap, TASKS, &tasks);
+    let instance = Instance::start(config.clone(), topology.clone()).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(committed(&bootstrap, DECISION_RESULTS).len(), docs / 2, "nothing answered while the engine is down");
+    assert!(committed(&bootstrap, &dlq).is_empty(), "an outage dead-letters nothing");
+    engine.start_again();
+    wait_until("every decision answered", Duration::from_secs(120), || committed(&bootstrap, DECISION_RESULTS).len() >= docs);
+    wait_until("every task created", Duration::from_secs(120), || open_tasks(&engine) >= docs);
+
+    // People complete the tasks through the REST API, half before another restart of the
+    // connectors and half while they are down.
+    let complete = |i: usize| {
+        let open = engine.get("task", &[("processInstanceBusinessKey", &format!("doc-{i}:4:0"))]).unwrap();
+        let id = open[0]["id"].as_str().unwrap_or_else(|| panic!("doc-{i} has one open task: {open}")).to_owned();
+        engine.post(&format!("task/{id}/complete"), &json!({"variables": {"approved": {"value": i % 3 != 0, "type": "Boolean"}}})).unwrap();
+    };
+    for i in 0..docs / 2 {
+        complete(i);
+    }
+    wait_until("the first completions answered", Duration::from_secs(60), || committed(&bootstrap, TASK_RESULTS).len() >= docs / 2);
+    instance.stop();
+    instance.join().unwrap();
+    for i in docs / 2..docs {
+        complete(i);
+    }
+    let instance = Instance::start(config, topology).unwrap();
+    wait_until("every completion answered", Duration::from_secs(60), || committed(&bootstrap, TASK_RESULTS).len() >= docs);
+    std::thread::sleep(Duration::from_secs(2));
+    instance.stop();
+    instance.join().unwrap();
+
+    // Every decision answered once, by Camunda's table.
+    let answers = committed(&bootstrap, DECISION_RESULTS);
+    assert_eq!(answers.len(), docs, "none doubled: {answers:?}");
+    let by_doc: BTreeMap<String, String> = answers
+        .iter()
+        .map(|a| (a["instanceId"].as_str().unwrap().to_owned(), a["outcome"]["route"].as_str().unwrap().to_owned()))
+        .collect();
+    for i in 0..docs {
+        let expected = if i % 2 == 0 { "auto-approve" } else { "manual" };
+        assert_eq!(by_doc.get(&format!("doc-{i}")).map(String::as_str), Some(expected), "doc-{i}: {answers:?}");
+    }
+    // Every task created once in Camunda, and its completion answered once, with its variables.
+    let history = engine.get("history/process-instance", &[("processDefinitionKey", PROCESS)]).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), docs, "one Camunda task per command: {history}");
+    let completions = committed(&bootstrap, TASK_RESULTS);
+    assert_eq!(completions.len(), docs, "each completion answered once: {completions:?}");
+    for c in &completions {
+        let i: usize = c["instanceId"].as_str().unwrap().trim_start_matches("doc-").parse().unwrap();
+        assert_eq!(c["id"], format!("doc-{i}:4:0:completed"));
+        assert_eq!(c["variables"]["approved"], json!((i % 3 != 0).to_string()), "{c}");
+    }
+    assert!(committed(&bootstrap, &dlq).is_empty(), "nothing dead-lettered");
+}
