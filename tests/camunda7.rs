@@ -151,7 +151,10 @@ fn committed(bootstrap: &str, topic: &str) -> Vec<Value> {
     read_topic(bootstrap, topic, "read_committed").iter().map(|(_, v)| serde_json::from_slice(v).unwrap()).collect()
 }
 
-fn commands(from: usize, to: usize) -> (Vec<(i64, String, Vec<u8>)>, Vec<(i64, String, Vec<u8>)>) {
+/// Records to produce: (timestamp, key, value).
+type Records = Vec<(i64, String, Vec<u8>)>;
+
+fn commands(from: usize, to: usize) -> (Records, Records) {
     let command = |i: usize, body: Value| {
         let mut v = body;
         v["instanceId"] = json!(format!("doc-{i}"));
@@ -159,7 +162,7 @@ fn commands(from: usize, to: usize) -> (Vec<(i64, String, Vec<u8>)>, Vec<(i64, S
         v["at"] = json!(0);
         (1_700_000_000_000, format!("doc-{i}"), v.to_string().into_bytes())
     };
-    let class = |i: usize| if i % 2 == 0 { "invoice" } else { "contract" };
+    let class = |i: usize| if i.is_multiple_of(2) { "invoice" } else { "contract" };
     let decisions = (from..to)
         .map(|i| {
             command(
@@ -235,7 +238,9 @@ fn the_connectors_answer_every_decision_and_task_once_across_their_restart_and_a
     let complete = |i: usize| {
         let open = engine.get("task", &[("processInstanceBusinessKey", &format!("doc-{i}:4:0"))]).unwrap();
         let id = open[0]["id"].as_str().unwrap_or_else(|| panic!("doc-{i} has one open task: {open}")).to_owned();
-        engine.post(&format!("task/{id}/complete"), &json!({"variables": {"approved": {"value": i % 3 != 0, "type": "Boolean"}}})).unwrap();
+        engine
+            .post(&format!("task/{id}/complete"), &json!({"variables": {"approved": {"value": !i.is_multiple_of(3), "type": "Boolean"}}}))
+            .unwrap();
     };
     for i in 0..docs / 2 {
         complete(i);
@@ -260,7 +265,7 @@ fn the_connectors_answer_every_decision_and_task_once_across_their_restart_and_a
         .map(|a| (a["instanceId"].as_str().unwrap().to_owned(), a["outcome"]["route"].as_str().unwrap().to_owned()))
         .collect();
     for i in 0..docs {
-        let expected = if i % 2 == 0 { "auto-approve" } else { "manual" };
+        let expected = if i.is_multiple_of(2) { "auto-approve" } else { "manual" };
         assert_eq!(by_doc.get(&format!("doc-{i}")).map(String::as_str), Some(expected), "doc-{i}: {answers:?}");
     }
     // Every task created once in Camunda, and its completion answered once, with its variables.
@@ -271,7 +276,7 @@ fn the_connectors_answer_every_decision_and_task_once_across_their_restart_and_a
     for c in &completions {
         let i: usize = c["instanceId"].as_str().unwrap().trim_start_matches("doc-").parse().unwrap();
         assert_eq!(c["id"], format!("doc-{i}:4:0:completed"));
-        assert_eq!(c["variables"]["approved"], json!((i % 3 != 0).to_string()), "{c}");
+        assert_eq!(c["variables"]["approved"], json!((!i.is_multiple_of(3)).to_string()), "{c}");
     }
     assert!(committed(&bootstrap, &dlq).is_empty(), "nothing dead-lettered");
 }
