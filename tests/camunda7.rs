@@ -11,14 +11,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::camunda::{Camunda7, PASSWORD, USER};
-use common::{produce, read_topic, unique, wait_until, PARTITIONS};
-use keyflow::config::Config;
+use common::connectors::{self as connectors_app, DECISIONS, DECISION_RESULTS, TASKS, TASK_RESULTS};
+use common::{produce, read_topic, wait_until};
+use keyflow::connectors;
 use keyflow::connectors::auth::Credentials;
 use keyflow::connectors::decision::{Camunda7 as Camunda7Decisions, DecisionService};
 use keyflow::connectors::tasks::{Camunda7Tasks, TaskRequest, TaskService};
-use keyflow::connectors::{self, ConnectorsConfig};
-use keyflow::kafka::TopicSpec;
-use keyflow::runtime::{Guarantee, Instance};
+use keyflow::runtime::Instance;
 use serde_json::{json, Map, Value};
 
 fn root() -> &'static Path {
@@ -138,11 +137,6 @@ fn a_task_is_created_once_reassigned_completed_by_a_rest_call_and_read_back_from
     assert!(matches!(c7.assign(&other, "carol"), Err(connectors::http::CallError::Rejected { status: 404, .. })));
 }
 
-const DECISIONS: &str = "document-approval.decision-requests";
-const DECISION_RESULTS: &str = "document-approval.decision-results";
-const TASKS: &str = "document-approval.task-requests";
-const TASK_RESULTS: &str = "document-approval.task-results";
-
 fn open_tasks(engine: &Camunda7) -> usize {
     engine.get("task", &[("processDefinitionKey", PROCESS)]).unwrap().as_array().unwrap().len()
 }
@@ -155,13 +149,7 @@ fn committed(bootstrap: &str, topic: &str) -> Vec<Value> {
 type Records = Vec<(i64, String, Vec<u8>)>;
 
 fn commands(from: usize, to: usize) -> (Records, Records) {
-    let command = |i: usize, body: Value| {
-        let mut v = body;
-        v["instanceId"] = json!(format!("doc-{i}"));
-        v["workflow"] = json!("document-approval");
-        v["at"] = json!(0);
-        (1_700_000_000_000, format!("doc-{i}"), v.to_string().into_bytes())
-    };
+    let command = connectors_app::command;
     let class = |i: usize| if i.is_multiple_of(2) { "invoice" } else { "contract" };
     let decisions = (from..to)
         .map(|i| {
@@ -188,25 +176,13 @@ fn the_connectors_answer_every_decision_and_task_once_across_their_restart_and_a
     let kafka = common::KafkaCluster::start(1);
     let bootstrap = kafka.bootstrap.clone();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_application(&unique("camunda7-connectors"), &bootstrap, dir.path());
-    config.processing_guarantee = Guarantee::ExactlyOnceV2;
-    config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
-    config.topology.builtin = "connectors".into();
     let auth = format!("auth = {{ type = \"basic\", user = \"{USER}\", password = \"{PASSWORD}\" }}");
-    let text = format!(
-        "workflow = {:?}\ntimeout_ms = 5000\nretry = {{ attempts = 1000, backoff_ms = 200, max_backoff_ms = 1000 }}\nbreaker = {{ failure_threshold = 3, open_ms = 1000 }}\n\
+    let section = format!(
+        "timeout_ms = 5000\nretry = {{ attempts = 1000, backoff_ms = 200, max_backoff_ms = 1000 }}\nbreaker = {{ failure_threshold = 3, open_ms = 1000 }}\n\
          [decisions]\nbackend = \"camunda7\"\nurl = \"{url}\"\n{auth}\n[tasks]\nbackend = \"camunda7\"\nurl = \"{url}\"\npoll_interval_ms = 300\n{auth}\n",
-        root().join("topologies/document-approval.toml").display().to_string(),
         url = engine.url,
     );
-    config.connectors = Some(toml::from_str::<ConnectorsConfig>(&text).unwrap());
-    let topology = config.build_topology().unwrap();
-    let mut specs: Vec<TopicSpec> = [DECISIONS, DECISION_RESULTS, TASKS, TASK_RESULTS, "document-approval.human-tasks"]
-        .iter()
-        .map(|t| TopicSpec { name: (*t).into(), partitions: PARTITIONS, compacted: false })
-        .collect();
-    specs.extend(keyflow::kafka::internal_topics(&config, &topology, PARTITIONS));
-    common::create_topics(&bootstrap, &specs, &[]);
+    let (config, topology) = connectors_app::app(&bootstrap, dir.path(), "camunda7-connectors", &section);
     let dlq = config.dlq_topic();
     let docs = 12;
 

@@ -5,22 +5,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{produce, read_all, unique, wait_until, PARTITIONS};
-use keyflow::config::Config;
-use keyflow::connectors::ConnectorsConfig;
-use keyflow::kafka::TopicSpec;
-use keyflow::runtime::{Guarantee, Instance};
+use common::connectors::{self, DECISIONS, DECISION_RESULTS, HUMAN_TASKS, TASKS};
+use common::{produce, read_all, wait_until};
+
+use keyflow::runtime::Instance;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const DECISIONS: &str = "document-approval.decision-requests";
-const DECISION_RESULTS: &str = "document-approval.decision-results";
-const TASKS: &str = "document-approval.task-requests";
-const HUMAN_TASKS: &str = "document-approval.human-tasks";
 const EVALUATE: &str = "/v2/decision-definitions/evaluation";
 
 #[test]
@@ -39,33 +33,15 @@ fn a_decision_outage_holds_only_decisions_and_answers_each_once_after_it() {
     let kafka = common::KafkaCluster::start(1);
     let bootstrap = kafka.bootstrap.clone();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_application(&unique("connectors"), &bootstrap, dir.path());
-    config.processing_guarantee = Guarantee::ExactlyOnceV2;
-    config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
-    config.topology.builtin = "connectors".into();
-    let workflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml");
-    let text = format!(
-        "workflow = {:?}\ntimeout_ms = 2000\nretry = {{ attempts = 1000, backoff_ms = 200, max_backoff_ms = 1000 }}\nbreaker = {{ failure_threshold = 3, open_ms = 2000 }}\n\
+    let section = format!(
+        "timeout_ms = 2000\nretry = {{ attempts = 1000, backoff_ms = 200, max_backoff_ms = 1000 }}\nbreaker = {{ failure_threshold = 3, open_ms = 2000 }}\n\
          [decisions]\nbackend = \"camunda8\"\nurl = \"{}\"\n[tasks]\nbackend = \"embedded\"\n",
-        workflow.display().to_string(),
         camunda.uri()
     );
-    config.connectors = Some(toml::from_str::<ConnectorsConfig>(&text).unwrap());
-    let topology = config.build_topology().unwrap();
-    let topics = [DECISIONS, DECISION_RESULTS, TASKS, HUMAN_TASKS, "document-approval.task-results"];
-    let mut specs: Vec<TopicSpec> =
-        topics.iter().map(|t| TopicSpec { name: (*t).into(), partitions: PARTITIONS, compacted: false }).collect();
-    specs.extend(keyflow::kafka::internal_topics(&config, &topology, PARTITIONS));
-    common::create_topics(&bootstrap, &specs, &[]);
+    let (config, topology) = connectors::app(&bootstrap, dir.path(), "connectors", &section);
 
     let docs = 40;
-    let command = |i: usize, body: Value| {
-        let mut v = body;
-        v["instanceId"] = json!(format!("doc-{i}"));
-        v["workflow"] = json!("document-approval");
-        v["at"] = json!(0);
-        (1_700_000_000_000, format!("doc-{i}"), v.to_string().into_bytes())
-    };
+    let command = connectors::command;
     let decisions: Vec<_> = (0..docs).map(|i| command(i, json!({"decisionKey": "document-routing", "variables": {"classification": "invoice"}, "idempotencyKey": format!("doc-{i}:3:0")}))).collect();
     let tasks: Vec<_> = (0..docs)
         .map(|i| command(i, json!({"name": "Review document", "candidateGroups": ["reviewers"], "idempotencyKey": format!("doc-{i}:4:0")})))

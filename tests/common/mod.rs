@@ -19,6 +19,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 mod workload;
 pub use workload::*;
 pub mod camunda;
+pub mod connectors;
 pub mod kafka_broker;
 pub use kafka_broker::KafkaCluster;
 
