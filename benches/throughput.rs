@@ -45,10 +45,8 @@ fn args() -> Args {
 fn load(bootstrap: &str, topic: &str, a: &Args) {
     let p: BaseProducer =
         ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "20").set("batch.num.messages", "10000").create().unwrap();
-    let statuses = ["uploaded", "scanned", "classified", "approved"];
     for i in 0..a.events {
-        let key = format!("doc-{}", i % a.keys);
-        let value = format!(r#"{{"status":"{}","amount":{}}}"#, statuses[(i / a.keys) % statuses.len()], i % 100);
+        let (key, value) = common::event(i, a.keys);
         kafka::send_waiting(&p, BaseRecord::to(topic).key(key.as_str()).payload(value.as_str())).unwrap();
     }
     p.flush(Duration::from_secs(120)).unwrap();

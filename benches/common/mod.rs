@@ -10,6 +10,13 @@ use keyflow::config::Config;
 use keyflow::kafka::{self, MockProvisioner, Provisioner, TopicSpec};
 use rdkafka::mocking::MockCluster;
 
+/// Event `i` of the peer workload as (key, JSON value): key `doc-(i % keys)`, statuses cycling
+/// once per round of keys, an amount of `i % 100`.
+pub fn event(i: usize, keys: usize) -> (String, String) {
+    const STATUSES: [&str; 4] = ["uploaded", "scanned", "classified", "approved"];
+    (format!("doc-{}", i % keys), format!(r#"{{"status":"{}","amount":{}}}"#, STATUSES[(i / keys) % STATUSES.len()], i % 100))
+}
+
 /// The value of `--name` on the command line, if given.
 pub fn arg(name: &str) -> Option<String> {
     let v: Vec<String> = std::env::args().collect();

@@ -11,8 +11,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-const STATUSES: [&str; 4] = ["uploaded", "scanned", "classified", "approved"];
-
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -35,11 +33,6 @@ fn producer(bootstrap: &str, linger_ms: &str) -> ThreadedProducer<DefaultProduce
         .unwrap()
 }
 
-/// Event `i` of the workload: key `doc-(i % keys)`, statuses cycling once per round of keys.
-fn event(i: usize, keys: usize) -> (String, String) {
-    (format!("doc-{}", i % keys), format!(r#"{{"status":"{}","amount":{}}}"#, STATUSES[(i / keys) % STATUSES.len()], i % 100))
-}
-
 fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, value: &str, ts: i64) {
     let mut r = BaseRecord::to(topic).key(key).payload(value).timestamp(ts);
     while let Err((e, back)) = p.send(r) {
@@ -53,7 +46,7 @@ fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, va
 pub fn load(bootstrap: &str, topic: &str, from: usize, to: usize, keys: usize) {
     let p = producer(bootstrap, "20");
     for i in from..to {
-        let (k, v) = event(i, keys);
+        let (k, v) = crate::common::event(i, keys);
         send(&p, topic, &k, &v, now_ms());
     }
     p.flush(Duration::from_secs(120)).unwrap();
@@ -71,7 +64,7 @@ pub fn load_at_rate(bootstrap: &str, topic: &str, rate: f64, secs: f64, keys: us
         }
         let due = (rate * elapsed) as usize;
         while sent < due {
-            let (k, v) = event(sent, keys);
+            let (k, v) = crate::common::event(sent, keys);
             send(&p, topic, &k, &v, now_ms());
             sent += 1;
         }

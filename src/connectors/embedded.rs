@@ -18,6 +18,20 @@ use crate::kafka::read::read_to_end;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The id of the task a command opens: its idempotency key made readable (`kf-` + the key with
+/// anything but letters, digits and `-` as `_`), hashed past 64 characters so that the same
+/// command always names the same task.
+pub fn task_id(idempotency_key: &str) -> String {
+    let clean: String = idempotency_key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let id = format!("kf-{clean}");
+    if id.len() <= 64 {
+        return id;
+    }
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = idempotency_key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("kf-{}-{hash:016x}", &clean[..40])
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kafka: {0}")]

@@ -124,7 +124,7 @@ impl CommandProcessor {
             }
             Perform::EmbeddedTask { sink } => {
                 let r = task_request(key, idem, cmd)?;
-                let id = super::tasks::Camunda7Tasks::task_id(idem);
+                let id = super::embedded::task_id(idem);
                 let task = json!({"taskId": id, "name": r.name, "candidateGroups": r.candidate_groups, "assignee": r.assignee, "instanceId": key,
                                   "workflow": r.workflow, "idempotencyKey": idem, "state": "CREATED", "createdAt": ctx.wall_clock_time(),
                                   "resultTopic": self.result_sink.as_deref().map(|s| s.trim_start_matches("out:"))});

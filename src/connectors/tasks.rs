@@ -212,19 +212,6 @@ impl Camunda7Tasks {
             message: format!("task {task_id} has no open user task"),
         })
     }
-
-    /// A readable id for an idempotency key within Camunda 7's 64-character ids (the embedded
-    /// task backend names its tasks with it).
-    pub fn task_id(idempotency_key: &str) -> String {
-        let clean: String = idempotency_key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-        let id = format!("kf-{clean}");
-        if id.len() <= 64 {
-            return id;
-        }
-        // FNV-1a: stable across builds and platforms, unlike std's hasher.
-        let hash = idempotency_key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-        format!("kf-{}-{hash:016x}", &clean[..40])
-    }
 }
 
 impl TaskService for Camunda7Tasks {

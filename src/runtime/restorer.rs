@@ -152,9 +152,9 @@ impl Restorer {
             let mut batches: BTreeMap<i32, Vec<ChangelogEntry>> = BTreeMap::new();
             let reader = &self.readers[&store];
             for i in 0..RESTORE_BATCH {
-                // The first read may wait for a fetch to land: polling an empty queue without
-                // waiting kept the stream thread spinning (and waking librdkafka's threads) for
-                // most of a restore, which ran at a third of the rate a plain consumer reads.
+                // The first read may wait for a fetch to land, so a drained queue does not keep
+                // the stream thread spinning. (The slow restores were the consumer's 1 s
+                // fetch.queue.backoff.ms, see `kafka`; this wait alone did not change their time.)
                 let wait = if i == 0 { RESTORE_WAIT } else { Duration::ZERO };
                 match reader.poll(wait) {
                     None => break,
