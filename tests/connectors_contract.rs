@@ -60,14 +60,18 @@ fn oauth(server: &Recorded) -> Credentials {
     )
 }
 
-/// Camunda 8's documented evaluation response (two outputs: `output` is a JSON object in a string).
+/// Camunda 8's evaluation response, every field of `EvaluateDecisionResult`,
+/// `EvaluatedDecisionResult`, `MatchedDecisionRuleItem` and `Evaluated*Item` of the Orchestration
+/// Cluster API 8.8 (`rest-api.yaml`; checked against the models generated from it in
+/// `io.camunda:camunda-client-java:8.8.12`). Two outputs: `output` is a JSON object in a string.
 fn c8_evaluation(output: &str) -> Value {
     json!({
         "decisionDefinitionId": "document-routing", "decisionDefinitionName": "Route", "decisionDefinitionVersion": 3,
         "decisionRequirementsId": "document-routing-definitions", "output": output, "failedDecisionDefinitionId": "", "failureMessage": "",
         "tenantId": "<default>", "decisionDefinitionKey": "2251799813686749", "decisionRequirementsKey": "2251799813686748",
-        "decisionEvaluationKey": "2251799813688092",
+        "decisionEvaluationKey": "2251799813688092", "decisionInstanceKey": "2251799813688092",
         "evaluatedDecisions": [{"decisionDefinitionId": "document-routing", "decisionDefinitionName": "Route", "decisionDefinitionVersion": 3,
+            "decisionDefinitionKey": "2251799813686749", "decisionEvaluationInstanceKey": "2251799813688092-1",
             "decisionDefinitionType": "DECISION_TABLE", "output": output, "tenantId": "<default>",
             "matchedRules": [{"ruleId": "small-invoices", "ruleIndex": 3, "evaluatedOutputs": [{"outputId": "out-route", "outputName": "route", "outputValue": "\"auto-approve\""}]}],
             "evaluatedInputs": [{"inputId": "in-classification", "inputName": "Classification", "inputValue": "\"invoice\""}]}]
@@ -311,11 +315,31 @@ fn camunda8_tasks_are_created_once_found_completed_and_read_back() {
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [{"userTaskKey": "2251799813690009", "processInstanceKey": "2251799813690001", "state": "COMPLETED",
                 "assignee": "alice", "completionDate": "2026-11-25T10:05:00.000Z", "name": "Review document", "processDefinitionId": "keyflow-human-task"}], "page": {"totalItems": 1}}))),
     );
-    s.mount(Mock::given(method("POST")).and(path("/v2/user-tasks/2251799813690009/variables/search")).respond_with(
-        ResponseTemplate::new(200).set_body_json(
-            json!({"items": [{"name": "approved", "value": "true"}, {"name": "comment", "value": "\"fine\""}], "page": {"totalItems": 2}}),
-        ),
-    ));
+    // `VariableSearchResult` (8.8): the task's scope sees the process instance's variables too,
+    // keyflow's own among them; full values only when asked (`truncateValues=false`); read a page
+    // at a time (this server answers two to a page).
+    let variable = |name: &str, value: &str| {
+        json!({"name": name, "value": value, "isTruncated": false, "variableKey": "2251799813690100", "scopeKey": "2251799813690001",
+               "processInstanceKey": "2251799813690001", "tenantId": "<default>"})
+    };
+    let variables = "/v2/user-tasks/2251799813690009/variables/search";
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path(variables))
+            .and(query_param("truncateValues", "false"))
+            .and(body_json(json!({"page": {"from": 0, "limit": 100}})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "items": [variable("keyflowIdempotencyKey", "\"node-1:4:0\""), variable("approved", "true")],
+                "page": {"totalItems": 3, "hasMoreTotalItems": false}}))),
+    );
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path(variables))
+            .and(query_param("truncateValues", "false"))
+            .and(body_json(json!({"page": {"from": 2, "limit": 100}})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "items": [variable("comment", "\"fine\"")], "page": {"totalItems": 3, "hasMoreTotalItems": false}}))),
+    );
     s.mount(
         Mock::given(method("POST"))
             .and(path("/v2/user-tasks/search"))
@@ -443,10 +467,23 @@ fn camunda7_tasks_are_processes_keyed_by_the_idempotency_key_and_read_back_from_
     c7.complete(id, &vars(json!({"approved": true}))).unwrap();
 }
 
+/// Alfresco's `Error` (`alfresco-core.yaml`, definitions): `statusCode`, `briefSummary`,
+/// `stackTrace` and `descriptionURL` required, `errorKey` and `logId` optional.
+fn alfresco_error(status: u16, key: &str, summary: &str) -> Value {
+    json!({"error": {"errorKey": key, "statusCode": status, "briefSummary": summary,
+        "stackTrace": "For security reasons the stack trace is no longer displayed, but the property is kept for previous versions",
+        "descriptionURL": "https://api-explorer.alfresco.com", "logId": "1f3c2b6e-6d1d-4a5e-9b4f-0c8e6d2a7f11"}})
+}
+
 const NODES: &str = "/alfresco/api/-default-/public/alfresco/versions/1/nodes/d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01";
 
 fn node_entry(aspects: Value) -> Value {
+    // `NodeEntry` with every field `Node` requires (`alfresco-core.yaml`).
     json!({"entry": {"id": "d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", "name": "invoice.pdf", "nodeType": "cm:content", "isFile": true, "isFolder": false,
+                     "createdAt": "2026-11-25T10:00:00.000+0000", "createdByUser": {"id": "jdoe", "displayName": "John Doe"},
+                     "modifiedAt": "2026-11-25T10:00:00.000+0000", "modifiedByUser": {"id": "jdoe", "displayName": "John Doe"},
+                     "parentId": "93f7edf5-e4d8-4749-9b4c-e45097e2e19d",
+                     "content": {"mimeType": "application/pdf", "mimeTypeName": "Adobe PDF Document", "sizeInBytes": 52113, "encoding": "UTF-8"},
                      "aspectNames": aspects, "properties": {"cm:title": "Invoice"}}})
 }
 
@@ -489,8 +526,7 @@ fn alfresco_write_back_keeps_the_nodes_aspects_with_basic_auth() {
 fn alfresco_refuses_one_node_with_403_without_holding_back_the_others_and_a_401_waits() {
     let s = Recorded::start();
     let base = "/alfresco/api/-default-/public/alfresco/versions/1/nodes";
-    let forbidden = json!({"error": {"errorKey": "framework.exception.PermissionDenied", "statusCode": 403,
-        "briefSummary": "10250003 Permission was denied", "stackTrace": "..."}});
+    let forbidden = alfresco_error(403, "framework.exception.PermissionDenied", "10250003 Permission was denied");
     s.mount(
         Mock::given(method("PUT")).and(path(format!("{base}/locked"))).respond_with(ResponseTemplate::new(403).set_body_json(forbidden)),
     );
@@ -509,7 +545,7 @@ fn alfresco_refuses_one_node_with_403_without_holding_back_the_others_and_a_401_
     repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &vars(json!({"kf:status": "approved"})), &[]).unwrap();
 
     let s = Recorded::start();
-    let failed = json!({"error": {"errorKey": "framework.exception.ApiDefault", "statusCode": 401, "briefSummary": "10250001 Authentication failed"}});
+    let failed = alfresco_error(401, "framework.exception.ApiDefault", "10250001 Authentication failed");
     s.mount(Mock::given(method("PUT")).and(path(NODES)).respond_with(ResponseTemplate::new(401).set_body_json(failed)));
     let repo = Alfresco {
         base_url: s.url(),
@@ -541,7 +577,7 @@ fn alfresco_ticket_auth_logs_in_again_when_the_ticket_expires_and_a_deleted_node
             .expect(1),
     );
     // base64("TICKET_1") and base64("TICKET_2"), as Alfresco documents ticket use.
-    let expired = json!({"error": {"errorKey": "framework.exception.ApiDefault", "statusCode": 401, "briefSummary": "10250001 Authentication failed", "stackTrace": "..."}});
+    let expired = alfresco_error(401, "framework.exception.ApiDefault", "10250001 Authentication failed");
     s.mount(
         Mock::given(method("PUT"))
             .and(path(NODES))
@@ -556,7 +592,7 @@ fn alfresco_ticket_auth_logs_in_again_when_the_ticket_expires_and_a_deleted_node
             .respond_with(ResponseTemplate::new(200).set_body_json(node_entry(json!([]))))
             .expect(1),
     );
-    let gone = json!({"error": {"errorKey": "framework.exception.EntityNotFound", "statusCode": 404, "briefSummary": "10250002 The entity with id: missing was not found"}});
+    let gone = alfresco_error(404, "framework.exception.EntityNotFound", "10250002 The entity with id: missing was not found");
     s.mount(
         Mock::given(method("PUT"))
             .and(path("/alfresco/api/-default-/public/alfresco/versions/1/nodes/missing"))
@@ -636,4 +672,61 @@ fn alfresco_events_become_document_uploaded_events_that_fit_the_avro_schema() {
     let mut broken = alfresco_event("org.alfresco.event.node.Created", Value::Null);
     broken["data"]["resource"]["content"].as_object_mut().unwrap().remove("mimeType");
     assert_eq!(alfresco::document_uploaded(&broken).unwrap_err(), "event has no `data.resource.content.mimeType`");
+}
+
+/// A login that is refused is the credentials' problem, whatever its status: RFC 6749 5.2 answers
+/// a bad client with 400 or 401 (`invalid_client`), Alfresco's `POST /tickets` "Login failed"
+/// with 403 (`alfresco-auth.yaml`). The command waits for an operator; it must not fail.
+#[test]
+fn refused_logins_wait_for_an_operator_instead_of_failing_the_command() {
+    let s = Recorded::start();
+    s.mount(Mock::given(method("POST")).and(path("/oauth/token")).respond_with(
+        ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_client", "error_description": "Invalid client credentials"})),
+    ));
+    s.mount(
+        Mock::given(method("POST")).and(path("/v2/decision-definitions/evaluation")).respond_with(ResponseTemplate::new(200)).expect(0),
+    );
+    let c8 = Camunda8 { base_url: s.url(), http: http(), credentials: oauth(&s), tenant_id: None };
+    match c8.evaluate("document-routing", &Map::new()) {
+        Err(CallError::Transient { service: "oauth", message }) => assert!(message.contains("credentials refused (400)"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+
+    let s = Recorded::start();
+    s.mount(Mock::given(method("POST")).and(path("/alfresco/api/-default-/public/authentication/versions/1/tickets")).respond_with(
+        ResponseTemplate::new(403).set_body_json(alfresco_error(403, "framework.exception.ApiDefault", "10250004 Login failed")),
+    ));
+    s.mount(Mock::given(method("PUT")).respond_with(ResponseTemplate::new(200)).expect(0));
+    let repo = Alfresco {
+        base_url: s.url(),
+        http: http(),
+        credentials: Credentials::new(
+            &AuthConfig::Ticket { user: "keyflow".into(), password: "wrong".into() },
+            &alfresco::ticket_url(&s.url()),
+        ),
+    };
+    match repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &Map::new(), &[]) {
+        Err(CallError::Transient { message, .. }) => assert!(message.contains("credentials refused (403)"), "{message}"),
+        other => panic!("a refused login is not this node's refusal: {other:?}"),
+    }
+}
+
+/// `truncateValues=false` asks for whole values; one still marked `isTruncated` is not an answer
+/// keyflow can pass on, so the poll fails and is tried again.
+#[test]
+fn camunda8_never_passes_on_a_truncated_answer() {
+    let s = Recorded::start();
+    s.mount(Mock::given(method("POST")).and(path("/v2/user-tasks/search")).respond_with(ResponseTemplate::new(200).set_body_json(
+        json!({"items": [{"userTaskKey": "2251799813690009", "processInstanceKey": "2251799813690001", "state": "COMPLETED"}], "page": {"totalItems": 1}}),
+    )));
+    s.mount(Mock::given(method("POST")).and(path("/v2/user-tasks/2251799813690009/variables/search")).respond_with(
+        ResponseTemplate::new(200).set_body_json(
+            json!({"items": [{"name": "comment", "value": "\"a long com", "isTruncated": true}], "page": {"totalItems": 1}}),
+        ),
+    ));
+    let c8 = Camunda8Tasks { base_url: s.url(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
+    match c8.completed_since(0, 10) {
+        Err(CallError::Transient { message, .. }) => assert!(message.contains("came back truncated"), "{message}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -76,7 +76,7 @@ impl Credentials {
                 let mut cached = cached.lock().expect("ticket lock");
                 if refresh || cached.is_none() {
                     let body = json!({"userId": user, "password": password.expose()});
-                    let r = http::send(service, http.post(url).json(&body)).map_err(|f| f.into_call(service))?;
+                    let r = http::send(service, http.post(url).json(&body)).map_err(|f| f.into_login(service))?;
                     let v = http::read_json(service, r)?;
                     let ticket = v
                         .pointer("/entry/id")
@@ -175,7 +175,7 @@ impl TokenSource {
         if let Some(s) = &c.scope {
             form.push(("scope", s));
         }
-        let response = http::send("oauth", http.post(&c.token_url).form(&form)).map_err(|f| f.into_call("oauth"))?;
+        let response = http::send("oauth", http.post(&c.token_url).form(&form)).map_err(|f| f.into_login("oauth"))?;
         let t: TokenResponse = serde_json::from_value(http::read_json("oauth", response)?)
             .map_err(|e| CallError::transient("oauth", format!("token response unreadable: {e}")))?;
         let lifetime = Duration::from_secs(t.expires_in.unwrap_or(300));

@@ -123,6 +123,20 @@ impl Failure {
             Failure::Unauthorized(u) => CallError::transient(service, format!("credentials refused ({}): {}", u.status, u.message)),
         }
     }
+
+    /// For a login (an OAuth token endpoint, an Alfresco ticket): any refusal is the
+    /// credentials', whatever its status. RFC 6749 5.2 answers a bad client with 400 or 401;
+    /// Alfresco's `POST /tickets` answers "Login failed" with 403 (`alfresco-auth.yaml`). Taken
+    /// as a request's refusal, it would fail the command that needed the login instead of
+    /// letting it wait for an operator.
+    pub fn into_login(self, service: &'static str) -> CallError {
+        match self {
+            Failure::Call(CallError::Rejected { status, message, .. }) | Failure::Unauthorized(Unauthorized { status, message }) => {
+                CallError::transient(service, format!("credentials refused ({status}): {message}"))
+            }
+            Failure::Call(e) => e,
+        }
+    }
 }
 
 fn classify(service: &'static str, status: StatusCode, message: String, retry_after: Option<Duration>) -> CallError {

@@ -62,6 +62,14 @@ pub trait TaskService: Send + Sync {
 const C8: &str = "camunda8";
 const C7: &str = "camunda7";
 
+/// The variables keyflow starts a task's process with (both Camundas); the rest are the
+/// person's answer.
+const CREATION_VARIABLES: [&str; 6] =
+    ["taskName", "candidateGroups", "assignee", "keyflowIdempotencyKey", "keyflowInstanceId", "keyflowWorkflow"];
+
+/// Variables of one user task read per page.
+const C8_VARIABLES_PAGE: usize = 100;
+
 /// Camunda 8. Task ids are process instance keys.
 pub struct Camunda8Tasks {
     pub base_url: String,
@@ -77,8 +85,43 @@ impl Camunda8Tasks {
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<Value, CallError> {
+        self.post_query(path, &[], body)
+    }
+
+    fn post_query(&self, path: &str, query: &[(&str, &str)], body: &Value) -> Result<Value, CallError> {
         let url = self.url(path);
-        self.credentials.send_json(C8, &self.http, || self.http.post(&url).json(body))
+        self.credentials.send_json(C8, &self.http, || self.http.post(&url).query(query).json(body))
+    }
+
+    /// The answer a user task was completed with: its variables less keyflow's own. Values are
+    /// JSON documents in strings. Camunda 8.8's `POST /v2/user-tasks/{userTaskKey}/variables/search`
+    /// cuts long values short unless told not to (`truncateValues=false`) and answers a page at
+    /// a time (100 by default), so every page is read and a value still cut short is an error.
+    fn variables(&self, user_task: &str) -> Result<Map<String, Value>, CallError> {
+        let path = format!("user-tasks/{user_task}/variables/search");
+        let mut out = Map::new();
+        let mut from = 0;
+        loop {
+            let page = json!({"page": {"from": from, "limit": C8_VARIABLES_PAGE}});
+            let r = self.post_query(&path, &[("truncateValues", "false")], &page)?;
+            let items = r.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            for v in items {
+                let Some(name) = v.get("name").and_then(Value::as_str) else { continue };
+                if CREATION_VARIABLES.contains(&name) {
+                    continue;
+                }
+                if v.get("isTruncated").and_then(Value::as_bool) == Some(true) {
+                    return Err(CallError::transient(C8, format!("variable `{name}` of user task {user_task} came back truncated")));
+                }
+                let text = v.get("value").and_then(Value::as_str);
+                out.insert(name.to_owned(), text.map_or(Value::Null, |s| serde_json::from_str(s).unwrap_or_else(|_| json!(s))));
+            }
+            from += items.len();
+            let total = r.pointer("/page/totalItems").and_then(Value::as_u64).unwrap_or(0);
+            if items.is_empty() || from as u64 >= total {
+                return Ok(out);
+            }
+        }
     }
 
     /// The open user task of a task's process instance.
@@ -132,22 +175,7 @@ impl TaskService for Camunda8Tasks {
             else {
                 continue;
             };
-            let vars = self.post(&format!("user-tasks/{user_task}/variables/search"), &json!({}))?;
-            // Variable values are JSON documents in strings.
-            let variables = vars
-                .get("items")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|v| {
-                    Some((
-                        v.get("name")?.as_str()?.to_owned(),
-                        v.get("value")
-                            .and_then(Value::as_str)
-                            .map_or(Value::Null, |s| serde_json::from_str(s).unwrap_or_else(|_| json!(s))),
-                    ))
-                })
-                .collect();
+            let variables = self.variables(&user_task)?;
             out.push(Completed {
                 task_id,
                 completed_by: item.get("assignee").and_then(Value::as_str).map(str::to_owned),
@@ -183,10 +211,6 @@ pub struct Camunda7Tasks {
     /// The key of the one-user-task process.
     pub process_key: String,
 }
-
-/// The variables keyflow starts a task's process with; the rest are the person's answer.
-const C7_CREATION_VARIABLES: [&str; 6] =
-    ["taskName", "candidateGroups", "assignee", "keyflowIdempotencyKey", "keyflowInstanceId", "keyflowWorkflow"];
 
 impl Camunda7Tasks {
     fn url(&self, path: &str) -> String {
@@ -260,7 +284,7 @@ impl TaskService for Camunda7Tasks {
                 .into_iter()
                 .flatten()
                 .filter_map(|v| Some((v.get("name")?.as_str()?.to_owned(), v.get("value").cloned().unwrap_or(Value::Null))))
-                .filter(|(name, _)| !C7_CREATION_VARIABLES.contains(&name.as_str()))
+                .filter(|(name, _)| !CREATION_VARIABLES.contains(&name.as_str()))
                 .collect();
             out.push(Completed {
                 task_id: id.to_owned(),
