@@ -88,6 +88,16 @@ pub fn render(application: &str, status: &Status) -> String {
         let _ = writeln!(out, "keyflow_store_keys{{{app},store=\"{}\",partition=\"{partition}\"}} {n}", esc(&store));
     }
 
+    family(
+        &mut out,
+        "keyflow_workflow_instances",
+        "gauge",
+        "Workflow instances per state in this instance's partitions, as of its last commit.",
+    );
+    for ((w, state), n) in status.instance_counts() {
+        let _ = writeln!(out, "keyflow_workflow_instances{{{app},workflow=\"{}\",state=\"{}\"}} {n}", esc(&w), esc(&state));
+    }
+
     let c = counters().lock().expect("metrics lock");
     family(&mut out, "keyflow_workflow_transitions_total", "counter", "Workflow transitions by source and target state.");
     for ((w, from, to), n) in &c.transitions {

@@ -199,6 +199,51 @@ fn the_workflow_survives_a_crash_between_steps() {
     assert_eq!(instance(&d, NODE).state, "classifying", "state restored from the changelog");
 }
 
+/// The instances per state, as the `instances-per-state` store holds them (zeros dropped).
+fn counts(d: &TopologyTestDriver) -> std::collections::BTreeMap<String, i64> {
+    d.store_entries(workflow::COUNTS)
+        .into_iter()
+        .map(|(k, v)| (workflow::parse_count_key(&k).unwrap(), serde_json::from_slice::<i64>(&v).unwrap()))
+        .filter(|(_, n)| *n != 0)
+        .map(|((w, state), n)| {
+            assert_eq!(w, "document-approval");
+            (state, n)
+        })
+        .collect()
+}
+
+/// The same, counted the slow way: every instance read.
+fn counted_by_scan(d: &TopologyTestDriver) -> std::collections::BTreeMap<String, i64> {
+    let mut by_state = std::collections::BTreeMap::new();
+    for v in d.store_entries("instances").values() {
+        *by_state.entry(serde_json::from_slice::<Instance>(v).unwrap().state).or_default() += 1;
+    }
+    by_state
+}
+
+#[test]
+fn instances_per_state_are_counted_exactly_with_each_transition_and_survive_a_lost_disk() {
+    let mut d = driver();
+    for n in 0..5 {
+        upload(&mut d, &format!("node-{n}"), &format!("ev-{n}"));
+    }
+    upload(&mut d, "node-0", "ev-0"); // a duplicate moves nothing
+    for n in 0..3 {
+        result(&mut d, &format!("node-{n}"), &format!("r-{n}"), json!({"service": "virus-scan", "status": "OK"}));
+    }
+    result(&mut d, "node-4", "r-4", json!({"service": "virus-scan", "status": "FAILED", "error": "virus_found"}));
+    let expected =
+        std::collections::BTreeMap::from([("classifying".to_owned(), 3), ("quarantined".to_owned(), 1), ("scanning".to_owned(), 1)]);
+    assert_eq!(counts(&d), expected);
+    assert_eq!(counted_by_scan(&d), expected);
+
+    d.crash_and_restart(true);
+    assert_eq!(counts(&d), expected, "restored from its changelog with the instances");
+    result(&mut d, "node-3", "r-3", json!({"service": "virus-scan", "status": "OK"}));
+    assert_eq!(counts(&d), counted_by_scan(&d));
+    assert_eq!(counts(&d)["classifying"], 4);
+}
+
 #[test]
 fn the_compiled_topology_and_the_workflow_are_described_stably() {
     let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();

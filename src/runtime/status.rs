@@ -27,6 +27,8 @@ pub struct Status {
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// Estimated keys per (store, partition), refreshed at each commit.
     store_keys: Mutex<BTreeMap<(String, i32), u64>>,
+    /// Workflow instances per (workflow, state) in this instance's tasks, refreshed at each commit.
+    instance_counts: Mutex<BTreeMap<(String, String), i64>>,
     /// Interactive queries waiting for the stream thread (it owns the stores).
     queries: Mutex<Vec<Query>>,
 }
@@ -119,6 +121,16 @@ impl Status {
 
     pub fn store_keys(&self) -> BTreeMap<(String, i32), u64> {
         self.store_keys.lock().expect("status lock").clone()
+    }
+
+    pub(crate) fn set_instance_counts(&self, counts: BTreeMap<(String, String), i64>) {
+        *self.instance_counts.lock().expect("status lock") = counts;
+    }
+
+    /// Workflow instances per (workflow, state) in the partitions this instance owns, as of its
+    /// last commit.
+    pub fn instance_counts(&self) -> BTreeMap<(String, String), i64> {
+        self.instance_counts.lock().expect("status lock").clone()
     }
 
     /// Reads `key` of `store` from whichever of this instance's tasks holds it: `Ok(None)` when

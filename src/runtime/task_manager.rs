@@ -152,6 +152,13 @@ impl TaskManager {
         }
     }
 
+    /// The assignment, restoring flag and instance counts the status shows, after the tasks
+    /// changed (a count of a partition given up must go with it).
+    fn publish_assignment(&self) {
+        self.status.set_assignment(self.tasks.partitions(), self.is_restoring());
+        self.status.set_instance_counts(self.tasks.instance_counts());
+    }
+
     /// Runs the commit protocol.
     ///
     /// # Errors
@@ -166,6 +173,7 @@ impl TaskManager {
                 self.status.committed(n, started.elapsed());
                 if n > 0 {
                     self.status.set_store_keys(self.tasks.store_sizes());
+                    self.status.set_instance_counts(self.tasks.instance_counts());
                 }
                 Ok(())
             }
@@ -282,7 +290,7 @@ impl TaskManager {
                 self.fatal.get_or_insert(e);
             }
         }
-        self.status.set_assignment(self.tasks.partitions(), self.is_restoring());
+        self.publish_assignment();
     }
 
     /// Opens the task of `partition` with its source partitions paused, and starts restoring it.
@@ -365,7 +373,7 @@ impl TaskManager {
             tracing::error!(partition = p, reason, "restoring a task failed: wiping its state and restoring it again");
             self.reinit(consumer, p)?;
         }
-        self.status.set_assignment(self.tasks.partitions(), self.is_restoring());
+        self.publish_assignment();
         Ok(())
     }
 
@@ -394,7 +402,7 @@ impl TaskManager {
                 }
             }
         }
-        self.status.set_assignment(self.tasks.partitions(), self.is_restoring());
+        self.publish_assignment();
     }
 
     fn close_task(&mut self, partition: i32) {

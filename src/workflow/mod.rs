@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub use definition::{Definition, Error};
 pub use machine::{apply, Action, Event, Instance, Outcome};
-pub use processor::STORE;
+pub use processor::{count_key, parse_count_key, COUNTS, STORE};
 
 use crate::serde::{AvroSerde, Registry, Serde, SubjectStrategy};
 use crate::state::StoreSpec;
@@ -102,7 +102,10 @@ pub fn builder(mut def: Definition, registry: Option<&Arc<Registry>>) -> Result<
     }
     let parents: Vec<&str> = sources.iter().map(String::as_str).collect();
     let d = def.clone();
-    b = b.processor(&name, move || WorkflowProcessor::new(d.clone()), &parents).store(StoreSpec::new(STORE), &[&name]);
+    b = b
+        .processor(&name, move || WorkflowProcessor::new(d.clone()), &parents)
+        .store(StoreSpec::new(STORE), &[&name])
+        .store(StoreSpec::new(COUNTS), &[&name]);
     for topic in output_topics(&def) {
         b = b.sink(&sink_name(&topic), &topic, Serde::String, Serde::Json, &[&name]);
     }

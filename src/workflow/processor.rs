@@ -17,6 +17,22 @@ use super::machine::{self, Action, Event, Guards, Instance, Outcome};
 /// The store every workflow keeps its instances in.
 pub const STORE: &str = "instances";
 
+/// The number of instances in each state, per task: written in the same transaction as the
+/// instances, so it is exact at every commit and restored like any store, and the
+/// `keyflow_workflow_instances` gauge and the console read it instead of scanning `instances`.
+/// Keys are `[workflow, state]` as JSON (see [`count_key`]), values counts.
+pub const COUNTS: &str = "instances-per-state";
+
+/// The key of a state's count in [`COUNTS`].
+pub fn count_key(workflow: &str, state: &str) -> String {
+    json!([workflow, state]).to_string()
+}
+
+/// The workflow and state of a [`COUNTS`] key.
+pub fn parse_count_key(key: &[u8]) -> Option<(String, String)> {
+    serde_json::from_slice(key).ok()
+}
+
 pub(crate) fn sink_name(topic: &str) -> String {
     format!("out:{topic}")
 }
@@ -68,6 +84,12 @@ impl WorkflowProcessor {
         Ok(Event { name, error: text(&self.def.error_field), id: text(&self.def.event_id_field), payload: v.clone(), at: record.timestamp })
     }
 
+    fn count(&self, ctx: &mut Context<'_>, state: &str, delta: i64) -> Result<(), Error> {
+        let key = count_key(&self.def.name, state);
+        let n: i64 = ctx.get_json(COUNTS, &key)?.unwrap_or(0);
+        ctx.put_json(COUNTS, &key, &(n + delta))
+    }
+
     fn handle(&mut self, ctx: &mut Context<'_>, key: &str, event: Event) -> Result<(), Error> {
         let _span = tracing::info_span!("workflow", workflow = %self.def.name, instance = key, event = %event.name).entered();
         let before: Option<Instance> = ctx.get_json(STORE, key)?;
@@ -75,6 +97,12 @@ impl WorkflowProcessor {
             Outcome::Transitioned { instance, actions } => {
                 let from = before.as_ref().map_or(self.def.initial.get_ref().as_str(), |b| b.state.as_str());
                 crate::metrics::transition(&self.def.name, from, &instance.state);
+                if before.as_ref().map(|b| b.state.as_str()) != Some(instance.state.as_str()) {
+                    if let Some(b) = &before {
+                        self.count(ctx, &b.state, -1)?;
+                    }
+                    self.count(ctx, &instance.state, 1)?;
+                }
                 for a in actions {
                     match a {
                         Action::Emit { topic, value } => ctx.forward_to(&sink_name(&topic), Record::new(key.to_owned(), value, event.at)),
