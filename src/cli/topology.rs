@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::config::TopologyConfig;
+use crate::workflow::diagram::{self, Format};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -21,7 +22,30 @@ pub enum Command {
         /// A built-in topology.
         #[arg(long, default_value = "status-tracker")]
         builtin: String,
+        /// `text` (both graphs), or one graph as `dot`, `mermaid` or `svg`.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Which graph `dot`, `mermaid` and `svg` draw: the workflow's states and transitions, or
+        /// the topology it compiles to (a built-in has only the topology).
+        #[arg(long, value_enum, default_value = "workflow")]
+        graph: Graph,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Graph {
+    Workflow,
+    Topology,
+}
+
+/// A topology or a workflow graph in the asked format.
+fn draw(format: Format, dot: impl FnOnce(bool) -> String, mermaid: impl FnOnce() -> String) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Dot => dot(false),
+        Format::Mermaid => mermaid(),
+        Format::Svg => diagram::svg(&dot(true)).map_err(anyhow::Error::msg)?,
+        Format::Text => unreachable!("text is described, not drawn"),
+    })
 }
 
 pub fn run(c: Command) -> anyhow::Result<ExitCode> {
@@ -42,20 +66,35 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Describe { file: Some(file), .. } => {
+        Command::Describe { file: Some(file), format, graph, .. } => {
             let def = crate::workflow::load(&file)?;
-            print!("{}", crate::workflow::describe(&def));
+            if format == Format::Text || graph == Graph::Workflow {
+                if format == Format::Text {
+                    print!("{}", crate::workflow::describe(&def));
+                } else {
+                    print!("{}", draw(format, |compact| diagram::workflow_dot(&def, None, compact), || diagram::workflow_mermaid(&def))?);
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
             // Avro inputs are described against a throwaway in-process registry: describing
             // needs no real one.
             let registry =
                 crate::serde::Registry::new(&crate::serde::RegistryConfig { url: "mock://describe".into(), ..Default::default() })?;
-            print!("{}", crate::workflow::compile(def, Some(&registry))?.describe());
+            let t = crate::workflow::compile(def, Some(&registry))?;
+            match format {
+                Format::Text => print!("{}", t.describe()),
+                _ => print!("{}", draw(format, |_| diagram::topology_dot(&t), || diagram::topology_mermaid(&t))?),
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Describe { file: None, builtin } => {
+        Command::Describe { file: None, builtin, format, graph } => {
             let d = TopologyConfig::default();
             let t = crate::builtin::by_name(&builtin, &d.input, &d.output, d.sla_ms).map_err(anyhow::Error::msg)?;
-            print!("{}", t.describe());
+            match (format, graph) {
+                (Format::Text, _) => print!("{}", t.describe()),
+                (_, Graph::Workflow) => anyhow::bail!("a built-in topology has no workflow graph: use --graph topology"),
+                _ => print!("{}", draw(format, |_| diagram::topology_dot(&t), || diagram::topology_mermaid(&t))?),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

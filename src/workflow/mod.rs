@@ -2,6 +2,7 @@
 //! runs a deterministic state machine per instance (the record key).
 
 pub mod definition;
+pub mod diagram;
 pub mod machine;
 pub mod processor;
 
