@@ -113,3 +113,26 @@ fn mermaid_names_every_state_and_transition_and_the_topology_every_node() {
     let flow = diagram::topology_mermaid(&t);
     assert!(flow.starts_with("flowchart LR\n") && flow.contains("alfresco.node-events") && flow.contains("instances-per-state"));
 }
+
+/// The reference workflows' pages show their current diagrams.
+#[test]
+fn the_reference_workflows_pages_show_their_current_diagrams() {
+    for name in WORKFLOWS {
+        let stem = name.trim_end_matches(".toml");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+        let def = load(name);
+        let page = std::fs::read_to_string(dir.join(format!("{stem}.md"))).unwrap();
+        assert!(page.contains(&diagram::workflow_mermaid(&def)), "{stem}.md: regenerate its state diagram");
+        let t = workflow::compile(load(name), None).unwrap();
+        assert!(page.contains(&diagram::topology_mermaid(&t)), "{stem}.md: regenerate its topology diagram");
+        let svg = std::fs::read_to_string(dir.join(format!("{stem}.svg"))).unwrap();
+        // The layout is the same each time; the order of its font classes is not (a hash map).
+        let drawn = |svg: &str| {
+            let (mut texts, arrows) = svg_parts(svg);
+            texts.sort();
+            (texts, arrows)
+        };
+        let current = diagram::svg(&diagram::workflow_dot(&def, None, true)).unwrap();
+        assert!(drawn(&svg) == drawn(&current), "regenerate topologies/{stem}.svg");
+    }
+}
