@@ -23,7 +23,7 @@ fn main() {
     let escalate = Duration::from_millis(common::number("--escalate-after-ms", 3_000) as u64);
     println!("document-approval end to end: {documents} documents, escalation after {escalate:?}, librdkafka mock cluster (3 brokers, in process)");
     for (guarantee, name) in [(Guarantee::AtLeastOnce, "at_least_once"), (Guarantee::ExactlyOnceV2, "exactly_once_v2")] {
-        let s = demo::run(&Options { documents, partitions: 4, guarantee, escalate_after: escalate, output: Output::Quiet })
+        let s = demo::run(&Options { documents, partitions: 4, guarantee, escalate_after: escalate, output: Output::Quiet, serve: None })
             .expect("the run completes");
         let secs = s.elapsed.as_secs_f64();
         println!(

@@ -170,14 +170,18 @@ pub struct Config {
     /// librdkafka producer settings, passed through.
     #[serde(default)]
     pub producer: KafkaProps,
-    /// Serve `/metrics`, `/health`, `/ready` and `/workflows/{id}` on this `host:port`. Default:
-    /// none (no HTTP endpoint).
+    /// Serve the web console (`/`), `/metrics`, `/health`, `/ready` and `/workflows/{id}` on this
+    /// `host:port`: keep it on loopback or a private network. Default: none (no HTTP endpoint).
     #[serde(rename = "http.listen", default)]
     pub http_listen: Option<String>,
     /// The other instances' HTTP addresses (`http://host:port`): a `/workflows/{id}` query this
     /// instance cannot answer is asked of them. Default: none.
     #[serde(rename = "http.peers", default, deserialize_with = "list_or_commas")]
     pub http_peers: Vec<String>,
+    /// The token the web console needs to change data (redrive, purge dead letters): sent as
+    /// `Authorization: Bearer <token>`. Without it the console only reads. Redacted in logs.
+    #[serde(rename = "http.auth.token", default)]
+    pub http_auth_token: Option<Secret>,
     /// Services that perform a workflow's commands (`[topology] builtin = "connectors"`).
     #[serde(default)]
     pub connectors: Option<crate::connectors::ConnectorsConfig>,

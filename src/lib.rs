@@ -7,6 +7,7 @@ pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod console;
 pub mod demo;
 pub mod dlq;
 pub mod kafka;

@@ -16,8 +16,6 @@ const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 
 #[derive(Default)]
 struct Counters {
-    /// (workflow, from, to) -> transitions.
-    transitions: BTreeMap<(String, String, String), u64>,
     /// (service, outcome) -> calls.
     calls: BTreeMap<(String, String), u64>,
     /// service -> (bucket counts, sum of seconds, count).
@@ -29,9 +27,24 @@ fn counters() -> &'static Mutex<Counters> {
     C.get_or_init(Mutex::default)
 }
 
-/// A workflow instance moved `from` -> `to`.
+thread_local! {
+    /// The instance whose stream thread this is, if it is one.
+    static INSTANCE: std::cell::RefCell<Option<std::sync::Arc<Status>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes the calling thread an instance's stream thread: [`transition`] counts for `status`.
+pub(crate) fn bind_instance(status: std::sync::Arc<Status>) {
+    INSTANCE.with(|i| *i.borrow_mut() = Some(status));
+}
+
+/// A workflow instance moved `from` -> `to`: counted for the instance whose stream thread made
+/// the move (a test driver's moves have no instance and are not counted).
 pub fn transition(workflow: &str, from: &str, to: &str) {
-    *counters().lock().expect("metrics lock").transitions.entry((workflow.to_owned(), from.to_owned(), to.to_owned())).or_default() += 1;
+    INSTANCE.with(|i| {
+        if let Some(status) = i.borrow().as_ref() {
+            status.transitioned(workflow, from, to);
+        }
+    });
 }
 
 /// An outbound call to `service` ended with `outcome` (`ok`, `transient`, `back_pressure`,
@@ -98,12 +111,17 @@ pub fn render(application: &str, status: &Status) -> String {
         let _ = writeln!(out, "keyflow_workflow_instances{{{app},workflow=\"{}\",state=\"{}\"}} {n}", esc(&w), esc(&state));
     }
 
-    let c = counters().lock().expect("metrics lock");
     family(&mut out, "keyflow_workflow_transitions_total", "counter", "Workflow transitions by source and target state.");
-    for ((w, from, to), n) in &c.transitions {
-        let _ =
-            writeln!(out, "keyflow_workflow_transitions_total{{workflow=\"{}\",from=\"{}\",to=\"{}\"}} {n}", esc(w), esc(from), esc(to));
+    for ((w, from, to), n) in status.transitions() {
+        let _ = writeln!(
+            out,
+            "keyflow_workflow_transitions_total{{{app},workflow=\"{}\",from=\"{}\",to=\"{}\"}} {n}",
+            esc(&w),
+            esc(&from),
+            esc(&to)
+        );
     }
+    let c = counters().lock().expect("metrics lock");
     family(&mut out, "keyflow_outbound_calls_total", "counter", "Calls to services outside Kafka, by outcome.");
     for ((service, outcome), n) in &c.calls {
         let _ = writeln!(out, "keyflow_outbound_calls_total{{service=\"{}\",outcome=\"{}\"}} {n}", esc(service), esc(outcome));

@@ -50,7 +50,8 @@ fn the_svg_of_each_workflow_draws_every_state_and_every_transition() {
             assert!(texts.iter().any(|t| t == state), "{name}: state `{state}` is not drawn");
         }
         for e in &edges {
-            assert!(texts.iter().any(|t| *t == e.label), "{name}: transition `{}` -> `{}` ({}) has no label", e.from, e.to, e.label);
+            let label = e.short_label(true);
+            assert!(texts.contains(&label), "{name}: transition `{}` -> `{}` ({label}) has no label", e.from, e.to);
         }
         assert_eq!(arrows, edges.len() + 1, "{name}: one arrow per transition and its source state, and the entry");
     }
@@ -76,11 +77,13 @@ fn the_dot_has_an_edge_statement_per_transition_with_its_kind_and_the_terminal_s
         for e in diagram::edges(&def) {
             let stmt = dot
                 .lines()
-                .find(|l| l.trim_start().starts_with(&format!("\"{}\" -> \"{}\" [label=\"{}", e.from, e.to, e.label.replace('"', "\\\""))))
+                .find(|l| {
+                    l.trim_start().starts_with(&format!("\"{}\" -> \"{}\" [label=\"{}", e.from, e.to, e.label().replace('"', "\\\"")))
+                })
                 .unwrap_or_else(|| panic!("{name}: no edge statement for {e:?}"));
             match e.kind {
                 EdgeKind::Timer => assert!(stmt.contains("style=dashed"), "{stmt}"),
-                EdgeKind::Error => assert!(stmt.contains("color=\"#c62828\"") && e.label.starts_with("error: "), "{stmt}"),
+                EdgeKind::Error => assert!(stmt.contains("color=\"#c62828\"") && e.event.starts_with("error: "), "{stmt}"),
                 EdgeKind::Event => assert!(!stmt.contains("style=dashed") && !stmt.contains("#c62828"), "{stmt}"),
             }
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{document_approval, unique, wait_until, WorkflowSetup};
 use keyflow::config::Config;
+use keyflow::console::Console;
 use keyflow::kafka;
 use keyflow::observe::Server;
 use keyflow::runtime::{Guarantee, Instance};
@@ -56,7 +57,7 @@ fn health_readiness_metrics_and_the_instance_query_are_served() {
     let WorkflowSetup { kafka: _kafka, bootstrap, config, topology, dir } = document_approval("observed", Guarantee::AtLeastOnce);
     let app = config.application_id.clone();
     let instance = Instance::start(config, topology).unwrap();
-    let server = Server::start("127.0.0.1:0", &app, instance.status(), Vec::new()).unwrap();
+    let server = Server::start("127.0.0.1:0", Console::new(&app, Vec::new()), instance.status()).unwrap();
     let base = format!("http://{}", server.address);
 
     wait_until("ready", Duration::from_secs(30), || {
@@ -83,7 +84,7 @@ fn health_readiness_metrics_and_the_instance_query_are_served() {
         keyflow::builtin::by_name("status-tracker", "idle-in", "idle-out", 1000).unwrap(),
     )
     .unwrap();
-    let front = Server::start("127.0.0.1:0", "idle", idle.status(), vec![base.clone()]).unwrap();
+    let front = Server::start("127.0.0.1:0", Console::new("idle", vec![base.clone()]), idle.status()).unwrap();
     wait_until("the front instance runs", Duration::from_secs(30), || idle.status().snapshot().running);
     let (code, body) = get(&format!("http://{}/workflows/doc%201", front.address));
     assert_eq!(code, 200, "{body}");
@@ -111,11 +112,16 @@ fn health_readiness_metrics_and_the_instance_query_are_served() {
         "{metrics}"
     );
     assert!(
-        samples.contains("keyflow_workflow_transitions_total{workflow=\"document-approval\",from=\"new\",to=\"scanning\"}"),
+        samples.contains(&format!(
+            "keyflow_workflow_transitions_total{{application=\"{app}\",workflow=\"document-approval\",from=\"new\",to=\"scanning\"}}"
+        )),
         "{metrics}"
     );
     assert!(samples.iter().any(|s| s.starts_with("keyflow_consumer_lag{") && s.contains("topic=\"alfresco.node-events\"")), "{metrics}");
     assert!(samples.iter().any(|s| s.starts_with("keyflow_store_keys{") && s.contains("store=\"instances\"")), "{metrics}");
+    // One document, in `scanning`: the exact count, from the counts store, not a scan.
+    let scanning = format!("keyflow_workflow_instances{{application=\"{app}\",workflow=\"document-approval\",state=\"scanning\"}} 1");
+    assert!(metrics.lines().any(|l| l == scanning), "{metrics}");
 
     instance.stop();
     instance.join().unwrap();

@@ -29,6 +29,10 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// After the summary, keep the workflow running with documents arriving and serve the web
+    /// console here (default 127.0.0.1:8080) until Ctrl-C.
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8080", value_name = "ADDRESS")]
+    serve: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -40,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         guarantee,
         escalate_after: Duration::from_millis(args.escalate_after_ms),
         output: if args.json { Output::Json } else { Output::Text },
+        serve: args.serve,
     };
     Ok(if demo::run(&options)?.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

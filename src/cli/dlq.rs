@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::ops::dlq::{self, DeadLetter, Filter};
+use crate::ops::dlq::{self, Filter};
 
 #[derive(Debug, clap::Args)]
 pub struct Selection {
@@ -134,16 +134,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .into_iter()
                 .next()
                 .with_context(|| format!("no dead letter {id} on {}", c.dlq_topic()))?;
-            let mut v = d.to_json();
-            v["headers"] = d
-                .message
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_owned(), Value::String(String::from_utf8_lossy(v).into_owned())))
-                .collect::<serde_json::Map<_, _>>()
-                .into();
-            v["value"] = decode(&c, &d)?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            println!("{}", serde_json::to_string_pretty(&dlq::detail(c.registry(), &d)?)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Redrive { select, to } => {
@@ -184,17 +175,4 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 fn text(v: &Value) -> String {
     v.as_str().map_or_else(|| if v.is_null() { "-".into() } else { v.to_string() }, str::to_owned)
-}
-
-/// The value as JSON: Confluent-framed Avro through the registry, JSON as it is, else text.
-fn decode(c: &Config, d: &DeadLetter) -> anyhow::Result<Value> {
-    let Some(bytes) = d.message.value.as_deref() else { return Ok(Value::Null) };
-    if bytes.first() == Some(&0) && bytes.len() > 5 {
-        if let Some(r) = c.registry() {
-            let registry = crate::serde::Registry::new(&r)?;
-            let serde = crate::serde::AvroSerde::new(registry, None, crate::serde::SubjectStrategy::TopicName);
-            return Ok(serde.deserialize(bytes).unwrap_or_else(|e| Value::String(format!("<Avro that does not decode: {e}>"))));
-        }
-    }
-    Ok(serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())))
 }

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use std::sync::Arc;
+
 use crate::config::Config;
+use crate::console::{Console, DeadLetters};
 use crate::kafka::{self, Provisioner as _};
 use crate::runtime::Instance;
 
@@ -27,13 +30,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .ensure(&kafka::internal_topics(&config, &topology, partitions))
             .context("provisioning internal topics")?;
     }
-    let application = config.application_id.clone();
-    let (listen, peers) = (config.http_listen.clone(), config.http_peers.clone());
+    let listen = config.http_listen.clone();
+    let console = console(&config)?;
     let instance = Instance::start(config, topology)?;
-    let _http = listen
-        .map(|l| crate::observe::Server::start(&l, &application, instance.status(), peers))
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    let _http = listen.map(|l| crate::observe::Server::start(&l, console, instance.status())).transpose().map_err(anyhow::Error::msg)?;
     let stop = instance.stopper();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Wait for a signal on a small runtime; the stream thread does the work.
@@ -54,4 +54,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     stop();
     instance.join()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The console of an instance run from `config`: its workflow, its dead letters, its token.
+///
+/// # Errors
+/// The workflow definition does not load.
+pub fn console(config: &Config) -> anyhow::Result<Console> {
+    let mut console = Console::new(&config.application_id, config.http_peers.clone())
+        .dead_letters(DeadLetters { bootstrap: config.bootstrap_servers.clone(), topic: config.dlq_topic(), registry: config.registry() })
+        .token(config.http_auth_token.clone());
+    if let Some(file) = &config.topology.file {
+        console = console.workflow(Arc::new(crate::workflow::load(file)?));
+    }
+    Ok(console)
 }

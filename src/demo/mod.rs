@@ -22,8 +22,10 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::connectors::ConnectorsConfig;
+use crate::console::{Console, DeadLetters};
 use crate::kafka::read::read_to_end;
 use crate::kafka::{self, MockProvisioner, Provisioner as _, QuietEof, TopicSpec};
+use crate::observe::Server;
 use crate::runtime::{Guarantee, Instance, StatusSnapshot};
 use crate::workflow;
 
@@ -65,6 +67,9 @@ pub struct Options {
     /// The review escalation (48 h in the definition).
     pub escalate_after: Duration,
     pub output: Output,
+    /// After the summary, keep the instances running, keep uploading documents, and serve the
+    /// web console on this address until interrupted.
+    pub serve: Option<String>,
 }
 
 /// How the demo reports.
@@ -201,8 +206,15 @@ pub fn run(o: &Options) -> anyhow::Result<Summary> {
         std::thread::sleep(Duration::from_millis(250));
     }
     let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
     let snapshots: Vec<(&str, StatusSnapshot)> = instances.iter().map(|(n, i)| (*n, i.status().snapshot())).collect();
+    let dead_letter_topics = [wf_config.dlq_topic(), conn_config.dlq_topic()];
+    let mut served = None;
+    if let Some(listen) = &o.serve {
+        let summary = report(o, &read_outcome(&bootstrap, &dead_letter_topics)?, &snapshots, sent, elapsed);
+        serve(listen, &bootstrap, &wf_config, &def_path, [&instances[0].1, &instances[1].1], o.documents)?;
+        served = Some(summary);
+    }
+    stop.store(true, Ordering::Relaxed);
     for (_, i) in instances {
         i.stop();
         i.join()?;
@@ -210,8 +222,50 @@ pub fn run(o: &Options) -> anyhow::Result<Summary> {
     services.join().map_err(|_| anyhow::anyhow!("the simulated services panicked"))??;
     reviewers.join().map_err(|_| anyhow::anyhow!("the simulated reviewers panicked"))??;
 
-    let outcome = read_outcome(&bootstrap, &[wf_config.dlq_topic(), conn_config.dlq_topic()])?;
+    if let Some(summary) = served {
+        return Ok(summary);
+    }
+    let outcome = read_outcome(&bootstrap, &dead_letter_topics)?;
     Ok(report(o, &outcome, &snapshots, sent, elapsed))
+}
+
+/// `--serve`: the console of both workflow instances (the first asks the second for its share),
+/// a document uploaded every half second so the counts move, until Ctrl-C.
+fn serve(
+    listen: &str,
+    bootstrap: &str,
+    config: &Config,
+    definition: &std::path::Path,
+    workflow: [&Instance; 2],
+    mut next: usize,
+) -> anyhow::Result<()> {
+    use rand::Rng as _;
+    let def = Arc::new(workflow::load(definition).map_err(anyhow::Error::msg)?);
+    let token: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(20).map(char::from).collect();
+    let dead = DeadLetters { bootstrap: bootstrap.to_owned(), topic: config.dlq_topic(), registry: None };
+    let console =
+        |peers| Console::new(WORKFLOW_APP, peers).workflow(def.clone()).dead_letters(dead.clone()).token(Some(token.as_str().into()));
+    let second = Server::start("127.0.0.1:0", console(Vec::new()), workflow[1].status()).map_err(anyhow::Error::msg)?;
+    let first =
+        Server::start(listen, console(vec![format!("http://{}", second.address)]), workflow[0].status()).map_err(anyhow::Error::msg)?;
+    println!("\nThe console: http://{}/  (redrive and purge take the token {token})", first.address);
+    println!("Documents keep arriving, one every 0.5 s. Ctrl-C stops the demo.");
+    let producer: BaseProducer = simulated::producer_config(bootstrap).create()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {
+                    simulated::upload(&producer, next, crate::runtime::now_ms(), 50)?;
+                    next += 1;
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    producer.flush(Duration::from_secs(10))?;
+    Ok(())
 }
 
 fn app_config(app: &str, bootstrap: &str, dir: &std::path::Path, guarantee: Guarantee) -> Config {

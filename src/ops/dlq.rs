@@ -195,3 +195,37 @@ fn act(bootstrap: &str, dlq_topic: &str, filter: &Filter, decide: &Decide<'_>) -
     result.done = work.into_iter().map(|(d, ..)| d.id()).collect();
     Ok(result)
 }
+
+/// The dead letter's value as JSON: Confluent-framed Avro decoded through the registry, JSON as
+/// it is, anything else as text.
+///
+/// # Errors
+/// The registry settings are invalid.
+pub fn decode_value(registry: Option<crate::serde::RegistryConfig>, d: &DeadLetter) -> anyhow::Result<Value> {
+    let Some(bytes) = d.message.value.as_deref() else { return Ok(Value::Null) };
+    if bytes.first() == Some(&0) && bytes.len() > 5 {
+        if let Some(r) = registry {
+            let registry = crate::serde::Registry::new(&r)?;
+            let serde = crate::serde::AvroSerde::new(registry, None, crate::serde::SubjectStrategy::TopicName);
+            return Ok(serde.deserialize(bytes).unwrap_or_else(|e| Value::String(format!("<Avro that does not decode: {e}>"))));
+        }
+    }
+    Ok(serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())))
+}
+
+/// One dead letter in full: the summary, every header, the decoded value.
+///
+/// # Errors
+/// As [`decode_value`].
+pub fn detail(registry: Option<crate::serde::RegistryConfig>, d: &DeadLetter) -> anyhow::Result<Value> {
+    let mut v = d.to_json();
+    v["headers"] = d
+        .message
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_owned(), Value::String(String::from_utf8_lossy(v).into_owned())))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    v["value"] = decode_value(registry, d)?;
+    Ok(v)
+}

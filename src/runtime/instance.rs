@@ -106,6 +106,9 @@ impl Instance {
         let thread = std::thread::Builder::new()
             .name(format!("keyflow-{}", config.application_id))
             .spawn(move || {
+                // Transitions this thread's processors make count for this instance (the console
+                // sums instances; two in one process must not count each other's).
+                crate::metrics::bind_instance(s.clone());
                 let r = stream_thread(&config, &topology, &c, &s);
                 s.set_running(false);
                 if let Err(e) = &r {

@@ -27,6 +27,8 @@ pub struct Status {
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// Estimated keys per (store, partition), refreshed at each commit.
     store_keys: Mutex<BTreeMap<(String, i32), u64>>,
+    /// Workflow transitions per (workflow, from, to) this instance's stream thread made.
+    transitions: Mutex<BTreeMap<(String, String, String), u64>>,
     /// Workflow instances per (workflow, state) in this instance's tasks, refreshed at each commit.
     instance_counts: Mutex<BTreeMap<(String, String), i64>>,
     /// Interactive queries waiting for the stream thread (it owns the stores).
@@ -121,6 +123,15 @@ impl Status {
 
     pub fn store_keys(&self) -> BTreeMap<(String, i32), u64> {
         self.store_keys.lock().expect("status lock").clone()
+    }
+
+    pub(crate) fn transitioned(&self, workflow: &str, from: &str, to: &str) {
+        *self.transitions.lock().expect("status lock").entry((workflow.to_owned(), from.to_owned(), to.to_owned())).or_default() += 1;
+    }
+
+    /// Workflow transitions so far per (workflow, from, to).
+    pub fn transitions(&self) -> BTreeMap<(String, String, String), u64> {
+        self.transitions.lock().expect("status lock").clone()
     }
 
     pub(crate) fn set_instance_counts(&self, counts: BTreeMap<(String, String), i64>) {

@@ -23,8 +23,9 @@ pub(crate) use changelog::{ChangelogEntry, COMMIT_HEADER, MARKER_FORMAT, MARKER_
 pub use directory::{claim, ClaimError, StateDirLock};
 pub use memory::StoreMemory;
 pub use store::{Entries, Store};
-pub use timers::{TimeKind, Timer};
-pub(crate) use timers::{TimerStore, TIMER_STORE};
+pub(crate) use timers::TimerStore;
+pub use timers::TIMER_STORE;
+pub use timers::{pending_due, pending_key, TimeKind, Timer};
 
 /// Errors of the state layer. All of them mean the task's local state cannot be trusted or
 /// reached: the runtime treats them as task-corrupted (wipe the task's state, restore).

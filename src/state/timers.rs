@@ -65,7 +65,7 @@ pub(crate) struct TimerStore {
 }
 
 /// Name of the timer store; its changelog is `<application.id>-keyflow-timers-changelog`.
-pub(crate) const TIMER_STORE: &str = "keyflow-timers";
+pub const TIMER_STORE: &str = "keyflow-timers";
 
 impl TimerStore {
     pub fn new(store: Store) -> Self {
@@ -171,6 +171,17 @@ fn schedule_key(kind: TimeKind, due: i64, id: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&encode_time(due));
     k.extend_from_slice(id);
     k
+}
+
+/// The key under which the timer store indexes `node`'s timer `name` for `key`: what an
+/// interactive query of [`super::TIMER_STORE`] asks for, to show an instance's pending timers.
+pub fn pending_key(node: &str, name: &str, key: &str) -> Vec<u8> {
+    index_key(&id(node, name, key))
+}
+
+/// When a pending timer is due (ms), from the value stored under its [`pending_key`].
+pub fn pending_due(value: &[u8]) -> Option<i64> {
+    decode_index(value).map(|(_, due)| due)
 }
 
 fn index_key(id: &[u8]) -> Vec<u8> {

@@ -44,11 +44,31 @@ pub enum EdgeKind {
 pub struct Edge {
     pub from: String,
     pub to: String,
-    /// The event (or error code) and the guard.
-    pub label: String,
-    /// ` / emit, decide …`, or empty.
+    /// The event (`⏱ ` before a timer's, `error: ` before an error code).
+    pub event: String,
+    /// The guard, whole.
+    pub guard: Option<String>,
+    /// `emit, decide …`, or empty.
     pub actions: String,
     pub kind: EdgeKind,
+}
+
+impl Edge {
+    /// `event [guard]`, the guard shortened.
+    pub fn label(&self) -> String {
+        format!("{}{}", self.event, self.guard.as_ref().map(|g| format!(" [{}]", shorten(g, 28))).unwrap_or_default())
+    }
+
+    /// What the in-process layout can place without spreading the picture: the event's last two
+    /// name segments (`node.Created` of `org.alfresco.event.node.Created`), the guard cut short.
+    pub fn short_label(&self, with_guard: bool) -> String {
+        let segments: Vec<&str> = self.event.split('.').collect();
+        let event = if segments.len() > 2 { segments[segments.len() - 2..].join(".") } else { self.event.clone() };
+        match (&self.guard, with_guard) {
+            (Some(g), true) => format!("{event} [{}]", shorten(g, 16)),
+            _ => event,
+        }
+    }
 }
 
 /// The initial state's entry point.
@@ -66,11 +86,19 @@ pub fn edges(def: &Definition) -> Vec<Edge> {
             (None, Some(code)) => (format!("error: {code}"), EdgeKind::Error),
             (None, None) => ("?".to_owned(), EdgeKind::Event),
         };
-        let (label, actions) = (format!("{event}{}", guard(t)), actions(t));
+        let guard = t.when.as_ref().map(|w| w.split_whitespace().collect::<Vec<_>>().join(" "));
+        let actions = actions(t);
         for from in t.from.states() {
             // A transition without `to` stays in its state.
             let to = t.to.as_ref().map_or(from, |s| s.get_ref().as_str());
-            out.push(Edge { from: from.to_owned(), to: to.to_owned(), label: label.clone(), actions: actions.clone(), kind });
+            out.push(Edge {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                event: event.clone(),
+                guard: guard.clone(),
+                actions: actions.clone(),
+                kind,
+            });
         }
     }
     out
@@ -87,10 +115,6 @@ fn timer_events(def: &Definition) -> BTreeSet<&str> {
         }
     }
     events
-}
-
-fn guard(t: &Transition) -> String {
-    t.when.as_ref().map(|w| format!(" [{}]", shorten(w, 28))).unwrap_or_default()
 }
 
 fn actions(t: &Transition) -> String {
@@ -110,7 +134,7 @@ fn actions(t: &Transition) -> String {
             ActionSpec::CancelTimer { name } => format!("cancel {name}"),
         })
         .collect();
-    format!(" / {}", names.join(", "))
+    names.join(", ")
 }
 
 fn shorten(s: &str, max: usize) -> String {
@@ -127,9 +151,9 @@ fn q(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
 }
 
-/// The workflow as DOT, with `live` figures if given. `compact` leaves the actions out of the
-/// edge labels: the in-process layout places a label as wide as it is, and long ones spread the
-/// picture too far to read (Graphviz itself copes).
+/// The workflow as DOT, with `live` figures if given. `compact` labels edges for the in-process
+/// layout, which places a label as wide as it is, so long ones spread the picture too far to
+/// read (Graphviz itself copes): a short event and guard, or with `live` the event and its rate.
 pub fn workflow_dot(def: &Definition, live: Option<&Live>, compact: bool) -> String {
     let mut out = format!("digraph {} {{\n  rankdir=LR;\n  node [shape=Mrecord];\n", q(&def.name));
     let _ = writeln!(out, "  {START} [shape=circle, label=\"\", style=filled, fillcolor=black, width=1];");
@@ -148,7 +172,11 @@ pub fn workflow_dot(def: &Definition, live: Option<&Live>, compact: bool) -> Str
     }
     let _ = writeln!(out, "  {START} -> {};", q(def.initial.get_ref()));
     for e in edges(def) {
-        let mut label = if compact { e.label.clone() } else { format!("{}{}", e.label, e.actions) };
+        let mut label = match (compact, e.actions.is_empty()) {
+            (true, _) => e.short_label(live.is_none()),
+            (false, true) => e.label(),
+            (false, false) => format!("{} / {}", e.label(), e.actions),
+        };
         if let Some(rate) = live.and_then(|l| l.rates.get(&(e.from.clone(), e.to.clone()))) {
             let _ = write!(label, " · {rate:.1}/min");
         }
@@ -178,7 +206,8 @@ pub fn workflow_mermaid(def: &Definition) -> String {
     }
     let _ = writeln!(out, "  [*] --> {}", id(def.initial.get_ref()));
     for e in edges(def) {
-        let _ = writeln!(out, "  {} --> {}: {}{}", id(&e.from), id(&e.to), mermaid_text(&e.label), mermaid_text(&e.actions));
+        let actions = if e.actions.is_empty() { String::new() } else { format!(" / {}", e.actions) };
+        let _ = writeln!(out, "  {} --> {}: {}{}", id(&e.from), id(&e.to), mermaid_text(&e.label()), mermaid_text(&actions));
     }
     // State diagrams take no per-link style: the ⏱ and `error:` prefixes of the labels say it.
     out

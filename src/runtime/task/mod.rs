@@ -185,12 +185,13 @@ impl Task {
         }
     }
 
-    /// Reads a committed-or-pending value from a user store (for queries and tests).
+    /// Reads a committed-or-pending value from a store, the timer store included (for queries
+    /// and tests).
     ///
     /// # Errors
     /// State errors.
     pub fn get(&self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, state::Error> {
-        match self.stores.get(store) {
+        match self.store(store) {
             Some(s) => s.get(key),
             None => Ok(None),
         }
