@@ -97,7 +97,61 @@ fn the_compose_file_is_well_formed_and_consistent_with_keyflow() {
                 assert!(topics_script.contains(&topic), "the topics service does not create {topic}");
             }
             assert!(config.http_listen.is_some() && config.http_peers.len() == 2, "{name}: http.listen and two peers");
+            assert!(config.http_auth_token.is_some(), "{name}: the console's token comes from the environment");
         }
     }
     assert_eq!(state_volumes.len(), 4, "three workflow instances and the connectors, each with its own state volume");
+}
+
+/// Prometheus scrapes every keyflow service, and every series the Grafana dashboard plots is one
+/// keyflow exports.
+#[test]
+fn prometheus_scrapes_every_instance_and_the_dashboard_plots_what_keyflow_exports() {
+    let text = std::fs::read_to_string(docker().join("compose.yaml")).unwrap();
+    let services = merged(&merged(&YamlLoader::load_from_str(&text).unwrap().remove(0))["services"]);
+    let keyflow: BTreeSet<String> = services
+        .iter()
+        .filter(|(_, s)| merged(s).get("image").and_then(Yaml::as_str) == Some("keyflow:latest"))
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(keyflow.len(), 4);
+    let prometheus = YamlLoader::load_from_str(&std::fs::read_to_string(docker().join("prometheus.yml")).unwrap()).unwrap().remove(0);
+    let targets: BTreeSet<String> = strings(&prometheus["scrape_configs"][0]["static_configs"][0]["targets"])
+        .into_iter()
+        .map(|t| t.trim_end_matches(":8080").to_owned())
+        .collect();
+    assert_eq!(targets, keyflow, "every keyflow service is scraped on its http.listen port");
+    assert_eq!(prometheus["scrape_configs"][0]["metrics_path"].as_str(), Some("/metrics"));
+
+    // The families keyflow's exposition declares.
+    let status = keyflow::runtime::Status::default();
+    let exported: BTreeSet<String> = keyflow::metrics::render("app", &status)
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(docker().join("grafana/dashboards/keyflow.json")).unwrap()).unwrap();
+    let mut plotted = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("keyflow_") {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                assert!(exported.contains(&name), "panel `{}` plots {name}, which keyflow does not export", panel["title"]);
+                plotted.insert(name);
+            }
+        }
+    }
+    for needed in [
+        "keyflow_consumer_lag",
+        "keyflow_records_processed_total",
+        "keyflow_commit_latency_seconds_mean",
+        "keyflow_restoring",
+        "keyflow_workflow_instances",
+        "keyflow_dead_letters_total",
+    ] {
+        assert!(plotted.contains(needed), "the dashboard does not plot {needed}");
+    }
 }

@@ -92,9 +92,11 @@ impl Console {
         self
     }
 
+    /// The token changes need; `None` or an empty one (an unset variable in a compose file)
+    /// keeps the console read-only.
     #[must_use]
     pub fn token(mut self, token: Option<Secret>) -> Self {
-        self.token = token;
+        self.token = token.filter(|t| !t.expose().is_empty());
         self
     }
 
