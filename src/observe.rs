@@ -38,9 +38,8 @@ impl Server {
         let thread = std::thread::Builder::new()
             .name("keyflow-http".into())
             .spawn(move || {
-                let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().ok();
                 for mut request in h.incoming_requests() {
-                    let (code, content_type, body) = answer(&mut request, &console, &status, client.as_ref());
+                    let (code, content_type, body) = answer(&mut request, &console, &status);
                     let header = Header::from_bytes("Content-Type", content_type).expect("a valid header");
                     let _ = request.respond(Response::from_data(body).with_status_code(code).with_header(header));
                 }
@@ -60,12 +59,7 @@ impl Drop for Server {
     }
 }
 
-fn answer(
-    request: &mut tiny_http::Request,
-    console: &Console,
-    status: &Status,
-    client: Option<&reqwest::blocking::Client>,
-) -> console::Reply {
+fn answer(request: &mut tiny_http::Request, console: &Console, status: &Status) -> console::Reply {
     let header = |name: &'static str| request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().to_owned());
     let (auth, site, origin, host, ctype) =
         (header("Authorization"), header("Sec-Fetch-Site"), header("Origin"), header("Host"), header("Content-Type"));
@@ -96,8 +90,9 @@ fn answer(
     }
     let (mut code, mut content_type, mut text) = route(&method, path, console.application(), status);
     if code == 404 && !forwarded && path.starts_with("/workflows/") {
-        if let Some((c, b)) = client.and_then(|c| ask_peers(c, console.peers(), &url)) {
-            (code, content_type, text) = (c, JSON, b);
+        // The first peer that has the instance.
+        if let Some(v) = console.ask_peers(&url).into_iter().next() {
+            (code, content_type, text) = (200, JSON, v.to_string());
         }
     }
     (code, content_type, text.into_bytes())
@@ -105,13 +100,6 @@ fn answer(
 
 const JSON: &str = "application/json";
 
-/// The first peer that has the instance.
-fn ask_peers(http: &reqwest::blocking::Client, peers: &[String], path: &str) -> Option<(u16, String)> {
-    peers.iter().find_map(|peer| {
-        let r = http.get(format!("{}{path}", peer.trim_end_matches('/'))).header(FORWARDED, "1").send().ok()?;
-        (r.status().as_u16() == 200).then(|| r.text().ok()).flatten().map(|b| (200, b))
-    })
-}
 const TEXT: &str = "text/plain; charset=utf-8";
 
 fn route(method: &str, path: &str, application: &str, status: &Status) -> (u16, &'static str, String) {

@@ -1,8 +1,9 @@
 //! The web console in a real browser: headless Chromium driven over WebDriver (chromedriver),
 //! against an instance running the document-approval workflow on Apache Kafka. After a known set
 //! of events: the diagram and its table show the exact instances per state, one document's page
-//! shows its audit trail, a dead letter is refused without the token and redriven with it (and
-//! the workflow then takes it), and a request from another site is refused. A screenshot of each
+//! shows its audit trail (and one in review its pending escalation), a dead letter is refused
+//! without the token and redriven with it (and the workflow then takes it), and a request from
+//! another site is refused. A screenshot of each
 //! page is kept in `tests/console/screenshots/` (the README shows them).
 
 mod common;
@@ -256,6 +257,20 @@ fn the_console_shows_counts_an_audit_trail_and_redrives_a_dead_letter_in_a_real_
     let all = ops::list(&bootstrap, &dlq_topic, &Filter { include_handled: true, ..Filter::default() }).unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].handled.as_ref().unwrap()["action"], "redriven");
+
+    // A document in review shows its escalation timer, due 48 hours after it entered review.
+    result(&p, "doc-a", "class-doc-a", json!({"service": "classification", "status": "OK", "result": {"class": "contract"}}));
+    wait_until("doc-a deciding", Duration::from_secs(60), || counts()["deciding"] == 1);
+    let entered = keyflow::runtime::now_ms();
+    send(&p, "document-approval.decision-results", "doc-a", &json!({"id": "dec-a", "outcome": {"route": "manual"}}).to_string());
+    wait_until("doc-a in review", Duration::from_secs(60), || counts()["review"] == 1);
+    let page = get(&format!("{base}/api/instances/doc-a"));
+    assert_eq!(page["instance"]["state"], "review");
+    let timers = page["timers"].as_array().unwrap();
+    assert_eq!(timers.len(), 1, "{page}");
+    assert_eq!(timers[0]["name"], "escalate");
+    let due = timers[0]["due"].as_i64().unwrap();
+    assert!((entered + 48 * 3_600_000..entered + 48 * 3_600_000 + 60_000).contains(&due), "{due} vs {entered}");
 
     // From another site, even with the token: refused. Without a configured token: off.
     let http = reqwest::blocking::Client::new();

@@ -84,12 +84,25 @@ fn health_readiness_metrics_and_the_instance_query_are_served() {
         keyflow::builtin::by_name("status-tracker", "idle-in", "idle-out", 1000).unwrap(),
     )
     .unwrap();
-    let front = Server::start("127.0.0.1:0", Console::new("idle", vec![base.clone()]), idle.status()).unwrap();
+    let def = keyflow::workflow::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
+    let front =
+        Server::start("127.0.0.1:0", Console::new("idle", vec![base.clone()]).workflow(std::sync::Arc::new(def)), idle.status()).unwrap();
     wait_until("the front instance runs", Duration::from_secs(30), || idle.status().snapshot().running);
     let (code, body) = get(&format!("http://{}/workflows/doc%201", front.address));
     assert_eq!(code, 200, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["state"], "scanning");
     assert_eq!(get(&format!("http://{}/workflows/nobody", front.address)).0, 404);
+    // The console of an instance that owns none of the documents shows the group's: its peer's
+    // instances per state, and the document's page.
+    let overview: Value = serde_json::from_str(&get(&format!("http://{}/api/overview", front.address)).1).unwrap();
+    let scanning = overview["workflows"][0]["states"].as_array().unwrap().iter().find(|s| s["name"] == "scanning").unwrap().clone();
+    assert_eq!(scanning["instances"], 1, "{overview}");
+    let (code, body) = get(&format!("http://{}/api/instances/doc%201", front.address));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["instance"]["state"], "scanning");
+    let (code, body) = get(&format!("http://{}/api/instances/doc%201", front.address));
+    let pending = serde_json::from_str::<Value>(&body).unwrap()["timers"].clone();
+    assert_eq!((code, pending), (200, json!([])), "scanning sets no timer");
     idle.stop();
     idle.join().unwrap();
     let (code, body) = get(&format!("{base}/workflows/nobody"));

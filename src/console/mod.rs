@@ -104,10 +104,6 @@ impl Console {
         &self.application
     }
 
-    pub fn peers(&self) -> &[String] {
-        &self.peers
-    }
-
     /// The console's answer, or `None` for a path that is not the console's.
     pub fn handle(&self, r: &Request<'_>, status: &Status) -> Option<Reply> {
         let json = |code: u16, v: Value| Some((code, JSON, v.to_string().into_bytes()));
@@ -368,7 +364,8 @@ impl Console {
             .collect()
     }
 
-    fn ask_peers(&self, path: &str) -> Vec<Value> {
+    /// The peers' successful JSON answers to `path`.
+    pub(crate) fn ask_peers(&self, path: &str) -> Vec<Value> {
         self.ask_each_peer(path).into_iter().flatten().collect()
     }
 }
