@@ -25,3 +25,47 @@ fn the_demo_finishes_every_document_and_its_counts_add_up() {
     assert!(s["escalated"].as_u64().unwrap() > 0, "slow reviewers were escalated: {s}");
     assert!(s["tasks_completed"].as_u64().unwrap() > 0);
 }
+
+/// `keyflow demo --serve`: after the summary the console answers at the printed URL, with both
+/// workflow instances' documents counted and the counts moving as documents keep arriving;
+/// Ctrl-C stops it cleanly.
+#[test]
+fn the_demo_serves_the_console_with_counts_moving_until_interrupted() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyflow"))
+        .args(["demo", "--documents", "40", "--escalate-after-ms", "3000", "--serve", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("The console: ").and_then(|rest| rest.split_whitespace().next()).map(str::to_owned))
+        .expect("the demo prints the console's URL");
+    // Keep reading stdout so the demo never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let total = || -> u64 {
+        let o: Value = reqwest::blocking::get(format!("{url}api/overview")).unwrap().json().unwrap();
+        o["workflows"][0]["states"].as_array().unwrap().iter().map(|s| s["instances"].as_u64().unwrap()).sum()
+    };
+    let first = total();
+    assert!(first >= 40, "both instances' documents are counted: {first}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while total() <= first {
+        assert!(Instant::now() < deadline, "the counts do not move");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let page = reqwest::blocking::get(&url).unwrap().text().unwrap();
+    assert!(page.contains("<title>keyflow console</title>"));
+
+    // SAFETY: a plain signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
