@@ -246,21 +246,22 @@ pub fn topology_dot(t: &Topology) -> String {
 
 /// The compiled topology as a Mermaid flowchart.
 pub fn topology_mermaid(t: &Topology) -> String {
+    // Quoted flowchart labels take any text but a double quote.
+    let text = |s: &str| s.replace('"', "#quot;");
     let mut out = String::from("flowchart LR\n");
     let id = |i: usize| format!("n{i}");
     for (i, n) in t.nodes().iter().enumerate() {
-        let text = mermaid_text(&n.name);
         let _ = match &n.kind {
-            NodeKind::Source { topics, .. } => writeln!(out, "  {}[/\"{text}<br/>{}\"/]", id(i), mermaid_text(&topics.join(", "))),
-            NodeKind::Processor { .. } => writeln!(out, "  {}(\"{text}\")", id(i)),
-            NodeKind::Sink { topic, .. } => writeln!(out, "  {}[\\\"{text}<br/>{}\"\\]", id(i), mermaid_text(topic)),
+            NodeKind::Source { topics, .. } => writeln!(out, "  {}[/\"source<br/>{}\"/]", id(i), text(&topics.join(", "))),
+            NodeKind::Processor { .. } => writeln!(out, "  {}(\"{}\")", id(i), text(&n.name)),
+            NodeKind::Sink { topic, .. } => writeln!(out, "  {}[\\\"sink<br/>{}\"\\]", id(i), text(topic)),
         };
         for &c in &n.children {
             let _ = writeln!(out, "  {} --> {}", id(i), id(c));
         }
         if let NodeKind::Processor { stores, .. } = &n.kind {
             for (k, s) in stores.iter().enumerate() {
-                let _ = writeln!(out, "  {}_{k}[(\"{}\")]\n  {} -.- {}_{k}", id(i), mermaid_text(s), id(i), id(i));
+                let _ = writeln!(out, "  {}_{k}[(\"{}\")]\n  {} -.- {}_{k}", id(i), text(s), id(i), id(i));
             }
         }
     }
