@@ -23,6 +23,15 @@ pub struct Server {
     pub address: String,
 }
 
+/// On every answer: the console's page runs only its own script and cannot be framed by another
+/// site (a framed page could be clicked into a redrive with a token the operator typed).
+/// Inline styles stay allowed: the diagram's SVG carries its own.
+const HARDENING: [(&str, &str); 3] = [
+    ("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+];
+
 /// The largest request body read (a redrive names dead letters; nothing needs more).
 const MAX_BODY: u64 = 1 << 20;
 
@@ -40,8 +49,11 @@ impl Server {
             .spawn(move || {
                 for mut request in h.incoming_requests() {
                     let (code, content_type, body) = answer(&mut request, &console, &status);
-                    let header = Header::from_bytes("Content-Type", content_type).expect("a valid header");
-                    let _ = request.respond(Response::from_data(body).with_status_code(code).with_header(header));
+                    let mut response = Response::from_data(body).with_status_code(code);
+                    for (name, value) in [("Content-Type", content_type)].into_iter().chain(HARDENING) {
+                        response.add_header(Header::from_bytes(name, value).expect("a valid header"));
+                    }
+                    let _ = request.respond(response);
                 }
             })
             .map_err(|e| format!("cannot start the HTTP thread: {e}"))?;

@@ -247,6 +247,8 @@ fn the_console_shows_counts_an_audit_trail_and_redrives_a_dead_letter_in_a_real_
         // The instance's health, from the same figures as /metrics.
         c.goto(&format!("{base}/#/health")).await.unwrap();
         text_becomes(&c, "#health tr[data-instance=\"this instance\"] td:nth-child(2)", "yes").await;
+        // Lag per partition arrives with librdkafka's statistics, every 5 s.
+        c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css("#lag tbody tr")).await.unwrap();
         screenshot(&c, "health").await;
         c.close().await.unwrap();
     });
@@ -283,6 +285,9 @@ fn the_console_shows_counts_an_audit_trail_and_redrives_a_dead_letter_in_a_real_
             .send()
             .unwrap()
     };
+    let page = reqwest::blocking::get(format!("{base}/")).unwrap();
+    assert_eq!(page.headers()["x-frame-options"], "DENY", "no other site may frame the console");
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
     let cross = post(&format!("{base}/api/dlq/purge"), "https://elsewhere.example");
     assert_eq!(cross.status(), 403);
     assert_eq!(cross.json::<Value>().unwrap()["error"], "cross-site request refused");

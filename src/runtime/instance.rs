@@ -45,12 +45,20 @@ struct GroupContext {
 impl ClientContext for GroupContext {
     /// librdkafka's statistics (every `statistics.interval.ms`): keeps each partition's consumer
     /// lag for the metrics.
+    ///
+    /// The lag is measured from what the instance has consumed (`app_offset`) to the last stable
+    /// offset, as Kafka Streams' `records-lag` is from its position. librdkafka's own
+    /// `consumer_lag` counts from the consumer's committed offset, which an exactly-once
+    /// instance never commits itself (its offsets go through the producer's transaction), so
+    /// under exactly-once it stayed -1 and the lag was missing. It is the fallback before the
+    /// first record of a partition.
     fn stats(&self, statistics: rdkafka::Statistics) {
         let mut lag = std::collections::BTreeMap::new();
         for (topic, t) in &statistics.topics {
             for (&partition, p) in &t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    lag.insert((topic.clone(), partition), p.consumer_lag);
+                let behind = if p.app_offset >= 0 && p.ls_offset >= 0 { (p.ls_offset - p.app_offset).max(0) } else { p.consumer_lag };
+                if partition >= 0 && behind >= 0 {
+                    lag.insert((topic.clone(), partition), behind);
                 }
             }
         }
