@@ -146,6 +146,11 @@ fn shorten(s: &str, max: usize) -> String {
     }
 }
 
+/// Text for one field of a record label, where `{ } | < >` are structure: shown as lookalikes.
+fn field(s: &str) -> String {
+    s.replace('{', "(").replace('}', ")").replace('|', "¦").replace('<', "‹").replace('>', "›")
+}
+
 /// A DOT string literal.
 fn q(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
@@ -159,11 +164,11 @@ pub fn workflow_dot(def: &Definition, live: Option<&Live>, compact: bool) -> Str
     let _ = writeln!(out, "  {START} [shape=circle, label=\"\", style=filled, fillcolor=black, width=1];");
     for (name, s) in &def.states {
         let s = s.get_ref();
-        let mut label = name.clone();
+        let mut label = field(name);
         if let Some(n) = live.and_then(|l| l.counts.get(name)) {
             let _ = write!(label, "|{n}");
         }
-        let timers: Vec<String> = s.timers.iter().map(|t| format!("⏱ {} {}", t.name, t.after)).collect();
+        let timers: Vec<String> = s.timers.iter().map(|t| field(&format!("⏱ {} {}", t.name, t.after))).collect();
         if !timers.is_empty() {
             let _ = write!(label, "|{}", timers.join(" "));
         }
@@ -282,4 +287,31 @@ pub fn svg(dot: &str) -> Result<String, String> {
     let mut writer = SVGWriter::new();
     visual.do_it(false, false, false, &mut writer);
     Ok(writer.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_with_record_syntax_are_drawn_not_parsed() {
+        let text = r#"
+name = "odd"
+key = "record.key"
+initial = "a|b"
+[[inputs]]
+topic = "in"
+event = "go"
+[states."a|b"]
+[states."{done}"]
+terminal = true
+[[transitions]]
+from = "a|b"
+on = "go"
+to = "{done}"
+"#;
+        let def = Definition::parse(text, "odd.toml").unwrap();
+        let svg = svg(&workflow_dot(&def, None, true)).unwrap();
+        assert!(svg.contains(">a¦b<") && svg.contains(">(done)<"), "{svg}");
+    }
 }
