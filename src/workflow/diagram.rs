@@ -44,7 +44,7 @@ pub enum EdgeKind {
 pub struct Edge {
     pub from: String,
     pub to: String,
-    /// The event (`⏱ ` before a timer's, `error: ` before an error code).
+    /// The event (`timer: ` before a timer's, `error: ` before an error code).
     pub event: String,
     /// The guard, whole.
     pub guard: Option<String>,
@@ -81,7 +81,7 @@ pub fn edges(def: &Definition) -> Vec<Edge> {
     for t in &def.transitions {
         let t = t.get_ref();
         let (event, kind) = match (&t.on, &t.on_error) {
-            (Some(on), _) if timer_events.contains(on.as_str()) => (format!("⏱ {on}"), EdgeKind::Timer),
+            (Some(on), _) if timer_events.contains(on.as_str()) => (format!("timer: {on}"), EdgeKind::Timer),
             (Some(on), _) => (on.clone(), EdgeKind::Event),
             (None, Some(code)) => (format!("error: {code}"), EdgeKind::Error),
             (None, None) => ("?".to_owned(), EdgeKind::Event),
@@ -160,7 +160,9 @@ fn q(s: &str) -> String {
 /// layout, which places a label as wide as it is, so long ones spread the picture too far to
 /// read (Graphviz itself copes): a short event and guard, or with `live` the event and its rate.
 pub fn workflow_dot(def: &Definition, live: Option<&Live>, compact: bool) -> String {
-    let mut out = format!("digraph {} {{\n  rankdir=LR;\n  node [shape=Mrecord];\n", q(&def.name));
+    // Top to bottom: the in-process layout gives each edge label a rank of its own, and left to
+    // right those ranks add up to a picture several screens wide.
+    let mut out = format!("digraph {} {{\n  rankdir=TB;\n  node [shape=Mrecord];\n", q(&def.name));
     let _ = writeln!(out, "  {START} [shape=circle, label=\"\", style=filled, fillcolor=black, width=1];");
     for (name, s) in &def.states {
         let s = s.get_ref();
@@ -168,7 +170,7 @@ pub fn workflow_dot(def: &Definition, live: Option<&Live>, compact: bool) -> Str
         if let Some(n) = live.and_then(|l| l.counts.get(name)) {
             let _ = write!(label, "|{n}");
         }
-        let timers: Vec<String> = s.timers.iter().map(|t| field(&format!("⏱ {} {}", t.name, t.after))).collect();
+        let timers: Vec<String> = s.timers.iter().map(|t| field(&format!("timer {} {}", t.name, t.after))).collect();
         if !timers.is_empty() {
             let _ = write!(label, "|{}", timers.join(" "));
         }
@@ -214,7 +216,7 @@ pub fn workflow_mermaid(def: &Definition) -> String {
         let actions = if e.actions.is_empty() { String::new() } else { format!(" / {}", e.actions) };
         let _ = writeln!(out, "  {} --> {}: {}{}", id(&e.from), id(&e.to), mermaid_text(&e.label()), mermaid_text(&actions));
     }
-    // State diagrams take no per-link style: the ⏱ and `error:` prefixes of the labels say it.
+    // State diagrams take no per-link style: the `timer:` and `error:` prefixes of the labels say it.
     out
 }
 
