@@ -285,6 +285,10 @@ fn the_console_shows_counts_an_audit_trail_and_redrives_a_dead_letter_in_a_real_
             .send()
             .unwrap()
     };
+    // A time bound that does not parse is refused, as the CLI refuses it, not dropped.
+    let bad = reqwest::blocking::get(format!("{base}/api/dlq?since=yesterday")).unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<Value>().unwrap()["error"], "`yesterday` is neither RFC 3339 nor ms since the epoch");
     let page = reqwest::blocking::get(format!("{base}/")).unwrap();
     assert_eq!(page.headers()["x-frame-options"], "DENY", "no other site may frame the console");
     assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));

@@ -25,10 +25,10 @@ pub struct Selection {
     #[arg(long)]
     key: Option<String>,
     /// Dead-lettered at or after (RFC 3339, or ms since the epoch).
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = dlq::parse_time)]
     since: Option<i64>,
     /// Dead-lettered before (RFC 3339, or ms since the epoch).
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = dlq::parse_time)]
     until: Option<i64>,
     /// A dead letter by `<partition>:<offset>` (repeatable).
     #[arg(long = "id")]
@@ -69,12 +69,6 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
-}
-
-fn parse_time(s: &str) -> Result<i64, String> {
-    s.parse::<i64>()
-        .or_else(|_| s.parse::<jiff::Timestamp>().map(|t| t.as_millisecond()))
-        .map_err(|_| format!("`{s}` is neither RFC 3339 nor ms since the epoch"))
 }
 
 fn load(config: &Path) -> anyhow::Result<Config> {

@@ -56,6 +56,12 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Transition totals per (workflow, from, to).
 type Totals = BTreeMap<(String, String, String), u64>;
 
+/// Group-wide instances per (workflow, state) and transitions per minute per (workflow, from, to).
+struct GroupLive {
+    counts: BTreeMap<(String, String), i64>,
+    rates: BTreeMap<(String, String, String), f64>,
+}
+
 pub struct Console {
     application: String,
     workflows: Vec<Arc<Definition>>,
@@ -174,21 +180,28 @@ impl Console {
         rates
     }
 
-    fn live(&self, def: &Definition, status: &Status) -> Live {
+    /// The group's figures, asked of the peers once, for as many workflows as need them.
+    fn group_live(&self, status: &Status) -> GroupLive {
         let (counts, totals) = self.group_figures(status);
         let rates = self.rates(&totals);
+        GroupLive { counts, rates }
+    }
+
+    fn live(def: &Definition, group: &GroupLive) -> Live {
+        let GroupLive { counts, rates } = group;
         Live {
             counts: def.states.keys().map(|s| (s.clone(), counts.get(&(def.name.clone(), s.clone())).copied().unwrap_or(0))).collect(),
-            rates: rates.into_iter().filter(|((w, ..), _)| *w == def.name).map(|((_, f, t), r)| ((f, t), r)).collect(),
+            rates: rates.iter().filter(|((w, ..), _)| *w == def.name).map(|((_, f, t), r)| ((f.clone(), t.clone()), *r)).collect(),
         }
     }
 
     fn overview(&self, status: &Status) -> Value {
+        let group = self.group_live(status);
         let workflows: Vec<Value> = self
             .workflows
             .iter()
             .map(|def| {
-                let live = self.live(def, status);
+                let live = Self::live(def, &group);
                 let edges: Vec<Value> = diagram::edges(def)
                     .into_iter()
                     .map(|e| {
@@ -213,7 +226,7 @@ impl Console {
         let Some(def) = self.workflows.iter().find(|d| d.name == name) else {
             return (404, JSON, json!({"error": format!("no workflow `{name}` here")}).to_string().into_bytes());
         };
-        match diagram::svg(&diagram::workflow_dot(def, Some(&self.live(def, status)), true)) {
+        match diagram::svg(&diagram::workflow_dot(def, Some(&Self::live(def, &self.group_live(status))), true)) {
             Ok(svg) => (200, "image/svg+xml", svg.into_bytes()),
             Err(e) => (500, JSON, json!({"error": e}).to_string().into_bytes()),
         }
@@ -243,18 +256,8 @@ impl Console {
 
     fn pending_timers(&self, instance: &Value, id: &str, status: &Status) -> Vec<Value> {
         let Some(def) = self.workflows.iter().find(|d| instance["workflow"] == d.name.as_str()) else { return Vec::new() };
-        let mut names: Vec<&str> = def.states.values().flat_map(|s| s.get_ref().timers.iter().map(|t| t.name.as_str())).collect();
-        for t in &def.transitions {
-            for a in &t.get_ref().actions {
-                if let crate::workflow::definition::ActionSpec::SetTimer { name, .. } = a {
-                    names.push(name);
-                }
-            }
-        }
-        names.sort_unstable();
-        names.dedup();
-        names
-            .into_iter()
+        def.timers()
+            .into_keys()
             .filter_map(|name| {
                 let key = crate::state::pending_key(&def.name, name, id);
                 let v = status.query(crate::state::TIMER_STORE, &key, Duration::from_secs(5)).ok()??;
@@ -282,14 +285,19 @@ impl Console {
     fn dead_letter_list(&self, query: &str) -> Reply {
         let Some(d) = &self.dead_letters else { return no_dead_letters() };
         let q: BTreeMap<String, String> = url_query(query);
-        let time = |k: &str| q.get(k).filter(|v| !v.is_empty()).and_then(|v| parse_time(v));
         let text = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
+        // A bound that does not parse is refused, not dropped: dropping it would list more.
+        let time = |k: &str| text(k).map(|v| dlq::parse_time(&v)).transpose();
+        let (since, until) = match (time("since"), time("until")) {
+            (Ok(since), Ok(until)) => (since, until),
+            (Err(e), _) | (_, Err(e)) => return (400, JSON, json!({"error": e}).to_string().into_bytes()),
+        };
         let filter = Filter {
             class: text("class"),
             source_topic: text("topic"),
             key: text("key"),
-            since: time("since"),
-            until: time("until"),
+            since,
+            until,
             ids: Vec::new(),
             include_handled: q.get("all").is_some_and(|v| v == "1" || v == "true"),
         };
@@ -396,10 +404,6 @@ fn health_of(status: &Status, name: &str) -> Value {
 
 fn url_query(q: &str) -> BTreeMap<String, String> {
     q.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (percent_decode(k), percent_decode(&v.replace('+', " ")))).collect()
-}
-
-fn parse_time(s: &str) -> Option<i64> {
-    s.parse::<i64>().ok().or_else(|| s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()))
 }
 
 /// `%xx` escapes in a path segment or query value.

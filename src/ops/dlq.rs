@@ -44,6 +44,16 @@ pub struct Filter {
     pub include_handled: bool,
 }
 
+/// A filter's time bound: RFC 3339, or ms since the epoch (the CLI's and the console's).
+///
+/// # Errors
+/// Neither.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    s.parse::<i64>()
+        .or_else(|_| s.parse::<jiff::Timestamp>().map(|t| t.as_millisecond()))
+        .map_err(|_| format!("`{s}` is neither RFC 3339 nor ms since the epoch"))
+}
+
 /// One dead letter, with what has been done about it.
 #[derive(Clone, Debug)]
 pub struct DeadLetter {

@@ -262,6 +262,21 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 impl Definition {
+    /// Every timer the workflow can set, name -> the event it fires: the states' timers and the
+    /// `set_timer` actions.
+    pub fn timers(&self) -> BTreeMap<&str, &str> {
+        let mut timers: BTreeMap<&str, &str> =
+            self.states.values().flat_map(|s| s.get_ref().timers.iter().map(|t| (t.name.as_str(), t.fire.as_str()))).collect();
+        for t in &self.transitions {
+            for a in &t.get_ref().actions {
+                if let ActionSpec::SetTimer { name, fire, .. } = a {
+                    timers.insert(name, fire);
+                }
+            }
+        }
+        timers
+    }
+
     /// Parses and validates a definition. `file` names it in errors.
     ///
     /// # Errors

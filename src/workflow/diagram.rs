@@ -76,7 +76,7 @@ const START: &str = "start";
 
 /// Every edge of a definition, in definition order.
 pub fn edges(def: &Definition) -> Vec<Edge> {
-    let timer_events = timer_events(def);
+    let timer_events: BTreeSet<&str> = def.timers().into_values().collect();
     let mut out = Vec::new();
     for t in &def.transitions {
         let t = t.get_ref();
@@ -102,19 +102,6 @@ pub fn edges(def: &Definition) -> Vec<Edge> {
         }
     }
     out
-}
-
-/// The events timers deliver: the states' timers and `set_timer` actions.
-fn timer_events(def: &Definition) -> BTreeSet<&str> {
-    let mut events: BTreeSet<&str> = def.states.values().flat_map(|s| s.get_ref().timers.iter().map(|t| t.fire.as_str())).collect();
-    for t in &def.transitions {
-        for a in &t.get_ref().actions {
-            if let ActionSpec::SetTimer { fire, .. } = a {
-                events.insert(fire);
-            }
-        }
-    }
-    events
 }
 
 fn actions(t: &Transition) -> String {

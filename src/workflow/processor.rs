@@ -11,7 +11,7 @@ use crate::processor::{Context, Error, Processor};
 use crate::record::Record;
 use crate::state::{TimeKind, Timer};
 
-use super::definition::{ActionSpec, Definition, Unmatched};
+use super::definition::{Definition, Unmatched};
 use super::machine::{self, Action, Event, Guards, Instance, Outcome};
 
 /// The store every workflow keeps its instances in.
@@ -46,19 +46,7 @@ pub struct WorkflowProcessor {
 
 impl WorkflowProcessor {
     pub fn new(def: Arc<Definition>) -> Self {
-        let mut timer_events = HashMap::new();
-        for s in def.states.values() {
-            for t in &s.get_ref().timers {
-                timer_events.insert(t.name.clone(), t.fire.clone());
-            }
-        }
-        for t in &def.transitions {
-            for a in &t.get_ref().actions {
-                if let ActionSpec::SetTimer { name, fire, .. } = a {
-                    timer_events.insert(name.clone(), fire.clone());
-                }
-            }
-        }
+        let timer_events = def.timers().into_iter().map(|(name, fire)| (name.to_owned(), fire.to_owned())).collect();
         Self { def, timer_events, guards: Guards::default() }
     }
 
