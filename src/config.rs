@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -144,12 +143,18 @@ pub struct Config {
     /// Timeout of blocking Kafka calls (transactions, flush, offset commit). Default 30000 ms.
     #[serde(rename = "kafka.call.timeout.ms", default = "default_call_timeout")]
     call_timeout_ms: u64,
+    /// How long a stop (SIGTERM, SIGINT) may take to commit and leave the group before the
+    /// process exits anyway, as a crash would (the next owner restores; nothing committed is
+    /// lost). Default 8000 ms: inside the usual 10 s an orchestrator waits before SIGKILL.
+    #[serde(rename = "shutdown.timeout.ms", default = "default_shutdown_timeout")]
+    shutdown_timeout_ms: u64,
     /// Create missing internal topics (changelogs, DLQ) at start. Default true.
     #[serde(rename = "topics.provision", default = "default_true")]
     pub provision_topics: bool,
-    /// Replication factor of created internal topics. Default 3 (use 1 on a dev broker).
+    /// Replication factor of created internal topics. Default -1: the broker's
+    /// `default.replication.factor` (Kafka Streams' default).
     #[serde(rename = "replication.factor", default = "default_replication")]
-    pub replication_factor: NonZeroUsize,
+    pub replication_factor: i32,
     /// Schema registry for Avro serdes: `http(s)://...` or `mock://<scope>`. Default: none.
     #[serde(rename = "schema.registry.url", default)]
     schema_registry_url: Option<String>,
@@ -241,11 +246,16 @@ fn default_punctuation() -> u64 {
 fn default_call_timeout() -> u64 {
     30_000
 }
+fn default_shutdown_timeout() -> u64 {
+    8_000
+}
 fn default_true() -> bool {
     true
 }
-fn default_replication() -> NonZeroUsize {
-    NonZeroUsize::new(3).expect("3 > 0")
+/// The broker's `default.replication.factor`, as Kafka Streams' default (-1): the same file
+/// works on a developer's one-node broker and on a production cluster.
+fn default_replication() -> i32 {
+    -1
 }
 
 impl Config {
@@ -317,6 +327,9 @@ impl Config {
         }
         if self.commit_interval_ms == Some(0) {
             return bad("commit.interval.ms must be at least 1".into());
+        }
+        if self.replication_factor == 0 || self.replication_factor < -1 {
+            return bad(format!("replication.factor must be -1 (the broker's default) or at least 1, not {}", self.replication_factor));
         }
         if self.punctuation_interval_ms == 0 {
             return bad("wall.clock.punctuation.interval.ms must be at least 1".into());
@@ -404,6 +417,22 @@ impl Config {
 
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// The producer's `transaction.timeout.ms` (`[producer]`, else keyflow's 10 s): an open
+    /// transaction older than this is aborted by the coordinator, so commits come well before.
+    pub fn transaction_timeout(&self) -> Duration {
+        let ms = self.producer.0.get("transaction.timeout.ms").and_then(|v| v.parse().ok());
+        Duration::from_millis(ms.unwrap_or(crate::kafka::TRANSACTION_TIMEOUT_MS))
+    }
+
+    /// The producer's `message.max.bytes` (`[producer]`, else librdkafka's default).
+    pub fn producer_max_bytes(&self) -> usize {
+        self.producer.0.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(crate::runtime::DEFAULT_MAX_BYTES)
     }
 
     /// `<state.dir>/<application.id>`.

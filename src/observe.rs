@@ -122,6 +122,9 @@ fn route(method: &str, path: &str, application: &str, status: &Status) -> (u16, 
     match path {
         "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", crate::metrics::render(application, status)),
         "/health" if s.running => (200, TEXT, "ok\n".into()),
+        "/health" | "/ready" if s.failure.is_some() => {
+            (503, TEXT, format!("the stream thread stopped: {}\n", s.failure.as_deref().unwrap_or_default()))
+        }
         "/health" => (503, TEXT, "the stream thread is not running\n".into()),
         "/ready" if s.running && !s.restoring => (200, TEXT, "ready\n".into()),
         "/ready" if s.restoring => (503, TEXT, "restoring state\n".into()),

@@ -68,3 +68,75 @@ fn a_replay_with_wiped_state_rebuilds_it_exactly_even_on_machines_that_kept_thei
     );
     assert_exact(&w.expected, &final_states(&s.bootstrap, &s.output));
 }
+
+/// The log cleaner removes tombstones `delete.retention.ms` after it cleaned them. A reset
+/// marker that was one vanished, and every key older than it came back on the next restore from
+/// scratch: the wiped state resurrected (stale timers included). The marker carries a value.
+#[test]
+fn a_wipe_survives_the_log_cleaner_and_a_restore_from_scratch_long_after() {
+    use common::setup_compacted;
+    use keyflow::builtin::status_tracker::STORE;
+    let cleaning =
+        [("segment.ms", "100"), ("min.cleanable.dirty.ratio", "0.01"), ("min.compaction.lag.ms", "0"), ("delete.retention.ms", "100")];
+    let s = setup_compacted(Guarantee::ExactlyOnceV2, Duration::from_millis(100), &cleaning);
+    let group = s.config.application_id.clone();
+    let w = workload(40, 400, 11);
+    produce(&s.bootstrap, &s.input, &w.events);
+    s.run_until_committed("a", w.events.len() as i64);
+
+    // Wipe the state without replaying anything: the offsets stay at the end.
+    let cfg = s.dir.path().join("app.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "application.id = \"{group}\"\nbootstrap.servers = \"{}\"\nstate.dir = \"{}\"\n[topology]\nbuiltin = \"status-tracker\"\ninput = \"{}\"\noutput = \"{}\"\nsla.ms = 5000\n",
+            s.bootstrap,
+            s.dir.path().join("operator-machine").display(),
+            s.input,
+            s.output
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyflow"))
+        .args(["replay", "--config"])
+        .arg(&cfg)
+        .args(["--to-offset", "1000000000", "--wipe-state", "--force"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // New documents keep the changelogs rolling segments, so the cleaner runs over the marker.
+    let changelog = format!("{group}-{STORE}-changelog");
+    let b = s.start("b");
+    let mut cleaned_at = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for round in 0.. {
+        let chunk: Vec<_> = (0..20).map(|i| (round * 20 + i, format!("fresh-{}", i % 4), br#"{"status":"uploaded"}"#.to_vec())).collect();
+        produce(&s.bootstrap, &s.input, &chunk);
+        std::thread::sleep(Duration::from_millis(300));
+        let log = read_all(&s.bootstrap, &changelog);
+        let markers = log.iter().filter(|(k, _)| k.ends_with("keyflow.reset")).count();
+        let fresh_records = log.iter().filter(|(k, _)| k == "fresh-0").count();
+        // The cleaner has deduplicated the new keys; give it time to drop tombstones too.
+        if fresh_records < round as usize && cleaned_at.is_none() {
+            cleaned_at = Some(std::time::Instant::now());
+        }
+        if markers == 0 || cleaned_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the log cleaner never compacted {changelog} ({fresh_records} records of fresh-0)");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    b.stop();
+    b.join().unwrap();
+
+    // A machine with no local state restores from the compacted changelogs.
+    let c = s.start("c");
+    common::wait_running("c restored", &c);
+    let old = w.expected.keys().next().unwrap();
+    let got = c.status().query(STORE, old.as_bytes(), Duration::from_secs(10)).unwrap();
+    assert_eq!(got, None, "the wiped state of `{old}` came back after the cleaner ran");
+    assert!(c.status().query(STORE, b"fresh-0", Duration::from_secs(10)).unwrap().is_some(), "state written after the wipe is there");
+    c.stop();
+    c.join().unwrap();
+}

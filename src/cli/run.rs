@@ -24,35 +24,65 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!config.bootstrap_servers.is_empty(), "bootstrap.servers is required by `keyflow run`");
     let topology = config.build_topology().map_err(anyhow::Error::msg)?;
     tracing::info!(config = ?config, "starting");
+    let admin = kafka::AdminProvisioner::new(&config)?;
     if config.provision_topics {
         let partitions = kafka::source_partitions(&config, &topology)?;
-        kafka::AdminProvisioner::new(&config)?
-            .ensure(&kafka::internal_topics(&config, &topology, partitions))
-            .context("provisioning internal topics")?;
+        admin.ensure(&kafka::internal_topics(&config, &topology, partitions)).context("provisioning internal topics")?;
     }
+    // Every topic keyflow writes: a record over its limit becomes a dead letter, never a stall.
+    let written: Vec<String> =
+        topology.sink_topics().into_iter().chain(kafka::internal_topics(&config, &topology, 1).into_iter().map(|t| t.name)).collect();
+    // The broker checks a topic's max.message.bytes against the compressed batch: with a
+    // compression codec only the producer's (uncompressed) message.max.bytes can be checked.
+    let compressed = config.producer.0.get("compression.type").or(config.producer.0.get("compression.codec")).is_some_and(|c| c != "none");
+    let limits = if compressed {
+        crate::runtime::RecordLimits::new(config.producer_max_bytes())
+    } else {
+        admin.record_limits(config.producer_max_bytes(), &written)
+    };
+    tracing::info!(?limits, "record size limits");
     let listen = config.http_listen.clone();
+    let shutdown_timeout = config.shutdown_timeout();
     let console = console(&config)?;
-    let instance = Instance::start(config, topology)?;
+    let instance = Instance::start_with_limits(config, topology, limits)?;
     let _http = listen.map(|l| crate::observe::Server::start(&l, console, instance.status())).transpose().map_err(anyhow::Error::msg)?;
     let stop = instance.stopper();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Wait for a signal on a small runtime; the stream thread does the work.
     let status = instance.status();
-    rt.block_on(async {
+    let signalled = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
-                    if !status.snapshot().running && instance.is_finished() { break }
+                    // The stream thread ended by itself: it failed (its error is returned below).
+                    if instance.is_finished() { return anyhow::Ok(false) }
                 }
             }
         }
-        anyhow::Ok(())
+        anyhow::Ok(true)
     })?;
-    stop();
-    instance.join()?;
+    if signalled {
+        stop();
+        let deadline = std::time::Instant::now() + shutdown_timeout;
+        while !instance.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                // As a crash: whatever it had not committed is aborted or restored by the next
+                // owner of its partitions. Waiting longer would only have the orchestrator's
+                // SIGKILL do the same later.
+                tracing::error!(status = ?status.snapshot(), "the stream thread did not stop within shutdown.timeout.ms ({shutdown_timeout:?}); exiting without a clean shutdown");
+                // `_exit`, not `exit`: no C++ static destructors (RocksDB's) run under the stream
+                // thread, which is still using them.
+                let _ = std::io::Write::flush(&mut std::io::stderr());
+                // SAFETY: `_exit` ends the process at once; nothing after it runs.
+                unsafe { libc::_exit(3) }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    instance.join().context("the stream thread failed")?;
     Ok(ExitCode::SUCCESS)
 }
 

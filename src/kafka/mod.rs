@@ -114,7 +114,43 @@ impl AdminProvisioner {
         }
         let admin = c.create().map_err(Error::Client)?;
         let compaction_lag = (config.processing_guarantee == Guarantee::AtLeastOnce).then_some(AT_LEAST_ONCE_COMPACTION_LAG_MS);
-        Ok(Self { admin, replication: config.replication_factor.get() as i32, timeout: config.call_timeout(), compaction_lag })
+        Ok(Self { admin, replication: config.replication_factor, timeout: config.call_timeout(), compaction_lag })
+    }
+}
+
+impl AdminProvisioner {
+    /// The largest record each of `topics` takes: `producer_max_bytes` (the producer's
+    /// `message.max.bytes`), lowered to a topic's `max.message.bytes` where that is smaller, as
+    /// the broker describes it. A topic the broker cannot describe keeps the producer's limit
+    /// (logged): the broker may then still refuse a record, which aborts and is retried.
+    pub fn record_limits(&self, producer_max_bytes: usize, topics: &[String]) -> crate::runtime::RecordLimits {
+        use rdkafka::admin::ResourceSpecifier;
+        let mut limits = crate::runtime::RecordLimits::new(producer_max_bytes);
+        let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+        let opts = AdminOptions::new().request_timeout(Some(self.timeout));
+        let described = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(self.admin.describe_configs(specs.iter(), &opts)).map_err(|e| e.to_string()));
+        let results = match described {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot describe the topics' max.message.bytes; records are checked against message.max.bytes only");
+                return limits;
+            }
+        };
+        for (topic, result) in topics.iter().zip(results) {
+            let max = result.ok().and_then(|r| r.get("max.message.bytes")?.value.as_deref()?.parse::<usize>().ok());
+            match max {
+                Some(max) => limits = limits.with_topic(topic, max),
+                None => tracing::warn!(
+                    topic,
+                    "cannot read the topic's max.message.bytes; its records are checked against message.max.bytes only"
+                ),
+            }
+        }
+        limits
     }
 }
 
@@ -259,6 +295,9 @@ pub fn restore_consumer_config(config: &Config) -> ClientConfig {
     c
 }
 
+/// keyflow's `transaction.timeout.ms` unless `[producer]` sets one.
+pub const TRANSACTION_TIMEOUT_MS: u64 = 10_000;
+
 /// The instance's producer: transactional under exactly-once, idempotent always.
 /// `process_id` is `instance.id` or the id kept in the state directory (`state::claim`), so
 /// a restarted instance's transactional id fences its dead predecessor at once.
@@ -273,7 +312,7 @@ pub fn producer_config(config: &Config, process_id: &str) -> ClientConfig {
             // Kafka Streams' exactly-once default (librdkafka's is 60 s): a transaction left open
             // by a process that hung (not died: a restart fences that at once) blocks
             // read_committed readers of its partitions for at most this long.
-            .set("transaction.timeout.ms", "10000");
+            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string());
     }
     for (k, v) in &config.producer.0 {
         c.set(k, v);

@@ -139,6 +139,19 @@ pub fn redrive(bootstrap: &str, dlq_topic: &str, filter: &Filter, to: Option<&st
     act(bootstrap, dlq_topic, filter, &|d| {
         let target = to.map(str::to_owned).or_else(|| d.header(dlq::SOURCE_TOPIC).map(str::to_owned));
         let target = target.ok_or_else(|| anyhow::anyhow!("dead letter {} has no source topic (a failed timer?): pass --to", d.id()))?;
+        if [dlq::VALUE_SIZE, dlq::KEY_SIZE, dlq::HEADERS_DROPPED].iter().any(|h| d.header(h).is_some()) {
+            // Its value, key or headers were cut to fit the dead-letter topic: republishing it
+            // would publish a different record. The original is where the letter says.
+            anyhow::bail!(
+                "dead letter {} was cut to fit the dead-letter topic (value sha256 {}); its original is at {}[{}]@{}: \
+                 redrive it from there, or leave this one out (--key, --class, --since)",
+                d.id(),
+                d.header(dlq::VALUE_SHA256).unwrap_or("not cut"),
+                d.header(dlq::SOURCE_TOPIC).unwrap_or("?"),
+                d.header(dlq::SOURCE_PARTITION).unwrap_or("?"),
+                d.header(dlq::SOURCE_OFFSET).unwrap_or("?"),
+            );
+        }
         Ok((json!({"action": "redriven", "to": target, "at": now}), Some(target)))
     })
 }

@@ -173,7 +173,10 @@ pub fn execute(config: &Config, topology: &Topology, plan: &Plan) -> anyhow::Res
             ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).set("enable.idempotence", "true").create()?;
         for (topic, p) in &plan.resets {
             let headers = OwnedHeaders::new().insert(Header { key: MARKER_HEADER, value: Some(RESET_FORMAT) });
-            let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(*p).key(RESET_KEY).headers(headers);
+            // With a value, never a tombstone: the log cleaner deletes tombstones after
+            // `delete.retention.ms`, and every key older than a deleted marker would come back.
+            let record: BaseRecord<'_, [u8], [u8]> =
+                BaseRecord::to(topic).partition(*p).key(RESET_KEY).payload(RESET_FORMAT.as_bytes()).headers(headers);
             crate::kafka::send_waiting(&producer, record)?;
         }
         producer

@@ -45,6 +45,11 @@ use super::{Error, Guarantee, Step};
 /// Sees each step before it runs. Production passes [`NoFaults`]; the test driver injects crashes.
 pub(crate) trait Probe {
     fn before(&mut self, step: Step) -> Result<(), Error>;
+
+    /// Sees what the broker call of `step` returned (the test driver loses replies here).
+    fn after(&mut self, _step: Step, result: Result<(), Error>) -> Result<(), Error> {
+        result
+    }
 }
 
 /// The production probe: never interferes.
@@ -61,18 +66,32 @@ const STEP_ATTEMPTS: u32 = 6;
 
 /// Runs one broker step of the protocol (after the probe saw it), calling it again while it fails
 /// with [`Error::Retriable`]; after [`STEP_ATTEMPTS`] the failure becomes [`Error::Abortable`].
-fn step(probe: &mut dyn Probe, step: Step, mut call: impl FnMut() -> Result<(), Error>) -> Result<(), Error> {
+fn step(probe: &mut dyn Probe, step: Step, call: impl FnMut() -> Result<(), Error>) -> Result<(), Error> {
+    step_or(probe, step, call, Error::Abortable)
+}
+
+/// [`step`], with `gave_up` making the error once the attempts are spent.
+fn step_or(
+    probe: &mut dyn Probe,
+    step: Step,
+    mut call: impl FnMut() -> Result<(), Error>,
+    gave_up: impl FnOnce(String) -> Error,
+) -> Result<(), Error> {
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
-        match probe.before(step).and_then(|()| call()) {
+        let result = match probe.before(step) {
+            Ok(()) => probe.after(step, call()),
+            Err(e) => Err(e),
+        };
+        match result {
             Err(Error::Retriable(m)) if attempt < STEP_ATTEMPTS => {
                 tracing::warn!(?step, attempt, error = %m, "commit step failed for a retriable reason; calling it again");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 attempt += 1;
             }
-            Err(Error::Retriable(m)) => return Err(Error::Abortable(format!("{step:?} still failing after {attempt} attempts: {m}"))),
+            Err(Error::Retriable(m)) => return Err(gave_up(format!("{step:?} still failing after {attempt} attempts: {m}"))),
             other => return other,
         }
     }
@@ -103,6 +122,9 @@ pub(crate) fn commit(
         Guarantee::AtLeastOnce => committing.iter().flat_map(|p| tasks[p].offsets_to_commit()).collect(),
     };
     tracing::debug!(tasks = ?committing, ?offsets, "committing");
+    for p in &committing {
+        tasks.get_mut(p).expect("committing tasks exist").begin_commit();
+    }
     match txn.guarantee() {
         Guarantee::ExactlyOnceV2 => {
             probe.before(Step::SendChangelog)?;
@@ -116,11 +138,23 @@ pub(crate) fn commit(
             txn.ensure_open(log)?; // a commit of offsets alone still needs a transaction
             step(probe, Step::FlushChangelog, || log.flush())?;
             if offsets.is_empty() {
-                tracing::warn!("a transaction without any source offset to commit: the group generation is not checked");
-            } else {
-                step(probe, Step::SendOffsets, || log.send_offsets_to_transaction(&offsets))?;
+                // Never commit what the broker cannot fence: a zombie's escalations would go out.
+                return Err(Error::Abortable(
+                    "a transaction without any source offset cannot be checked against the group generation".into(),
+                ));
             }
-            step(probe, Step::CommitTransaction, || log.commit_transaction())?;
+            step(probe, Step::SendOffsets, || log.send_offsets_to_transaction(&offsets))?;
+            // A commit that still times out after its retries may or may not have reached the
+            // coordinator. Rolling back and processing again would duplicate what it committed;
+            // as Kafka Streams does (task corrupted), its tasks restore from their changelogs
+            // instead, which show the outcome once a new producer has had the broker finish or
+            // abort the transaction, and the applied-offset guard skips the inputs it covered.
+            step_or(
+                probe,
+                Step::CommitTransaction,
+                || log.commit_transaction(),
+                |m| Error::CommitUnknown { partitions: committing.clone(), reason: m },
+            )?;
             txn.closed();
         }
         Guarantee::AtLeastOnce => {
@@ -166,4 +200,74 @@ pub(crate) fn commit(
         }
     }
     Ok(committing.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::processor::{self, Context, Processor};
+    use crate::runtime::tasks::Tasks;
+    use crate::serde::Serde;
+    use crate::testing::memory_log::{MemoryBroker, MemoryLog};
+    use crate::{InputRecord, Record, TimeKind, Timer, TopologyBuilder};
+
+    /// Sets a wall-clock timer a minute out; when it fires, emits.
+    struct Remind;
+
+    impl Processor for Remind {
+        fn process(&mut self, ctx: &mut Context<'_>, record: Record) -> Result<(), processor::Error> {
+            let due = ctx.wall_clock_time() + 60_000;
+            ctx.schedule("remind", &record.key_string(), TimeKind::WallClock, due)
+        }
+
+        fn on_timer(&mut self, ctx: &mut Context<'_>, timer: Timer) -> Result<(), processor::Error> {
+            ctx.forward(Record::new(timer.key.clone(), json!({"reminded": timer.key}), timer.due));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_exactly_once_transaction_without_source_offsets_is_never_committed() {
+        // A task reopened after a rebalance whose start offsets could not be read, with a timer
+        // due: its transaction would hold timer outputs and no offset, so the broker could not
+        // check the group generation, and a zombie's escalations would be committed.
+        let topology = TopologyBuilder::new()
+            .source("in", &["events"], Serde::String, Serde::Json)
+            .processor("remind", || Remind, &["in"])
+            .sink("out", "out", Serde::String, Serde::Json, &["remind"])
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Rc::new(RefCell::new(MemoryBroker::new(1)));
+        let tasks = || Tasks::new(topology.clone(), "app", dir.path().to_owned(), "app-dlq", Guarantee::ExactlyOnceV2);
+        let mut log = MemoryLog::new(broker.clone());
+        let mut first = tasks();
+        first.open(0).unwrap().finish_restore().unwrap();
+        let input = InputRecord {
+            topic: "events".into(),
+            partition: 0,
+            offset: 0,
+            timestamp: 0,
+            key: Some(b"a".to_vec()),
+            value: Some(b"{}".to_vec()),
+            headers: Default::default(),
+        };
+        first.process(&input, 0, &mut log).unwrap();
+        first.commit(&mut log, &mut NoFaults).unwrap();
+        drop(first);
+
+        let mut reopened = tasks();
+        reopened.open(0).unwrap().finish_restore().unwrap(); // local state: the timer; no offsets
+        let (fired, _) = reopened.punctuate(60_000, &mut log).unwrap();
+        assert_eq!(fired, 1);
+        let result = reopened.commit(&mut log, &mut NoFaults);
+        assert!(matches!(result, Err(Error::Abortable(_))), "{result:?}");
+        let _ = reopened.rollback(&mut log);
+        assert!(broker.borrow().committed_records("out").is_empty(), "nothing was committed without offsets");
+    }
 }

@@ -5,6 +5,7 @@
 //! | `TaskMigrated`   | producer fenced, stale group generation            | roll back, rewind; new producer under EOS; the rebalance revokes what moved |
 //! | `Abortable`      | transaction or delivery failed, client healthy     | abort, roll tasks back to their last commit, rewind |
 //! | `TaskCorrupted`  | a task's local state is unusable                   | wipe the task's stores, restore from changelog   |
+//! | `CommitUnknown`  | a commit still timed out after its retries         | roll back; reopen the tasks and restore from their checkpoints (the changelog shows the outcome) |
 //! | `Retriable`      | timeout, coordinator moving                        | retry the same step after a backoff              |
 //! | `InputRetriable` | one input hit a transient failure (registry down)  | seek back to it, pause its partition, resume after a backoff |
 //! | `Fatal`          | anything else (bad config, fatal client error)     | stop the instance                                |
@@ -62,6 +63,12 @@ pub enum Error {
     /// The local state of these tasks is unusable or incomplete; `reason` says why.
     #[error("tasks {partitions:?} are corrupted: {reason}")]
     TaskCorrupted { partitions: Vec<i32>, reason: String },
+    /// A `commit_transaction` of these tasks may or may not have reached the coordinator. Their
+    /// local state is the last commit's, exactly: they reopen and restore from their checkpoints,
+    /// which brings in this commit if the broker committed it (never processing its inputs
+    /// again, the applied-offset guard skips them), nothing if it aborted it.
+    #[error("the outcome of a commit of tasks {partitions:?} is unknown: {reason}")]
+    CommitUnknown { partitions: Vec<i32>, reason: String },
     #[error("retriable: {0}")]
     Retriable(String),
     /// This input cannot be processed now for a transient reason (the schema registry is down);

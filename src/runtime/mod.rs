@@ -14,6 +14,7 @@ pub(crate) mod commit;
 mod error;
 mod instance;
 mod kafka_log;
+mod limits;
 mod log;
 mod restorer;
 mod status;
@@ -23,6 +24,7 @@ pub(crate) mod tasks;
 
 pub use error::{Error, Step};
 pub use instance::{now_ms, Instance};
+pub use limits::{wire_size, RecordLimits, TooLarge, DEFAULT_MAX_BYTES};
 pub(crate) use log::Log;
 pub use log::{Delivered, SourceOffset};
 pub use status::{Status, StatusSnapshot};

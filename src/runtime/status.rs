@@ -21,6 +21,8 @@ pub struct Status {
     restored_records: AtomicU64,
     restoring: AtomicBool,
     running: AtomicBool,
+    /// Why the stream thread died, if it did.
+    failure: Mutex<Option<String>>,
     assignment: Mutex<Vec<i32>>,
     first_input: std::sync::OnceLock<std::time::Instant>,
     /// Consumer lag per (topic, partition), from librdkafka's statistics.
@@ -59,6 +61,8 @@ pub struct StatusSnapshot {
     pub restored_records: u64,
     pub restoring: bool,
     pub running: bool,
+    /// Why the stream thread died, if it did (then `running` is false).
+    pub failure: Option<String>,
     pub assignment: Vec<i32>,
 }
 
@@ -167,6 +171,12 @@ impl Status {
         self.running.store(running, Relaxed);
     }
 
+    /// The stream thread died of `reason`: it is not running, and says why.
+    pub(crate) fn set_failed(&self, reason: String) {
+        *self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+        self.running.store(false, Relaxed);
+    }
+
     pub fn snapshot(&self) -> StatusSnapshot {
         let commits = self.commits.load(Relaxed);
         StatusSnapshot {
@@ -182,6 +192,7 @@ impl Status {
             restored_records: self.restored_records.load(Relaxed),
             restoring: self.restoring.load(Relaxed),
             running: self.running.load(Relaxed),
+            failure: self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
             assignment: self.assignment.lock().expect("status lock").clone(),
         }
     }

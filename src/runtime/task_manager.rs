@@ -38,7 +38,19 @@ pub(crate) struct TaskManager {
     /// A failure found inside a rebalance callback that must stop the instance; the stream loop
     /// raises it (see [`TaskManager::take_fatal`]).
     fatal: Option<Error>,
+    /// Tasks that wait for where their sources start (the group's offsets could not be read
+    /// when they were assigned), since when: a task never runs without them, or a transaction
+    /// of its timer outputs alone could carry no offsets and escape the group-generation check.
+    awaiting_offsets: BTreeMap<i32, Instant>,
+    /// When the start offsets of waiting tasks are asked for again.
+    offsets_retry_at: Instant,
 }
+
+/// How often, and how long at most, the start offsets of a waiting task are asked for again;
+/// after [`OFFSETS_GIVE_UP`] the instance stops (its partitions go to another member).
+const OFFSETS_RETRY: Duration = Duration::from_secs(1);
+const OFFSETS_RETRY_TIMEOUT: Duration = Duration::from_secs(5);
+const OFFSETS_GIVE_UP: Duration = Duration::from_secs(300);
 
 impl TaskManager {
     /// Creates the producer (initialising transactions under exactly-once, which fences any
@@ -66,6 +78,8 @@ impl TaskManager {
             status,
             backoff: BTreeMap::new(),
             fatal: None,
+            awaiting_offsets: BTreeMap::new(),
+            offsets_retry_at: Instant::now(),
         })
     }
 
@@ -74,7 +88,13 @@ impl TaskManager {
         self.fatal.take()
     }
 
+    /// Whether a task is still being restored or waits for its start offsets.
     pub fn is_restoring(&self) -> bool {
+        self.restorer.is_restoring() || !self.awaiting_offsets.is_empty()
+    }
+
+    /// Whether changelogs are being read: the stream loop then polls without waiting.
+    pub fn is_reading_changelogs(&self) -> bool {
         self.restorer.is_restoring()
     }
 
@@ -84,7 +104,9 @@ impl TaskManager {
         self.status.set_task_stats(self.tasks.stats());
     }
 
-    /// Processes one record from the group consumer.
+    /// Processes one record from the group consumer. Returns `false` when it failed and was
+    /// recovered from (rolled back, or its partition backed off): the records the consumer
+    /// fetched after it are stale, and the stream loop ends its turn.
     ///
     /// # Errors
     /// Only [`Error::Fatal`]: every other class is recovered here.
@@ -93,12 +115,12 @@ impl TaskManager {
         consumer: &BaseConsumer<C>,
         msg: &BorrowedMessage<'_>,
         now: i64,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let input = input_record(msg);
         self.status.input_seen();
         if self.tasks.get(input.partition).is_none_or(|t| t.state() != TaskState::Running) {
             // Fetched before the partition was paused or revoked; it is read again later.
-            return Ok(());
+            return Ok(true);
         }
         let mut log = KafkaLog { producer: &self.producer, consumer, timeout: self.timeout };
         let result = self.tasks.process(&input, now, &mut log);
@@ -107,21 +129,22 @@ impl TaskManager {
                 if !self.backoff.is_empty() {
                     self.backoff.remove(&(input.topic.clone(), input.partition));
                 }
-                Ok(())
+                Ok(true)
             }
-            Err(e) => self.recover(consumer, e),
+            Err(e) => self.recover(consumer, e).map(|()| false),
         }
     }
 
-    /// Fires due wall-clock timers.
+    /// Punctuation: fires due timers, a bounded number per task. Returns whether more are due
+    /// (the stream loop then commits and punctuates again at once).
     ///
     /// # Errors
     /// Only [`Error::Fatal`].
-    pub fn fire_wall_clock_timers<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>, now: i64) -> Result<(), Error> {
+    pub fn punctuate<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>, now: i64) -> Result<bool, Error> {
         let mut log = KafkaLog { producer: &self.producer, consumer, timeout: self.timeout };
-        match self.tasks.fire_wall_clock_timers(now, &mut log) {
-            Ok(_) => Ok(()),
-            Err(e) => self.recover(consumer, e),
+        match self.tasks.punctuate(now, &mut log) {
+            Ok((_, more)) => Ok(more),
+            Err(e) => self.recover(consumer, e).map(|()| false),
         }
     }
 
@@ -144,6 +167,7 @@ impl TaskManager {
         for ((topic, partition), (at, _)) in &mut self.backoff {
             if *at <= now
                 && !self.restorer.is_restoring_partition(*partition)
+                && !self.awaiting_offsets.contains_key(partition)
                 && self.assigned.get(partition).is_some_and(|t| t.contains(topic))
             {
                 resume(consumer, *partition, &BTreeSet::from([topic.clone()]));
@@ -223,6 +247,21 @@ impl TaskManager {
                 }
                 Ok(())
             }
+            Error::CommitUnknown { partitions, reason } => {
+                // The abort is refused after a commit that timed out: the producer is replaced,
+                // and its initialisation has the coordinator finish or abort that transaction
+                // before the tasks read their changelogs (restores read up to the log end).
+                tracing::error!(?partitions, reason, "the outcome of a commit is unknown: restoring its tasks from their checkpoints");
+                self.status.aborted();
+                self.rollback_and_rewind(consumer)?;
+                for partition in partitions {
+                    self.close_task(partition);
+                    if self.assigned.contains_key(&partition) {
+                        self.open_and_restore(consumer, partition, false)?;
+                    }
+                }
+                Ok(())
+            }
             Error::TaskMigrated(m) => {
                 // Our commit was refused for a stale generation or a fenced producer. Nothing of it
                 // is in local state: roll back and rewind to the last commit. The tasks stay: the
@@ -242,8 +281,12 @@ impl TaskManager {
 
     /// A fenced or broken transactional producer is unusable; a new one with the same
     /// transactional id fences any zombie and has the broker abort whatever the old one left open.
+    ///
+    /// # Errors
+    /// [`Error::Fatal`] when not even a new producer can be made: the instance stops.
     fn replace_producer(&mut self) -> Result<(), Error> {
-        self.producer = create_producer(&self.producer_config, self.tasks.guarantee(), self.timeout)?;
+        self.producer = create_producer(&self.producer_config, self.tasks.guarantee(), self.timeout)
+            .map_err(|e| Error::Fatal(format!("cannot replace the producer: {e}")))?;
         self.tasks.reset_transaction();
         Ok(())
     }
@@ -280,10 +323,11 @@ impl TaskManager {
                 new.insert(e.partition());
             }
         }
-        for p in self.restorer.partitions() {
-            // Newly assigned topics of a task still restoring must wait too.
-            let topics = self.assigned[&p].clone();
-            pause(consumer, p, &topics);
+        for p in self.restorer.partitions().into_iter().chain(self.awaiting_offsets.keys().copied()) {
+            // Newly assigned topics of a task still restoring or waiting must wait too.
+            if let Some(topics) = self.assigned.get(&p) {
+                pause(consumer, p, topics);
+            }
         }
         for p in new {
             if let Err(e) = self.open_and_restore(consumer, p, false) {
@@ -313,7 +357,16 @@ impl TaskManager {
                 tm.tasks.wipe_dir(partition)?; // closes the task first
             }
             let task = tm.tasks.open(partition)?;
-            task.set_start_offsets(start_offsets(consumer, partition, &topics, tm.timeout));
+            match start_offsets(consumer, partition, &topics, tm.timeout) {
+                Ok(offsets) => {
+                    task.set_start_offsets(offsets);
+                    tm.awaiting_offsets.remove(&partition);
+                }
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "cannot read where the task's sources start; it runs once they are known");
+                    tm.awaiting_offsets.entry(partition).or_insert_with(Instant::now);
+                }
+            }
             tm.restorer.start(task)
         };
         let result = match attempt(self, wipe) {
@@ -349,7 +402,12 @@ impl TaskManager {
     /// # Errors
     /// [`Error::Fatal`] when a corrupted task cannot even be restored from a wiped state.
     pub fn restore_step<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), Error> {
+        if !self.is_restoring() {
+            return Ok(());
+        }
+        self.read_awaited_offsets(consumer)?;
         if !self.restorer.is_restoring() {
+            self.publish_assignment();
             return Ok(());
         }
         let progress = self.restorer.step(&mut self.tasks);
@@ -360,6 +418,10 @@ impl TaskManager {
         for p in progress.done {
             let Some(task) = self.tasks.get_mut(p) else { continue };
             match task.finish_restore() {
+                Ok(()) if self.awaiting_offsets.contains_key(&p) => {
+                    task.hold();
+                    tracing::info!(partition = p, "task restored; it runs once its start offsets are known");
+                }
                 Ok(()) => {
                     tracing::info!(partition = p, "task restored and running");
                     if let Some(topics) = self.assigned.get(&p) {
@@ -374,6 +436,38 @@ impl TaskManager {
             self.reinit(consumer, p)?;
         }
         self.publish_assignment();
+        Ok(())
+    }
+
+    /// Reads the start offsets of the tasks still waiting for them (once a second, briefly),
+    /// and lets the restored ones run.
+    ///
+    /// # Errors
+    /// [`Error::Fatal`] when a task has waited [`OFFSETS_GIVE_UP`]: the group gives its partitions
+    /// to a member that can read them.
+    fn read_awaited_offsets<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), Error> {
+        if self.awaiting_offsets.is_empty() || Instant::now() < self.offsets_retry_at {
+            return Ok(());
+        }
+        self.offsets_retry_at = Instant::now() + OFFSETS_RETRY;
+        for (p, since) in self.awaiting_offsets.clone() {
+            let topics = self.assigned.get(&p).cloned().unwrap_or_default();
+            let offsets = match start_offsets(consumer, p, &topics, OFFSETS_RETRY_TIMEOUT.min(self.timeout)) {
+                Ok(offsets) => offsets,
+                Err(e) if since.elapsed() >= OFFSETS_GIVE_UP => {
+                    return Err(Error::Fatal(format!("task {p} waited {OFFSETS_GIVE_UP:?} for its start offsets: {e}")));
+                }
+                Err(_) => continue,
+            };
+            self.awaiting_offsets.remove(&p);
+            let Some(task) = self.tasks.get_mut(p) else { continue };
+            task.set_start_offsets(offsets);
+            if task.state() == TaskState::Held {
+                task.release();
+                tracing::info!(partition = p, "start offsets known: task running");
+                resume(consumer, p, &topics);
+            }
+        }
         Ok(())
     }
 
@@ -407,6 +501,7 @@ impl TaskManager {
 
     fn close_task(&mut self, partition: i32) {
         self.restorer.stop(partition);
+        self.awaiting_offsets.remove(&partition);
         self.tasks.close(partition);
     }
 
@@ -431,35 +526,28 @@ impl TaskManager {
 /// Where a newly assigned task's sources start: the group's committed offsets, else (nothing
 /// committed yet) the log start. The task commits these until it has consumed, so even a
 /// transaction of timer outputs alone carries offsets, and the group generation is checked.
+///
+/// # Errors
+/// Either could not be read: never a guess, since a wrong start offset would be committed.
 fn start_offsets<C: ConsumerContext + 'static>(
     consumer: &BaseConsumer<C>,
     partition: i32,
     topics: &BTreeSet<String>,
     timeout: Duration,
-) -> BTreeMap<String, i64> {
+) -> Result<BTreeMap<String, i64>, String> {
+    let committed = consumer
+        .committed_offsets(partition_list(partition, topics), timeout)
+        .map_err(|e| format!("cannot read the group's offsets: {e}"))?;
     let mut out = BTreeMap::new();
-    let committed = match consumer.committed_offsets(partition_list(partition, topics), timeout) {
-        Ok(tpl) => tpl,
-        Err(e) => {
-            // Never a guess: a wrong start offset would be committed for the task.
-            tracing::warn!(partition, error = %e, "cannot read the group's offsets; the task commits offsets once it has consumed");
-            return out;
-        }
-    };
     for topic in topics {
         let offset = match committed.find_partition(topic, partition).and_then(|e| e.offset().to_raw()) {
-            Some(o) if o >= 0 => Some(o),
+            Some(o) if o >= 0 => o,
             // Nothing committed yet: the consumer starts at the log start (auto.offset.reset=earliest).
-            _ => consumer.fetch_watermarks(topic, partition, timeout).ok().map(|(low, _)| low),
+            _ => consumer.fetch_watermarks(topic, partition, timeout).map_err(|e| format!("cannot read where `{topic}` starts: {e}"))?.0,
         };
-        match offset {
-            Some(o) => {
-                out.insert(topic.clone(), o);
-            }
-            None => tracing::warn!(topic, partition, "cannot read where this source starts; it commits once it has consumed"),
-        }
+        out.insert(topic.clone(), offset);
     }
-    out
+    Ok(out)
 }
 
 fn create_producer(config: &ClientConfig, guarantee: Guarantee, timeout: Duration) -> Result<KafkaProducer, Error> {

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::record::InputRecord;
-use crate::state::{StoreMemory, TimeKind};
+use crate::state::StoreMemory;
 use crate::topology::Topology;
 
 use super::collector::{Collector, Transaction};
 use super::commit::{self, Probe};
+use super::limits::RecordLimits;
 use super::log::{Log, SourceOffset};
 use super::task::{Outcome, Task, TaskState, TaskStats};
 use super::{Error, Guarantee};
@@ -33,6 +34,8 @@ pub(crate) struct Tasks {
     closed_stats: TaskStats,
     /// The RocksDB memory budget every task's stores share.
     memory: StoreMemory,
+    /// The largest record each topic takes.
+    limits: RecordLimits,
 }
 
 impl Tasks {
@@ -46,7 +49,14 @@ impl Tasks {
             txn: Transaction::new(guarantee),
             closed_stats: TaskStats::default(),
             memory: StoreMemory::default(),
+            limits: RecordLimits::default(),
         }
+    }
+
+    /// Checks records against `limits` instead of librdkafka's default `message.max.bytes`.
+    pub fn with_limits(mut self, limits: RecordLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Opens every store within `memory` (`state.rocksdb.memory.bytes`) instead of the default budget.
@@ -74,7 +84,7 @@ impl Tasks {
     pub fn open(&mut self, partition: i32) -> Result<&mut Task, Error> {
         if !self.tasks.contains_key(&partition) {
             let dir = self.state_dir.join(format!("0_{partition}"));
-            let task = Task::open(partition, &self.topology, &self.application_id, &dir, &self.dlq_topic, &self.memory)?;
+            let task = Task::open(partition, &self.topology, &self.application_id, &dir, &self.dlq_topic, &self.memory, &self.limits)?;
             self.tasks.insert(partition, task);
         }
         Ok(self.tasks.get_mut(&partition).expect("just inserted"))
@@ -140,16 +150,20 @@ impl Tasks {
         task.process(input, wall_clock, &mut Collector::new(log, &mut self.txn))
     }
 
-    /// Fires the wall-clock timers due at `now` in every running task.
+    /// Punctuation: fires the timers due at wall-clock time `now` (and stream-time timers left
+    /// over) in every running task, a bounded number per task. Returns how many fired and whether
+    /// more are due: then the caller commits and punctuates again soon.
     ///
     /// # Errors
     /// Task errors.
-    pub fn fire_wall_clock_timers(&mut self, now: i64, log: &mut dyn Log) -> Result<usize, Error> {
-        let mut fired = 0;
+    pub fn punctuate(&mut self, now: i64, log: &mut dyn Log) -> Result<(usize, bool), Error> {
+        let (mut fired, mut more) = (0, false);
         for task in self.tasks.values_mut().filter(|t| t.state() == TaskState::Running) {
-            fired += task.fire_timers(TimeKind::WallClock, now, now, &mut Collector::new(log, &mut self.txn))?;
+            let (n, left) = task.punctuate(now, &mut Collector::new(log, &mut self.txn))?;
+            fired += n;
+            more |= left;
         }
-        Ok(fired)
+        Ok((fired, more))
     }
 
     /// Runs the commit protocol over all running tasks.

@@ -32,11 +32,22 @@ pub(crate) const MARKER_FORMAT: &str = "position-v1";
 pub(crate) const COMMIT_HEADER: &str = "keyflow.commit";
 
 /// How far the committed state of a task has come: the last source offset applied per source
-/// topic (for the task's partition) and the stream time (largest record timestamp seen).
+/// topic (for the task's partition), the stream time (largest record timestamp seen), and how
+/// many commits the state has been through.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     pub applied: BTreeMap<String, i64>,
     pub stream_time: i64,
+    /// The task's commit count: one more with every commit. A commit that only fired wall-clock
+    /// timers moves neither the offsets nor the stream time, and a restore still has to tell its
+    /// marker from the one before it (`Task::finish_restore`). Absent in markers written before
+    /// it existed (0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub commits: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Position {
@@ -51,6 +62,7 @@ impl Position {
             *e = (*e).max(offset);
         }
         self.stream_time = self.stream_time.max(other.stream_time);
+        self.commits = self.commits.max(other.commits);
     }
 
     /// Whether the input at `offset` of `topic` is already part of the state.

@@ -273,6 +273,11 @@ impl Store {
         }
     }
 
+    /// The current record's writes (key, value-or-tombstone), before it ends.
+    pub(crate) fn record_writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.record.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
     /// The uncommitted writes, as changelog data records (key, value-or-tombstone).
     pub(crate) fn pending_writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         self.commit.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))

@@ -62,6 +62,9 @@ pub(crate) struct TimerStore {
     /// spares the per-record RocksDB seek, which otherwise wades through the tombstones every
     /// cancelled or moved timer leaves at the head of the schedule.
     earliest: [i64; 2],
+    /// Per clock, the earliest due time scheduled since [`TimerStore::take_scheduled`] was last
+    /// called: a timer that sets another one due already must be fired in order with the rest.
+    scheduled: [Option<i64>; 2],
 }
 
 /// Name of the timer store; its changelog is `<application.id>-keyflow-timers-changelog`.
@@ -69,7 +72,7 @@ pub const TIMER_STORE: &str = "keyflow-timers";
 
 impl TimerStore {
     pub fn new(store: Store) -> Self {
-        Self { store, earliest: [i64::MIN; 2] }
+        Self { store, earliest: [i64::MIN; 2], scheduled: [None; 2] }
     }
 
     pub fn store(&self) -> &Store {
@@ -102,6 +105,8 @@ impl TimerStore {
         self.cancel(&timer.node, &timer.name, &timer.key)?;
         let bound = &mut self.earliest[timer.kind.index()];
         *bound = (*bound).min(timer.due);
+        let scheduled = &mut self.scheduled[timer.kind.index()];
+        *scheduled = Some(scheduled.map_or(timer.due, |s| s.min(timer.due)));
         let id = id(&timer.node, &timer.name, &timer.key);
         let mut index_value = vec![timer.kind.byte()];
         index_value.extend_from_slice(&encode_time(timer.due));
@@ -119,6 +124,37 @@ impl TimerStore {
         let (kind, due) = decode_index(&v).ok_or_else(|| corrupt("timer index"))?;
         self.store.delete(&schedule_key(kind, due, &id))?;
         self.store.delete(&index_key(&id))
+    }
+
+    /// Removes `timer`'s schedule entry if nothing indexes it (a store damaged by hand, or
+    /// written by an older keyflow): it could never fire, and would be read as due for ever.
+    /// Returns whether there was one.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn remove_orphan(&mut self, timer: &Timer) -> Result<bool, Error> {
+        let id = id(&timer.node, &timer.name, &timer.key);
+        let key = schedule_key(timer.kind, timer.due, &id);
+        if self.store.get(&index_key(&id))?.is_some() || self.store.get(&key)?.is_none() {
+            return Ok(false);
+        }
+        self.store.delete(&key)?;
+        Ok(true)
+    }
+
+    /// The earliest due time of `kind` scheduled since the last call, if any.
+    pub fn take_scheduled(&mut self, kind: TimeKind) -> Option<i64> {
+        self.scheduled[kind.index()].take()
+    }
+
+    /// Whether `timer` is still set for its time (not cancelled, not moved since it was read).
+    ///
+    /// # Errors
+    /// Store errors, [`Error::Corrupt`].
+    pub fn is_scheduled(&self, timer: &Timer) -> Result<bool, Error> {
+        let Some(v) = self.store.get(&index_key(&id(&timer.node, &timer.name, &timer.key)))? else { return Ok(false) };
+        let (kind, due) = decode_index(&v).ok_or_else(|| corrupt("timer index"))?;
+        Ok(kind == timer.kind && due == timer.due)
     }
 
     /// Timers of `kind` due at or before `now`, earliest first, at most `limit`.

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use crate::record::{Headers, InputRecord};
 use crate::runtime::commit::Probe;
 use crate::runtime::tasks::Tasks;
-use crate::runtime::{Error, Guarantee, Step, TaskStats};
+use crate::runtime::{Error, Guarantee, RecordLimits, Step, TaskStats};
 use crate::state::{ChangelogEntry, COMMIT_HEADER, MARKER_HEADER};
 use crate::topology::Topology;
 
@@ -30,6 +30,8 @@ pub struct DriverConfig {
     /// Run the log cleaner over every changelog at each crash, before the restart restores (under
     /// at-least-once with a compaction lag that spares the records since the last marker).
     pub compact_changelogs: bool,
+    /// The largest record each topic takes (librdkafka's default for every topic unless set).
+    pub record_limits: RecordLimits,
 }
 
 impl Default for DriverConfig {
@@ -41,6 +43,7 @@ impl Default for DriverConfig {
             commit_every: 1,
             start_time_ms: 1_700_000_000_000,
             compact_changelogs: false,
+            record_limits: RecordLimits::default(),
         }
     }
 }
@@ -55,6 +58,25 @@ pub enum Fault {
     /// The step times out (a retriable error, as a `commit_transaction` that ran out of time):
     /// the protocol calls it again.
     Timeout { step: Step, nth: u32 },
+    /// The broker carries the step out, but its reply is lost and every retry of it times out
+    /// too (a coordinator that became unreachable after it took a `commit_transaction`): the
+    /// outcome is unknown to the instance.
+    InDoubt { step: Step, nth: u32 },
+}
+
+impl Fault {
+    /// The step the fault is injected at.
+    pub fn step(&self) -> Step {
+        match *self {
+            Fault::Crash { step, .. } | Fault::Abort { step, .. } | Fault::Timeout { step, .. } | Fault::InDoubt { step, .. } => step,
+        }
+    }
+
+    fn nth(&self) -> u32 {
+        match *self {
+            Fault::Crash { nth, .. } | Fault::Abort { nth, .. } | Fault::Timeout { nth, .. } | Fault::InDoubt { nth, .. } => nth,
+        }
+    }
 }
 
 /// Faults to inject, each once.
@@ -62,11 +84,13 @@ pub enum Fault {
 pub struct FaultPlan {
     faults: Vec<Fault>,
     seen: BTreeMap<Step, u32>,
+    /// A step whose reply was lost ([`Fault::InDoubt`]): its retries time out until another step runs.
+    unreachable: Option<Step>,
 }
 
 impl FaultPlan {
     pub fn new(faults: Vec<Fault>) -> Self {
-        Self { faults, seen: BTreeMap::new() }
+        Self { faults, seen: BTreeMap::new(), unreachable: None }
     }
 }
 
@@ -77,12 +101,15 @@ struct PlanProbe<'a> {
 
 impl Probe for PlanProbe<'_> {
     fn before(&mut self, step: Step) -> Result<(), Error> {
+        match self.plan.unreachable {
+            Some(s) if s == step => return Err(Error::Retriable(format!("injected: {step:?} times out again"))),
+            Some(_) => self.plan.unreachable = None,
+            None => {}
+        }
         let n = self.plan.seen.entry(step).or_insert(0);
         *n += 1;
         let n = *n;
-        let pos = self.plan.faults.iter().position(|f| match *f {
-            Fault::Crash { step: s, nth, .. } | Fault::Abort { step: s, nth } | Fault::Timeout { step: s, nth } => s == step && nth == n,
-        });
+        let pos = self.plan.faults.iter().position(|f| !matches!(f, Fault::InDoubt { .. }) && f.step() == step && f.nth() == n);
         match pos.map(|i| self.plan.faults.remove(i)) {
             Some(f @ Fault::Crash { .. }) => {
                 *self.hit = Some(f);
@@ -96,7 +123,21 @@ impl Probe for PlanProbe<'_> {
                 *self.hit = Some(f);
                 Err(Error::Retriable(format!("injected timeout before {step:?}")))
             }
+            Some(Fault::InDoubt { .. }) => unreachable!("in-doubt faults are taken after the call"),
             None => Ok(()),
+        }
+    }
+
+    fn after(&mut self, step: Step, result: Result<(), Error>) -> Result<(), Error> {
+        let n = self.plan.seen.get(&step).copied().unwrap_or(0);
+        let pos = self.plan.faults.iter().position(|f| matches!(f, Fault::InDoubt { .. }) && f.step() == step && f.nth() == n);
+        match pos.map(|i| self.plan.faults.remove(i)) {
+            Some(f) if result.is_ok() => {
+                *self.hit = Some(f);
+                self.plan.unreachable = Some(step);
+                Err(Error::Retriable(format!("injected: the reply to {step:?} was lost")))
+            }
+            _ => result,
         }
     }
 }
@@ -147,7 +188,8 @@ impl TopologyTestDriver {
             state_dir.clone(),
             &format!("{}-dlq", config.application_id),
             config.guarantee,
-        );
+        )
+        .with_limits(config.record_limits.clone());
         let mut d = TopologyTestDriver {
             topology,
             wall_clock: config.start_time_ms,
@@ -189,19 +231,29 @@ impl TopologyTestDriver {
             self.state_dir.clone(),
             &format!("{}-dlq", self.config.application_id),
             self.config.guarantee,
-        );
+        )
+        .with_limits(self.config.record_limits.clone());
         self.log = Some(MemoryLog::new(self.broker.clone()));
         self.positions.clear();
         for p in 0..self.config.partitions {
             self.restore_task(p, false);
-            let mut start = BTreeMap::new();
             for t in self.topology.source_topics() {
                 let next = self.broker.borrow().committed_offset(&t, p).unwrap_or(0);
-                self.positions.insert((t.clone(), p), next);
-                start.insert(t, next);
+                self.positions.insert((t, p), next);
             }
-            self.tasks.get_mut(p).expect("restored above").set_start_offsets(start);
+            self.set_start_offsets(p);
         }
+    }
+
+    /// Task `p` starts where the group's committed offsets say, as a newly assigned task does.
+    fn set_start_offsets(&mut self, p: i32) {
+        let start = self
+            .topology
+            .source_topics()
+            .into_iter()
+            .map(|t| (t.clone(), self.broker.borrow().committed_offset(&t, p).unwrap_or(0)))
+            .collect();
+        self.tasks.get_mut(p).expect("task is open").set_start_offsets(start);
     }
 
     /// Opens task `p` (wiping its stores first if asked) and restores it from its changelogs,
@@ -269,11 +321,7 @@ impl TopologyTestDriver {
     pub fn advance_wall_clock(&mut self, ms: i64) {
         self.wall_clock += ms;
         self.run_until_idle();
-        let fired = self.with_recovery(|d| {
-            let now = d.wall_clock;
-            d.tasks.fire_wall_clock_timers(now, d.log.as_mut().expect("log"))?;
-            d.commit_now()
-        });
+        let fired = self.with_recovery(Self::punctuate);
         if !fired {
             // Recovered from a fault: a restarted instance fires them (and processes) again.
             self.commit();
@@ -290,12 +338,20 @@ impl TopologyTestDriver {
     pub fn commit(&mut self) {
         loop {
             self.run_until_idle();
-            let now = self.wall_clock;
-            if self.with_recovery(|d| {
-                d.tasks.fire_wall_clock_timers(now, d.log.as_mut().expect("log"))?;
-                d.commit_now()
-            }) {
+            if self.with_recovery(Self::punctuate) {
                 return;
+            }
+        }
+    }
+
+    /// Punctuates at the wall clock and commits, again while more timers are due than one
+    /// punctuation fires (as the stream loop punctuates again at once).
+    fn punctuate(&mut self) -> Result<(), Error> {
+        loop {
+            let (_, more) = self.tasks.punctuate(self.wall_clock, self.log.as_mut().expect("log"))?;
+            self.commit_now()?;
+            if !more {
+                return Ok(());
             }
         }
     }
@@ -362,6 +418,23 @@ impl TopologyTestDriver {
                 self.stalled = true;
                 false
             }
+            Err(Error::CommitUnknown { partitions, .. }) => {
+                // As the runtime does: roll back, then reopen the tasks from their local state
+                // and restore from their checkpoints, which brings in the commit if it happened.
+                self.hits.extend(self.last_fault.take());
+                self.aborts += 1;
+                let rewind = self.tasks.rollback(self.log.as_mut().expect("log")).rewind;
+                for o in rewind {
+                    self.positions.insert((o.topic, o.partition), o.next_offset);
+                }
+                for p in partitions {
+                    self.tasks.close(p);
+                    self.restore_task(p, false);
+                    self.set_start_offsets(p);
+                }
+                self.since_commit = 0;
+                false
+            }
             Err(Error::TaskCorrupted { partitions, .. }) => {
                 // As the runtime does: abort, roll back, and rebuild the corrupted tasks' state
                 // from their changelogs.
@@ -373,6 +446,7 @@ impl TopologyTestDriver {
                 }
                 for p in partitions {
                     self.restore_task(p, true);
+                    self.set_start_offsets(p); // as a reassigned task starts
                 }
                 self.since_commit = 0;
                 false

@@ -153,7 +153,7 @@ impl MemoryBroker {
             }
             let keep = |r: &StoredRecord| match r.txn.map(|t| self.txns[t]) {
                 Some(TxnStatus::Aborted) => false,
-                _ => newest.get(&r.key) == Some(&r.offset) && r.value.is_some(),
+                _ => newest.get(&r.key) == Some(&r.offset),
             };
             let mut records: Vec<StoredRecord> = log.records[..stable].iter().filter(|r| keep(r)).cloned().collect();
             records.extend_from_slice(&log.records[stable..]);

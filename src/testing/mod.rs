@@ -3,7 +3,7 @@
 //! code the runtime uses, and can crash the "process" at any step of the commit protocol.
 
 mod driver;
-mod memory_log;
+pub(crate) mod memory_log;
 
 pub use driver::{DriverConfig, Fault, FaultPlan, TopologyTestDriver};
 pub use memory_log::{MemoryBroker, StoredRecord};

@@ -135,7 +135,14 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
             return Outcome::Duplicate;
         }
     }
-    let state = def.states[&inst.state].get_ref();
+    // A stored instance may be in a state this definition does not have (renamed or removed
+    // since it got there): never a panic of the stream thread, a dead letter that says so.
+    let Some(state) = def.states.get(&inst.state).map(|s| s.get_ref()) else {
+        return Outcome::Unmatched(format!(
+            "instance `{key}` is in state `{}`, which workflow `{}` does not define (renamed or removed since?); `{}` cannot apply",
+            inst.state, def.name, event.name
+        ));
+    };
     if inst.finished {
         if state.ignore.contains(&event.name) {
             return Outcome::Ignored;

@@ -100,7 +100,7 @@ fn setup_on(
     let mut config = Config::for_application(&unique("app"), &bootstrap, dir.path());
     config.processing_guarantee = guarantee;
     config.set_commit_interval(commit_interval);
-    config.replication_factor = std::num::NonZeroUsize::MIN;
+    config.replication_factor = 1;
     // Kafka's smallest session (group.min.session.timeout.ms): a killed member is seen gone
     // within 6 s. (The mock also ignores LeaveGroup, so there it matters for every leave.)
     config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
@@ -138,7 +138,7 @@ pub fn document_approval(app_prefix: &str, guarantee: Guarantee) -> WorkflowSetu
     let mut config = Config::for_application(&unique(app_prefix), &bootstrap, dir.path());
     config.processing_guarantee = guarantee;
     config.set_commit_interval(Duration::from_millis(100));
-    config.replication_factor = std::num::NonZeroUsize::MIN;
+    config.replication_factor = 1;
     config.consumer.0.insert("session.timeout.ms".into(), "6000".into());
     let broker = Broker::Kafka(kafka);
     let topics: Vec<TopicSpec> = topology

@@ -70,6 +70,8 @@ pub fn produce_paced(bootstrap: &str, topic: &str, events: &[(i64, String, Vec<u
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "300000")
+        // Room for the poison suite's records at the broker's 1 MiB limit.
+        .set("message.max.bytes", "2000000")
         .create_with_context(Deliveries::default())
         .unwrap();
     let started = Instant::now();

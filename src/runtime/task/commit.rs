@@ -44,6 +44,13 @@ impl Task {
         Ok(())
     }
 
+    /// The commit begins: its markers will carry one more commit than the last commit's, so a
+    /// restore tells them apart even when nothing else moved (a commit of wall-clock timers).
+    pub fn begin_commit(&mut self) {
+        self.last_attempt = self.last_attempt.max(self.committed.commits) + 1;
+        self.position.commits = self.last_attempt;
+    }
+
     /// Commit step: sends the position marker to every store's changelog, so every store's last
     /// marker is the task's position and a restore can tell completed commits from broken ones.
     pub fn send_markers(&self, out: &mut Collector<'_>) -> Result<(), Error> {
@@ -97,7 +104,7 @@ impl Task {
     }
 }
 
-fn commit_headers(commit: u64) -> crate::record::Headers {
+pub(super) fn commit_headers(commit: u64) -> crate::record::Headers {
     let mut headers = crate::record::Headers::new();
     headers.insert(state::COMMIT_HEADER, commit.to_be_bytes().to_vec());
     headers

@@ -3,9 +3,13 @@
 //!
 //! ```text
 //!   open ──> Restoring ──(changelogs caught up)──> Running ──close──> Closed
-//!               ^                                     │
+//!               ^          │                    ^     │
+//!               │          └──> Held ──release──┘     │
 //!               └──────(corrupted: wipe stores)───────┘
 //! ```
+//!
+//! Held: restored, but where its sources start is not known yet; it neither processes nor fires
+//! timers until it is.
 //!
 //! A task never talks to Kafka itself: inputs are handed to it, and everything it emits goes
 //! through the [`Collector`] it is handed, so it is the same code under the runtime and the test
@@ -21,14 +25,19 @@ use crate::state::{self, changelog_topic, ChangelogEntry, Position, Store, Store
 use crate::topology::{NodeKind, Topology};
 
 use super::collector::Collector;
+use super::limits::{wire_size, RecordLimits};
 use super::Error;
 
 mod commit;
+mod timers;
+
+pub use timers::MAX_TIMERS_PER_CALL;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskState {
     Restoring,
     Running,
+    Held,
     Closed,
 }
 
@@ -86,10 +95,18 @@ pub(crate) struct Task {
     offsets_pending: bool,
     /// Id of the commit being prepared; every changelog record of it carries this id.
     commit_id: u64,
+    /// The commit count the last commit attempt's markers carried. Never rolled back: a retried
+    /// attempt counts on, so its markers are never mistaken for those of the attempt it retries.
+    last_attempt: u64,
+    /// More stream-time timers were due than one call fires: they fire before the next record.
+    stream_timers_left: bool,
     /// Stores whose restored marker lagged the task's position, with the commit that vouched for
     /// their data: the next commit first writes them that marker, so a later restore finds it.
     repair_markers: BTreeMap<String, Option<u64>>,
     dlq_topic: String,
+    /// The largest record each topic takes: outputs, state writes and dead letters are checked
+    /// against it before they are kept (see `runtime::limits`).
+    limits: RecordLimits,
     stats: TaskStats,
 }
 
@@ -105,6 +122,7 @@ impl Task {
         task_dir: &Path,
         dlq_topic: &str,
         memory: &StoreMemory,
+        limits: &RecordLimits,
     ) -> Result<Task, Error> {
         let corrupted = |source: state::Error| Error::corrupted(partition, &source);
         let mut stores = HashMap::new();
@@ -138,8 +156,11 @@ impl Task {
             commit_needed: false,
             offsets_pending: false,
             commit_id: rand::random(),
+            last_attempt: 0,
+            stream_timers_left: false,
             repair_markers: BTreeMap::new(),
             dlq_topic: dlq_topic.to_owned(),
+            limits: limits.clone(),
             stats: TaskStats::default(),
         };
         task.reload_position();
@@ -260,6 +281,18 @@ impl Task {
         Ok(())
     }
 
+    /// Restored, but must not run yet (see [`TaskState::Held`]).
+    pub fn hold(&mut self) {
+        self.state = TaskState::Held;
+    }
+
+    /// A held task runs.
+    pub fn release(&mut self) {
+        if self.state == TaskState::Held {
+            self.state = TaskState::Running;
+        }
+    }
+
     fn reload_position(&mut self) {
         let mut p = self.timers.store().position().clone();
         for s in self.stores.values() {
@@ -289,6 +322,21 @@ impl Task {
             reason,
             after: None,
         };
+        if self.stream_timers_left {
+            // Timers due before this record fire before it, however many (a bounded number per
+            // call: the record waits for the next punctuation while more are left).
+            let fired = self.fire_timers(TimeKind::StreamTime, self.position.stream_time, wall_clock, out)?;
+            self.stream_timers_left = fired >= MAX_TIMERS_PER_CALL;
+            if self.stream_timers_left {
+                return Err(Error::InputRetriable {
+                    topic: input.topic.clone(),
+                    partition: input.partition,
+                    offset: input.offset,
+                    reason: "stream-time timers due before it are still firing".into(),
+                    after: Some(std::time::Duration::ZERO),
+                });
+            }
+        }
         let topology = self.topology.clone();
         let Some(source) = topology.source_for(&input.topic) else {
             return Err(Error::Fatal(format!("task {} got a record from `{}`, which no source reads", self.partition, input.topic)));
@@ -304,7 +352,10 @@ impl Task {
             Err(e) if e.is_transient() => return Err(retry(e.to_string())),
             Err(e) => {
                 let stage = format!("source:{}", topology.nodes()[source].name);
-                out.send(&dlq::dead_letter(&self.dlq_topic, input, ErrorClass::Deserialization, &e.to_string(), &stage, 1, wall_clock))?;
+                self.send_dead_letter(
+                    out,
+                    dlq::dead_letter(&self.dlq_topic, input, ErrorClass::Deserialization, &e.to_string(), &stage, 1, wall_clock),
+                )?;
                 self.advance(input);
                 self.stats.dead_lettered += 1;
                 return Ok(Outcome::DeadLettered);
@@ -344,14 +395,21 @@ impl Task {
             }
             Err((stage, processor::Error::BadRecord(msg))) => {
                 self.stats.dead_lettered += 1;
-                out.send(&dlq::dead_letter(&self.dlq_topic, input, ErrorClass::Processing, &msg, &stage, 1, wall_clock))?;
+                self.send_dead_letter(out, dlq::dead_letter(&self.dlq_topic, input, ErrorClass::Processing, &msg, &stage, 1, wall_clock))?;
                 Outcome::DeadLettered
             }
             Err((_, e)) => return Err(self.escalate(e)),
         };
         self.advance(input);
-        self.fire_timers(TimeKind::StreamTime, self.position.stream_time, wall_clock, out)?;
+        let fired = self.fire_timers(TimeKind::StreamTime, self.position.stream_time, wall_clock, out)?;
+        self.stream_timers_left = fired >= MAX_TIMERS_PER_CALL;
         Ok(outcome)
+    }
+
+    /// Sends a dead letter cut to fit the dead-letter topic (see [`dlq::fit`]).
+    fn send_dead_letter(&self, out: &mut Collector<'_>, letter: OutputRecord) -> Result<(), Error> {
+        let limit = self.limits.of(&letter.topic);
+        out.send(&dlq::fit(letter, limit))
     }
 
     /// The input is done with (processed, dead-lettered or skipped): the position moves past it.
@@ -362,56 +420,6 @@ impl Task {
         let applied = self.position.applied.entry(input.topic.clone()).or_insert(input.offset);
         *applied = (*applied).max(input.offset);
         self.commit_needed = true;
-    }
-
-    /// Fires every timer of `kind` due at `now`, in due order. Each fired timer is removed in the
-    /// same commit as its effects.
-    ///
-    /// # Errors
-    /// As [`Task::process`].
-    pub fn fire_timers(&mut self, kind: TimeKind, now: i64, wall_clock: i64, out: &mut Collector<'_>) -> Result<usize, Error> {
-        let mut fired = 0;
-        loop {
-            let due = self.timers.due(kind, now, 64).map_err(|source| Error::corrupted(self.partition, &source))?;
-            if due.is_empty() {
-                return Ok(fired);
-            }
-            for timer in due {
-                let Some(node) = self.topology.nodes().iter().position(|n| n.name == timer.node) else {
-                    tracing::warn!(node = %timer.node, key = %timer.key, "dropping a timer of a processor the topology no longer has");
-                    self.timers.cancel(&timer.node, &timer.name, &timer.key).map_err(|source| Error::corrupted(self.partition, &source))?;
-                    self.end_record(true);
-                    continue;
-                };
-                self.commit_needed = true;
-                self.timers.cancel(&timer.node, &timer.name, &timer.key).map_err(|source| Error::corrupted(self.partition, &source))?;
-                let metadata = RecordMetadata { topic: String::new(), partition: self.partition, offset: None, timestamp: timer.due };
-                let (timer_node, timer_name, key) = (timer.node.clone(), timer.name.clone(), timer.key.clone());
-                match self.run(node, Input::Timer(timer), &metadata, wall_clock) {
-                    Ok(outputs) => {
-                        for o in &outputs {
-                            out.send(o)?;
-                        }
-                    }
-                    Err((stage, processor::Error::BadRecord(msg))) => {
-                        // The failed run dropped the timer's removal with its other effects; remove it
-                        // again on its own, since firing it again would only fail again.
-                        self.timers.cancel(&timer_node, &timer_name, &key).map_err(|source| Error::corrupted(self.partition, &source))?;
-                        self.end_record(true);
-                        self.stats.dead_lettered += 1;
-                        out.send(&dlq::dead_timer(&self.dlq_topic, &key, &msg, &stage, wall_clock))?;
-                    }
-                    Err((_, processor::Error::Retry(reason) | processor::Error::Backoff { reason, .. })) => {
-                        // Nothing of the attempt was kept, the timer included: it fires again later.
-                        tracing::warn!(key = %key, reason, "timer hit a transient failure; it fires again later");
-                        return Ok(fired);
-                    }
-                    Err((_, e)) => return Err(self.escalate(e)),
-                }
-                self.stats.timers_fired += 1;
-                fired += 1;
-            }
-        }
     }
 
     fn escalate(&self, e: processor::Error) -> Error {
@@ -431,9 +439,41 @@ impl Task {
         metadata: &RecordMetadata,
         wall_clock: i64,
     ) -> Result<Vec<OutputRecord>, (String, processor::Error)> {
-        let result = self.run_inner(start, input, metadata, wall_clock);
+        let result = self.run_inner(start, input, metadata, wall_clock).and_then(|outputs| {
+            self.check_limits(&outputs)?;
+            Ok(outputs)
+        });
         self.end_record(result.is_ok());
         result
+    }
+
+    /// Refuses a record whose outputs or state writes could never be written (see
+    /// `runtime::limits`): as a bad record, so it becomes a dead letter and its partition flows on.
+    fn check_limits(&self, outputs: &[OutputRecord]) -> Result<(), (String, processor::Error)> {
+        for o in outputs {
+            if let Err(e) = self.limits.check(o) {
+                return Err((format!("sink:{}", o.topic), processor::Error::BadRecord(format!("output refused: {e}"))));
+            }
+        }
+        let headers = commit::commit_headers(0); // what every changelog record carries
+        for (name, topic) in &self.changelogs {
+            let limit = self.limits.of(topic);
+            let store = self.store(name).expect("changelogs name existing stores");
+            for (key, value) in store.record_writes() {
+                let size = wire_size(Some(key), value, &headers);
+                if size > limit {
+                    return Err((
+                        format!("store:{name}"),
+                        processor::Error::BadRecord(format!(
+                            "transition refused: the new state of `{}` in store `{name}` would be {size} bytes, over the limit of \
+                             {limit} bytes of its changelog `{topic}`",
+                            String::from_utf8_lossy(key)
+                        )),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn end_record(&mut self, ok: bool) {

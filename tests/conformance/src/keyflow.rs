@@ -48,9 +48,22 @@ impl App {
     /// The same under `guarantee`, with the changelogs created beforehand with
     /// `changelog_config` (e.g. a log cleaner that compacts within seconds).
     pub fn status_tracker_with(cluster: &Cluster, prefix: &str, guarantee: &str, changelog_config: &[(&str, &str)], extra: &str) -> App {
+        Self::status_tracker_topics(cluster, prefix, guarantee, changelog_config, &[], extra)
+    }
+
+    /// The same, the output topic created with `output_config` (e.g. `max.message.bytes`).
+    pub fn status_tracker_topics(
+        cluster: &Cluster,
+        prefix: &str,
+        guarantee: &str,
+        changelog_config: &[(&str, &str)],
+        output_config: &[(&str, &str)],
+        extra: &str,
+    ) -> App {
         let tag = format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>());
         let (id, input, output) = (format!("{tag}-app"), format!("{tag}-events"), format!("{tag}-statuses"));
-        cluster.create_topics(&[(&input, PARTITIONS), (&output, PARTITIONS)]);
+        cluster.create_topics(&[(&input, PARTITIONS)]);
+        cluster.create_topics_with(&[(&output, PARTITIONS)], output_config);
         if !changelog_config.is_empty() {
             let changelogs = ["documents", "keyflow-timers"].map(|store| format!("{id}-{store}-changelog"));
             let mut config = vec![("cleanup.policy", "compact")];
@@ -75,6 +88,11 @@ impl App {
 
     /// Starts instance `i` on its own state directory (the same one each time it restarts).
     pub fn spawn(&self, i: usize) -> Keyflow {
+        self.spawn_with(i, &[])
+    }
+
+    /// [`App::spawn`], with `KEYFLOW_*` overrides of its config (e.g. `KEYFLOW_HTTP_LISTEN`).
+    pub fn spawn_with(&self, i: usize, overrides: &[(&str, &str)]) -> Keyflow {
         let log = self.dir.path().join(format!("instance-{i}.log"));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut cmd = Command::new(binary());
@@ -87,6 +105,7 @@ impl App {
             .args(["run", "--config"])
             .arg(&self.config)
             .env("KEYFLOW_STATE_DIR", self.dir.path().join(format!("state-{i}")))
+            .envs(overrides.iter().copied())
             .env("RUST_LOG", "keyflow=info")
             .stdout(Stdio::null())
             .stderr(out)
@@ -159,6 +178,25 @@ impl Keyflow {
         self.signal("-TERM");
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and how long the process took to exit and whether it exited cleanly; `None` if
+    /// it was still running after `limit` (it is then killed).
+    pub fn terminate_within(&mut self, limit: Duration) -> Option<(Duration, bool)> {
+        self.signal("-TERM");
+        let started = Instant::now();
+        let mut c = self.child.take()?;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return Some((started.elapsed(), status.success()));
+            }
+            if started.elapsed() > limit {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
