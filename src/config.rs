@@ -143,6 +143,12 @@ pub struct Config {
     /// Timeout of blocking Kafka calls (transactions, flush, offset commit). Default 30000 ms.
     #[serde(rename = "kafka.call.timeout.ms", default = "default_call_timeout")]
     call_timeout_ms: u64,
+    /// A local checkpoint older than this is not trusted: the store is restored from the start
+    /// of its changelog. The log cleaner drops tombstones `delete.retention.ms` (24 h by default)
+    /// after cleaning them, and a restore from before a dropped tombstone brings its key back.
+    /// Default 43200000 (12 h): keep it under the changelogs' `delete.retention.ms`.
+    #[serde(rename = "state.checkpoint.max.age.ms", default = "default_checkpoint_max_age")]
+    checkpoint_max_age_ms: u64,
     /// How long a stop (SIGTERM, SIGINT) may take to commit and leave the group before the
     /// process exits anyway, as a crash would (the next owner restores; nothing committed is
     /// lost). Default 8000 ms: inside the usual 10 s an orchestrator waits before SIGKILL.
@@ -245,6 +251,9 @@ fn default_punctuation() -> u64 {
 }
 fn default_call_timeout() -> u64 {
     30_000
+}
+fn default_checkpoint_max_age() -> u64 {
+    12 * 3600 * 1000
 }
 fn default_shutdown_timeout() -> u64 {
     8_000
@@ -417,6 +426,10 @@ impl Config {
 
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+
+    pub fn checkpoint_max_age(&self) -> Duration {
+        Duration::from_millis(self.checkpoint_max_age_ms)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -134,7 +134,9 @@ pub fn fit(record: OutputRecord, limit: usize) -> OutputRecord {
         let before = r.headers.iter().count();
         r.headers = only(&r.headers, |name| name.starts_with("keyflow.dlq."), usize::MAX);
         let dropped = before - r.headers.iter().count();
-        r.headers.insert(HEADERS_DROPPED, dropped.to_string());
+        if dropped > 0 {
+            r.headers.insert(HEADERS_DROPPED, dropped.to_string());
+        }
     }
     if !fits(&r) {
         if let Some(k) = r.key.take() {
@@ -151,7 +153,12 @@ pub fn fit(record: OutputRecord, limit: usize) -> OutputRecord {
         // original, each header short.
         const ESSENTIAL: [&str; 9] =
             [ERROR_CLASS, ERROR_MESSAGE, STAGE, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, KEY_SIZE, KEY_SHA256, HEADERS_DROPPED];
-        r.headers = only(&r.headers, |name| ESSENTIAL.contains(&name), 200);
+        r.headers = only(&r.headers, |name| ESSENTIAL.contains(&name), 300);
+    }
+    if !fits(&r) {
+        // Still over (a limit of a few hundred bytes): what leads to the original, nothing else.
+        r.headers = only(&r.headers, |name| ![ERROR_MESSAGE, STAGE].contains(&name), 300);
+        r.key = None;
     }
     match (value, value_headers) {
         (Some(v), Some(headers)) if size(&r) + v.len() > limit => {
@@ -166,11 +173,15 @@ pub fn fit(record: OutputRecord, limit: usize) -> OutputRecord {
     r
 }
 
-/// The headers whose names `keep`, each value cut to `max` bytes.
+/// The headers whose names `keep`, each value cut to `max` bytes (at a character boundary when
+/// it is text: source topic names are at most 249 bytes and stay whole).
 fn only(headers: &Headers, keep: impl Fn(&str) -> bool, max: usize) -> Headers {
     let mut kept = Headers::new();
     for (name, v) in headers.iter().filter(|(name, _)| keep(name)) {
-        kept.insert(name, &v[..v.len().min(max)]);
+        match std::str::from_utf8(v) {
+            Ok(text) => kept.insert(name, cut_str(text, max)),
+            Err(_) => kept.insert(name, &v[..v.len().min(max)]),
+        }
     }
     kept
 }

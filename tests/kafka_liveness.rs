@@ -78,15 +78,20 @@ fn a_record_too_large_to_dead_letter_whole_stalls_nothing_and_sigterm_still_stop
         .unwrap();
     producer.send(BaseRecord::to(&s.input).key("poison").payload(&poison[..])).unwrap();
     producer.flush(Duration::from_secs(30)).unwrap();
-    let good: Vec<_> = (0..100).map(|i| (i, format!("doc-{i}"), br#"{"status":"uploaded","amount":1}"#.to_vec())).collect();
+    // Stamped now, as the poison record is: stream time stays short of their SLA timers.
+    let now = keyflow::runtime::now_ms();
+    let good: Vec<_> = (0..100).map(|i| (now + i, format!("doc-{i}"), br#"{"status":"uploaded","amount":1}"#.to_vec())).collect();
     produce(&s.bootstrap, &s.input, &good);
 
     let started = Instant::now();
+    let log_tail = || std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(40).collect::<Vec<_>>().join("\n");
+    let guard = scopeguard_print(&log_tail);
     wait_until("every good input has its output", Duration::from_secs(60), || {
         assert_eq!(get(&ready).0, 200, "/ready must keep telling the truth: the instance is processing");
         common::read_topic(&s.bootstrap, &s.output, "read_committed").len() == 100
     });
     eprintln!("100 good inputs behind a 1,010,000-byte poison record: all output after {:.1}s", started.elapsed().as_secs_f64());
+    std::mem::forget(guard);
     wait_until("all input committed", Duration::from_secs(30), || committed(&s.bootstrap, &s.config.application_id, &s.input) == 101);
     let dead = common::read_topic(&s.bootstrap, &s.config.dlq_topic(), "read_committed");
     assert_eq!(dead.len(), 1, "one dead letter for the poison record");
@@ -106,6 +111,19 @@ fn a_record_too_large_to_dead_letter_whole_stalls_nothing_and_sigterm_still_stop
     std::fs::File::open(&log).unwrap().read_to_string(&mut text).unwrap();
     assert!(status.success(), "a clean stop: {status}\n{text}");
     assert!(!text.contains("aborting: tasks roll back"), "no transaction was aborted for the poison record:\n{text}");
+}
+
+/// Prints the instance's log (newest first) if the test fails while it lives.
+fn scopeguard_print<'a>(tail: &'a dyn Fn() -> String) -> impl Drop + 'a {
+    struct Print<'a>(&'a dyn Fn() -> String);
+    impl Drop for Print<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!("keyflow's log, newest first:\n{}", (self.0)());
+            }
+        }
+    }
+    Print(tail)
 }
 
 /// Panics on `{"panic": true}`, forwards anything else.

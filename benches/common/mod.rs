@@ -60,7 +60,7 @@ impl Run {
             }
             Some(b) => {
                 let mut config = Config::for_application(&app, b, std::path::Path::new("unused"));
-                config.replication_factor = std::num::NonZeroUsize::new(1).unwrap();
+                config.replication_factor = 1;
                 let admin = kafka::AdminProvisioner::new(&config).unwrap();
                 admin.ensure(&topics).unwrap();
                 admin.ensure(&kafka::internal_topics(&config, &topology, partitions)).unwrap();

@@ -17,7 +17,7 @@ pub fn now_ms() -> i64 {
 
 pub fn create_topics(bootstrap: &str, names: &[&str], partitions: i32) {
     let mut config = Config::for_application("peer-bench", bootstrap, std::path::Path::new("unused"));
-    config.replication_factor = std::num::NonZeroUsize::new(1).unwrap();
+    config.replication_factor = 1;
     let specs: Vec<TopicSpec> = names.iter().map(|n| TopicSpec { name: (*n).to_owned(), partitions, compacted: false }).collect();
     kafka::AdminProvisioner::new(&config).unwrap().ensure(&specs).unwrap();
 }

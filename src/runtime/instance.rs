@@ -244,7 +244,14 @@ fn stream_thread(
     if limits.smallest() < batch {
         producer_config.set("batch.size", limits.smallest().to_string());
     }
-    let tm = TaskManager::new(tasks, producer_config, &kafka::restore_consumer_config(config), config.call_timeout(), status.clone())?;
+    let tm = TaskManager::new(
+        tasks,
+        producer_config,
+        &kafka::restore_consumer_config(config),
+        config.call_timeout(),
+        config.checkpoint_max_age(),
+        status.clone(),
+    )?;
     let context = GroupContext { tm: Mutex::new(tm), killed: AtomicBool::new(false) };
     let consumer: BaseConsumer<GroupContext> =
         kafka::group_consumer_config(config, topology).create_with_context(context).map_err(|e| fatal("consumer", e))?;

@@ -57,6 +57,39 @@ pub(crate) struct Restorer {
     /// could be read; tried again every step).
     restoring: BTreeMap<i32, BTreeMap<String, Option<i64>>>,
     timeout: Duration,
+    /// A checkpoint older than this is not trusted (`state.checkpoint.max.age.ms`).
+    max_checkpoint_age: Duration,
+}
+
+/// Where a store's restore starts.
+#[derive(Debug, PartialEq, Eq)]
+enum Start {
+    /// Its checkpoint: the local state is good up to there.
+    Checkpoint(i64),
+    /// The beginning of the changelog, after wiping the local state, and why.
+    Wiped(String),
+    /// The beginning of the changelog: nothing local.
+    Empty,
+}
+
+/// Decides where a store with `checkpoint` written `age` ago restores from, given its
+/// changelog's `(low, high)` watermarks (`None`: they could not be read; the reader checks).
+///
+/// A checkpoint outside the log is useless; one older than `max_age` is not trusted: the log
+/// cleaner drops a tombstone `delete.retention.ms` after cleaning it, so a restore from before it
+/// would miss the delete and bring the key back (a cancelled timer would fire).
+fn restore_start(checkpoint: Option<i64>, age: Option<Duration>, watermarks: Option<(i64, i64)>, max_age: Duration) -> Start {
+    match (checkpoint, watermarks) {
+        (None, _) => Start::Empty,
+        (Some(_), _) if age.is_some_and(|a| a > max_age) => Start::Wiped(format!(
+            "checkpoint written {:?} ago, longer than state.checkpoint.max.age.ms ({max_age:?})",
+            age.unwrap_or_default()
+        )),
+        (Some(c), Some((low, high))) if c < low || c > high => {
+            Start::Wiped(format!("checkpoint {c} outside the changelog ({low}..{high})"))
+        }
+        (Some(c), _) => Start::Checkpoint(c),
+    }
 }
 
 impl Restorer {
@@ -67,6 +100,7 @@ impl Restorer {
         config: &ClientConfig,
         application_id: &str,
         timeout: Duration,
+        max_checkpoint_age: Duration,
     ) -> Result<Self, Error> {
         let client = |c: &ClientConfig| c.create_with_context(QuietEof).map_err(|e| Error::Fatal(format!("restore consumer: {e}")));
         let mut readers = BTreeMap::new();
@@ -74,7 +108,7 @@ impl Restorer {
             readers.insert(store, client(config)?);
         }
         let watermarks = client(config.clone().set("isolation.level", "read_uncommitted"))?;
-        Ok(Self { application_id: application_id.to_owned(), readers, watermarks, restoring: BTreeMap::new(), timeout })
+        Ok(Self { application_id: application_id.to_owned(), readers, watermarks, restoring: BTreeMap::new(), timeout, max_checkpoint_age })
     }
 
     pub fn is_restoring(&self) -> bool {
@@ -109,24 +143,17 @@ impl Restorer {
         let partition = task.partition();
         for (store, topic, checkpoint) in task.changelogs() {
             let watermarks = self.watermarks.fetch_watermarks(&topic, partition, self.timeout);
-            let start = match (checkpoint, &watermarks) {
-                (Some(c), Ok((low, high))) if c >= *low && c <= *high => c,
-                (None, _) => 0,
-                (Some(c), Ok((low, high))) => {
-                    tracing::warn!(
-                        store,
-                        partition,
-                        checkpoint = c,
-                        low,
-                        high,
-                        "checkpoint outside the changelog: restoring from the beginning"
-                    );
-                    task.wipe_store(&store)?;
-                    0
-                }
-                // Checked against the log once it can be read (the reader refuses an offset out of range).
-                (Some(c), Err(_)) => c,
-            };
+            // Unreadable watermarks: the reader checks the checkpoint (it refuses an offset out of range).
+            let start =
+                match restore_start(checkpoint, task.checkpoint_age(&store), watermarks.as_ref().ok().copied(), self.max_checkpoint_age) {
+                    Start::Checkpoint(c) => c,
+                    Start::Empty => 0,
+                    Start::Wiped(why) => {
+                        tracing::warn!(store, partition, why, "restoring from the beginning of the changelog");
+                        task.wipe_store(&store)?;
+                        0
+                    }
+                };
             let end = watermarks.ok().map(|(_, high)| high);
             if end.is_some_and(|e| start >= e) {
                 continue; // nothing to read: an empty changelog, or the checkpoint is the end
@@ -252,5 +279,25 @@ fn entry(m: &rdkafka::message::BorrowedMessage<'_>) -> ChangelogEntry {
         value: m.payload().map(<[u8]>::to_vec),
         is_marker: headers.is_some_and(|h| h.iter().any(|h| h.key == MARKER_HEADER)),
         commit: ChangelogEntry::decode_commit(headers.and_then(|h| h.iter().find(|h| h.key == COMMIT_HEADER)).and_then(|h| h.value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn a_checkpoint_is_used_only_inside_the_log_and_younger_than_the_tombstones_it_may_have_missed() {
+        let max = DAY / 2;
+        let fresh = Some(Duration::from_secs(60));
+        assert_eq!(restore_start(None, None, Some((0, 10)), max), Start::Empty);
+        assert_eq!(restore_start(Some(5), fresh, Some((0, 10)), max), Start::Checkpoint(5));
+        assert_eq!(restore_start(Some(5), fresh, None, max), Start::Checkpoint(5), "the reader checks it");
+        assert_eq!(restore_start(Some(5), None, Some((0, 10)), max), Start::Checkpoint(5), "written before its age was recorded");
+        assert!(matches!(restore_start(Some(5), fresh, Some((6, 10)), max), Start::Wiped(why) if why.contains("outside")));
+        // Down for two days: the cleaner may have dropped tombstones written after the checkpoint.
+        assert!(matches!(restore_start(Some(5), Some(2 * DAY), Some((0, 10)), max), Start::Wiped(why) if why.contains("max.age")));
     }
 }

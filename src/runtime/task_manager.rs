@@ -49,7 +49,7 @@ pub(crate) struct TaskManager {
 /// How often, and how long at most, the start offsets of a waiting task are asked for again;
 /// after [`OFFSETS_GIVE_UP`] the instance stops (its partitions go to another member).
 const OFFSETS_RETRY: Duration = Duration::from_secs(1);
-const OFFSETS_RETRY_TIMEOUT: Duration = Duration::from_secs(5);
+const OFFSETS_RETRY_TIMEOUT: Duration = Duration::from_secs(1);
 const OFFSETS_GIVE_UP: Duration = Duration::from_secs(300);
 
 impl TaskManager {
@@ -63,11 +63,12 @@ impl TaskManager {
         producer_config: ClientConfig,
         restore_config: &ClientConfig,
         timeout: Duration,
+        max_checkpoint_age: Duration,
         status: Arc<Status>,
     ) -> Result<Self, Error> {
         let producer = create_producer(&producer_config, tasks.guarantee(), timeout)?;
         let stores = tasks.topology().stores().iter().map(|s| s.name.clone()).chain([crate::state::TIMER_STORE.to_owned()]);
-        let restorer = Restorer::new(stores, restore_config, tasks.application_id(), timeout)?;
+        let restorer = Restorer::new(stores, restore_config, tasks.application_id(), timeout, max_checkpoint_age)?;
         Ok(Self {
             tasks,
             producer,
@@ -258,6 +259,12 @@ impl TaskManager {
                     self.close_task(partition);
                     if self.assigned.contains_key(&partition) {
                         self.open_and_restore(consumer, partition, false)?;
+                        // From where the group's offsets say now, so they never move backwards.
+                        for o in self.tasks.get(partition).map(super::task::Task::offsets_to_commit).unwrap_or_default() {
+                            if let Err(e) = consumer.seek(&o.topic, o.partition, Offset::Offset(o.next_offset), self.timeout) {
+                                tracing::warn!(topic = %o.topic, partition, error = %e, "seek to the group's offset failed");
+                            }
+                        }
                     }
                 }
                 Ok(())

@@ -5,7 +5,8 @@
 //! user data. Assigned prefixes are never reused:
 //! - `d` + user key: user data
 //! - `m` + name: metadata (`format`, `checkpoint` = next changelog offset to restore from,
-//!   `position` = the applied-offset guard, `commit` = id of the commit that position came from)
+//!   `position` = the applied-offset guard, `commit` = id of the commit that position came from,
+//!   `checkpoint.at` = when the checkpoint was written)
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,8 @@ const META_FORMAT: &[u8] = b"mformat";
 const META_CHECKPOINT: &[u8] = b"mcheckpoint";
 const META_POSITION: &[u8] = b"mposition";
 const META_COMMIT: &[u8] = b"mcommit";
+/// When the checkpoint was written (ms since the epoch, 8 bytes big-endian).
+const META_CHECKPOINT_AT: &[u8] = b"mcheckpoint.at";
 const FORMAT_VERSION: &str = "1";
 /// Bytes of committed values (keys, values and a per-entry overhead) a store keeps in memory.
 /// Kafka Streams keeps its record cache across commits for the same reason: a key's next record
@@ -47,6 +50,8 @@ pub struct Store {
     record: Layer,
     commit: Layer,
     checkpoint: Option<i64>,
+    /// When `checkpoint` was written, ms since the epoch.
+    checkpoint_at: Option<i64>,
     position: Position,
     /// Id of the commit whose marker set `position`.
     last_commit: Option<u64>,
@@ -125,6 +130,7 @@ impl Store {
             record: Layer::new(),
             commit: Layer::new(),
             checkpoint: None,
+            checkpoint_at: None,
             position: Position::default(),
             last_commit: None,
             unmarked: Vec::new(),
@@ -152,6 +158,7 @@ impl Store {
             Some(v) => Some(i64::from_be_bytes(v.as_slice().try_into().map_err(|_| self.corrupt("checkpoint", "not 8 bytes"))?)),
         };
         self.last_commit = self.db_get(META_COMMIT)?.and_then(|v| ChangelogEntry::decode_commit(Some(&v)));
+        self.checkpoint_at = self.db_get(META_CHECKPOINT_AT)?.and_then(|v| Some(i64::from_be_bytes(v.as_slice().try_into().ok()?)));
         self.position = match self.db_get(META_POSITION)? {
             None => Position::default(),
             Some(v) => Position::decode(&v).map_err(|e| self.corrupt("position", &e.to_string()))?,
@@ -166,6 +173,14 @@ impl Store {
     /// The next changelog offset to restore from, if this store was ever committed or restored.
     pub fn checkpoint(&self) -> Option<i64> {
         self.checkpoint
+    }
+
+    /// How old the checkpoint is: a changelog's tombstones older than its `delete.retention.ms`
+    /// may be gone, and a restore from a checkpoint before them would bring deleted keys back.
+    /// `None` for a store never checkpointed, or checkpointed by a keyflow that did not record it.
+    pub fn checkpoint_age(&self) -> Option<std::time::Duration> {
+        let at = self.checkpoint_at?;
+        Some(std::time::Duration::from_millis(crate::runtime::now_ms().saturating_sub(at).max(0) as u64))
     }
 
     /// The committed position (applied-offset guard and stream time).
@@ -307,12 +322,17 @@ impl Store {
             }
         }
         let checkpoint = next_changelog_offset.or(self.checkpoint);
+        let now = crate::runtime::now_ms();
         if let Some(c) = checkpoint {
             batch.put(META_CHECKPOINT, c.to_be_bytes());
+            batch.put(META_CHECKPOINT_AT, now.to_be_bytes());
         }
         batch.put(META_POSITION, position.encode());
         batch.put(META_COMMIT, commit.to_be_bytes());
         self.write(batch)?;
+        if checkpoint.is_some() {
+            self.checkpoint_at = Some(now);
+        }
         let mut cache = self.cache.borrow_mut();
         for (k, v) in std::mem::take(&mut self.commit) {
             cache.put(k, v);
@@ -407,13 +427,34 @@ impl Store {
 
     fn write_restored(&mut self, mut batch: WriteBatch, next: i64) -> Result<(), Error> {
         self.cache.borrow_mut().clear();
+        // A restore stopped half-way is only as fresh as the state it started from: its
+        // checkpoint keeps the old time (none: the epoch) until the restore is caught up.
+        let at = self.checkpoint_at.unwrap_or(0);
         batch.put(META_CHECKPOINT, next.to_be_bytes());
+        batch.put(META_CHECKPOINT_AT, at.to_be_bytes());
         batch.put(META_POSITION, self.position.encode());
         if let Some(c) = self.last_commit {
             batch.put(META_COMMIT, c.to_be_bytes());
         }
         self.write(batch)?;
         self.checkpoint = Some(next);
+        self.checkpoint_at = Some(at);
+        Ok(())
+    }
+
+    /// The restore reached the changelog's end: the checkpoint is as fresh as now.
+    ///
+    /// # Errors
+    /// [`Error::Rocks`].
+    pub(crate) fn caught_up(&mut self) -> Result<(), Error> {
+        if self.checkpoint.is_none() {
+            return Ok(());
+        }
+        let now = crate::runtime::now_ms();
+        let mut batch = WriteBatch::default();
+        batch.put(META_CHECKPOINT_AT, now.to_be_bytes());
+        self.write(batch)?;
+        self.checkpoint_at = Some(now);
         Ok(())
     }
 
@@ -434,6 +475,7 @@ impl Store {
         self.unmarked.clear();
         self.last_commit = None;
         self.checkpoint = None;
+        self.checkpoint_at = None;
         self.position = Position::default();
         Ok(())
     }
@@ -551,6 +593,7 @@ mod tests {
         assert_eq!(s.get(b"a").unwrap().unwrap(), b"1");
         assert_eq!(s.get(b"b").unwrap(), None);
         assert_eq!(s.checkpoint(), Some(7));
+        assert!(s.checkpoint_age().is_some_and(|age| age < std::time::Duration::from_secs(60)), "when it was written survives too");
         assert!(s.position().has_applied("in", 41));
         assert!(!s.position().has_applied("in", 42));
     }

@@ -126,16 +126,17 @@ impl TimerStore {
         self.store.delete(&index_key(&id))
     }
 
-    /// Removes `timer`'s schedule entry if nothing indexes it (a store damaged by hand, or
-    /// written by an older keyflow): it could never fire, and would be read as due for ever.
-    /// Returns whether there was one.
+    /// Removes `timer`'s schedule entry if the index does not point at it (a store damaged by
+    /// hand or by a restore that missed a delete): it could never fire, and would be read as due
+    /// for ever. Returns whether there was one. (A timer moved or cancelled by an earlier one of
+    /// its batch has no entry left: nothing to remove.)
     ///
     /// # Errors
-    /// Store errors.
+    /// Store errors, [`Error::Corrupt`].
     pub fn remove_orphan(&mut self, timer: &Timer) -> Result<bool, Error> {
         let id = id(&timer.node, &timer.name, &timer.key);
         let key = schedule_key(timer.kind, timer.due, &id);
-        if self.store.get(&index_key(&id))?.is_some() || self.store.get(&key)?.is_none() {
+        if self.is_scheduled(timer)? || self.store.get(&key)?.is_none() {
             return Ok(false);
         }
         self.store.delete(&key)?;

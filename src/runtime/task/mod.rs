@@ -193,6 +193,11 @@ impl Task {
         self.changelogs.iter().map(|(store, topic)| (store.clone(), topic.clone(), self.store(store).and_then(Store::checkpoint))).collect()
     }
 
+    /// How old `store`'s checkpoint is (see `Store::checkpoint_age`).
+    pub fn checkpoint_age(&self, store: &str) -> Option<std::time::Duration> {
+        self.store(store).and_then(Store::checkpoint_age)
+    }
+
     /// Estimated keys of each store.
     pub fn store_sizes(&self) -> Vec<(String, u64)> {
         self.changelogs.keys().filter_map(|name| self.store(name).map(|s| (name.clone(), s.estimated_keys()))).collect()
@@ -261,11 +266,17 @@ impl Task {
     /// # Errors
     /// [`Error::TaskCorrupted`].
     pub fn finish_restore(&mut self) -> Result<(), Error> {
-        let mut furthest = self.timers.store().position().clone();
-        for s in self.stores.values() {
+        let all = || self.stores.values().chain([self.timers.store()]);
+        // The newest marker is the one with the most commits: its position is the task's, and
+        // its commit vouches for the data the other stores hold after their own last marker.
+        // (Field by field, an attempt that was rolled back after its markers landed in one store
+        // would mix with the next attempt's in another.) Markers written before commits were
+        // counted all count 0: then the furthest position, field by field.
+        let newest = all().map(|s| s.position().commits).max().unwrap_or(0);
+        let mut furthest = Position::default();
+        for s in all().filter(|s| s.position().commits == newest) {
             furthest.merge(s.position());
         }
-        let all = || self.stores.values().chain([self.timers.store()]);
         let vouched = all().find(|s| s.position() == &furthest).and_then(Store::last_commit);
         let partition = self.partition;
         for name in self.changelogs.keys() {
@@ -276,7 +287,12 @@ impl Task {
                 self.repair_markers.insert(name.clone(), vouched);
             }
         }
-        self.reload_position();
+        for s in self.stores.values_mut().chain([self.timers.store_mut()]) {
+            // Caught up with the changelog as of now: every tombstone up to here is applied.
+            s.caught_up().map_err(|source| Error::corrupted(partition, &source))?;
+        }
+        self.position = furthest.clone();
+        self.committed = furthest;
         self.state = TaskState::Running;
         Ok(())
     }

@@ -42,6 +42,11 @@ impl Task {
         let corrupted = |partition: i32| move |source: crate::state::Error| Error::corrupted(partition, &source);
         // Timers handled (fired, or dropped as below): the bound counts them all.
         let mut handled = 0;
+        // A timer that sets itself again for a time already due fires again in this call only if
+        // that time is later (catching up, hour by hour, after an outage); one that sets itself
+        // for the same time or earlier waits for the next call instead of firing hundreds of
+        // times in a row.
+        let mut fired: std::collections::HashMap<(String, String, String), i64> = std::collections::HashMap::new();
         loop {
             let batch = 64.min(MAX_TIMERS_PER_CALL - handled);
             if batch == 0 {
@@ -53,6 +58,9 @@ impl Task {
             }
             self.timers.take_scheduled(kind);
             for timer in due {
+                if fired.get(&(timer.node.clone(), timer.name.clone(), timer.key.clone())).is_some_and(|&due| timer.due <= due) {
+                    return Ok(handled);
+                }
                 if self.timers.take_scheduled(kind).is_some_and(|d| d <= now) {
                     break; // read the schedule again: a timer just set is due before the rest
                 }
@@ -67,6 +75,7 @@ impl Task {
                     continue;
                 }
                 handled += 1;
+                fired.insert((timer.node.clone(), timer.name.clone(), timer.key.clone()), timer.due);
                 let Some(node) = self.topology.nodes().iter().position(|n| n.name == timer.node) else {
                     tracing::warn!(node = %timer.node, key = %timer.key, "dropping a timer of a processor the topology no longer has");
                     self.timers.cancel(&timer.node, &timer.name, &timer.key).map_err(corrupted(self.partition))?;
