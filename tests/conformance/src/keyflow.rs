@@ -21,8 +21,10 @@ pub fn binary() -> &'static Path {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // With its tests: the binary `cargo nextest run` built (dev-dependencies' features
+        // unified), so nothing compiles again; `--bin keyflow` alone would build RocksDB twice.
         let ok =
-            Command::new(cargo).args(["build", "-p", "keyflow", "--bin", "keyflow"]).current_dir(&root).status().expect("cargo").success();
+            Command::new(cargo).args(["build", "-p", "keyflow", "--bins", "--tests"]).current_dir(&root).status().expect("cargo").success();
         assert!(ok, "cargo build --bin keyflow failed");
         target.join("debug/keyflow")
     })

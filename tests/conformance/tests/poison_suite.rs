@@ -175,7 +175,7 @@ fn dead_letters(bootstrap: &str, topic: &str) -> Vec<(String, usize, BTreeMap<St
 }
 
 #[test]
-fn poison_records_cost_one_dead_letter_each_and_stall_nothing() {
+fn poison_suite_costs_one_dead_letter_per_bad_record_and_stalls_nothing() {
     let seed: u64 = std::env::var("KEYFLOW_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("seed {seed} (KEYFLOW_SEED={seed} replays it)");
     let mut rng = SmallRng::seed_from_u64(seed);
