@@ -16,6 +16,7 @@ mod instance;
 mod kafka_log;
 mod limits;
 mod log;
+mod partitions;
 mod restorer;
 mod status;
 pub(crate) mod task;

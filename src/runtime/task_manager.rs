@@ -18,6 +18,7 @@ use crate::record::{Headers, InputRecord};
 
 use super::commit::NoFaults;
 use super::kafka_log::{DeliveryTracker, KafkaLog, KafkaProducer};
+use super::partitions::{pause, resume, start_offsets};
 use super::restorer::Restorer;
 use super::status::Status;
 use super::task::TaskState;
@@ -530,33 +531,6 @@ impl TaskManager {
     }
 }
 
-/// Where a newly assigned task's sources start: the group's committed offsets, else (nothing
-/// committed yet) the log start. The task commits these until it has consumed, so even a
-/// transaction of timer outputs alone carries offsets, and the group generation is checked.
-///
-/// # Errors
-/// Either could not be read: never a guess, since a wrong start offset would be committed.
-fn start_offsets<C: ConsumerContext + 'static>(
-    consumer: &BaseConsumer<C>,
-    partition: i32,
-    topics: &BTreeSet<String>,
-    timeout: Duration,
-) -> Result<BTreeMap<String, i64>, String> {
-    let committed = consumer
-        .committed_offsets(partition_list(partition, topics), timeout)
-        .map_err(|e| format!("cannot read the group's offsets: {e}"))?;
-    let mut out = BTreeMap::new();
-    for topic in topics {
-        let offset = match committed.find_partition(topic, partition).and_then(|e| e.offset().to_raw()) {
-            Some(o) if o >= 0 => o,
-            // Nothing committed yet: the consumer starts at the log start (auto.offset.reset=earliest).
-            _ => consumer.fetch_watermarks(topic, partition, timeout).map_err(|e| format!("cannot read where `{topic}` starts: {e}"))?.0,
-        };
-        out.insert(topic.clone(), offset);
-    }
-    Ok(out)
-}
-
 fn create_producer(config: &ClientConfig, guarantee: Guarantee, timeout: Duration) -> Result<KafkaProducer, Error> {
     let producer: KafkaProducer =
         config.create_with_context(DeliveryTracker::default()).map_err(|e| Error::Fatal(format!("producer: {e}")))?;
@@ -564,26 +538,6 @@ fn create_producer(config: &ClientConfig, guarantee: Guarantee, timeout: Duratio
         producer.init_transactions(timeout).map_err(|e| Error::from_kafka("init_transactions", e))?;
     }
     Ok(producer)
-}
-
-fn partition_list(partition: i32, topics: &BTreeSet<String>) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    for t in topics {
-        tpl.add_partition(t, partition);
-    }
-    tpl
-}
-
-fn pause<C: ConsumerContext + 'static>(consumer: &BaseConsumer<C>, partition: i32, topics: &BTreeSet<String>) {
-    if let Err(e) = consumer.pause(&partition_list(partition, topics)) {
-        tracing::warn!(partition, error = %e, "pause failed");
-    }
-}
-
-fn resume<C: ConsumerContext + 'static>(consumer: &BaseConsumer<C>, partition: i32, topics: &BTreeSet<String>) {
-    if let Err(e) = consumer.resume(&partition_list(partition, topics)) {
-        tracing::warn!(partition, error = %e, "resume failed");
-    }
 }
 
 /// Copies a consumed message into an [`InputRecord`].

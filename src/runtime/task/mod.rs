@@ -25,10 +25,11 @@ use crate::state::{self, changelog_topic, ChangelogEntry, Position, Store, Store
 use crate::topology::{NodeKind, Topology};
 
 use super::collector::Collector;
-use super::limits::{wire_size, RecordLimits};
+use super::limits::RecordLimits;
 use super::Error;
 
 mod commit;
+mod limits;
 mod timers;
 
 pub use timers::MAX_TIMERS_PER_CALL;
@@ -422,12 +423,6 @@ impl Task {
         Ok(outcome)
     }
 
-    /// Sends a dead letter cut to fit the dead-letter topic (see [`dlq::fit`]).
-    fn send_dead_letter(&self, out: &mut Collector<'_>, letter: OutputRecord) -> Result<(), Error> {
-        let limit = self.limits.of(&letter.topic);
-        out.send(&dlq::fit(letter, limit))
-    }
-
     /// The input is done with (processed, dead-lettered or skipped): the position moves past it.
     fn advance(&mut self, input: &InputRecord) {
         self.committed_next_offsets.entry(input.topic.clone()).or_insert(input.offset);
@@ -461,35 +456,6 @@ impl Task {
         });
         self.end_record(result.is_ok());
         result
-    }
-
-    /// Refuses a record whose outputs or state writes could never be written (see
-    /// `runtime::limits`): as a bad record, so it becomes a dead letter and its partition flows on.
-    fn check_limits(&self, outputs: &[OutputRecord]) -> Result<(), (String, processor::Error)> {
-        for o in outputs {
-            if let Err(e) = self.limits.check(o) {
-                return Err((format!("sink:{}", o.topic), processor::Error::BadRecord(format!("output refused: {e}"))));
-            }
-        }
-        let headers = commit::commit_headers(0); // what every changelog record carries
-        for (name, topic) in &self.changelogs {
-            let limit = self.limits.of(topic);
-            let store = self.store(name).expect("changelogs name existing stores");
-            for (key, value) in store.record_writes() {
-                let size = wire_size(Some(key), value, &headers);
-                if size > limit {
-                    return Err((
-                        format!("store:{name}"),
-                        processor::Error::BadRecord(format!(
-                            "transition refused: the new state of `{}` in store `{name}` would be {size} bytes, over the limit of \
-                             {limit} bytes of its changelog `{topic}`",
-                            String::from_utf8_lossy(key)
-                        )),
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 
     fn end_record(&mut self, ok: bool) {
