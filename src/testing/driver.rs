@@ -395,13 +395,7 @@ impl TopologyTestDriver {
             }
             // As the runtime does: a step still retriable after its retries is aborted.
             Err(Error::Abortable(_) | Error::Retriable(_)) => {
-                self.hits.extend(self.last_fault.take());
-                self.aborts += 1;
-                let rewind = self.tasks.rollback(self.log.as_mut().expect("log")).rewind;
-                for o in rewind {
-                    self.positions.insert((o.topic, o.partition), o.next_offset);
-                }
-                self.since_commit = 0;
+                self.abort();
                 false
             }
             Err(Error::TaskMigrated(_)) => {
@@ -421,38 +415,38 @@ impl TopologyTestDriver {
             Err(Error::CommitUnknown { partitions, .. }) => {
                 // As the runtime does: roll back, then reopen the tasks from their local state
                 // and restore from their checkpoints, which brings in the commit if it happened.
-                self.hits.extend(self.last_fault.take());
-                self.aborts += 1;
-                let rewind = self.tasks.rollback(self.log.as_mut().expect("log")).rewind;
-                for o in rewind {
-                    self.positions.insert((o.topic, o.partition), o.next_offset);
-                }
+                self.abort();
                 for p in partitions {
                     self.tasks.close(p);
                     self.restore_task(p, false);
                     self.set_start_offsets(p);
                 }
-                self.since_commit = 0;
                 false
             }
             Err(Error::TaskCorrupted { partitions, .. }) => {
                 // As the runtime does: abort, roll back, and rebuild the corrupted tasks' state
                 // from their changelogs.
-                self.hits.extend(self.last_fault.take());
-                self.aborts += 1;
-                let rewind = self.tasks.rollback(self.log.as_mut().expect("log")).rewind;
-                for o in rewind {
-                    self.positions.insert((o.topic, o.partition), o.next_offset);
-                }
+                self.abort();
                 for p in partitions {
                     self.restore_task(p, true);
                     self.set_start_offsets(p); // as a reassigned task starts
                 }
-                self.since_commit = 0;
                 false
             }
             Err(e) => panic!("unexpected runtime error in the test driver: {e}"),
         }
+    }
+
+    /// Aborts the open transaction, rolls every task back to its last commit and rewinds the
+    /// inputs there, as the runtime does for every error it recovers by rolling back.
+    fn abort(&mut self) {
+        self.hits.extend(self.last_fault.take());
+        self.aborts += 1;
+        let rewind = self.tasks.rollback(self.log.as_mut().expect("log")).rewind;
+        for o in rewind {
+            self.positions.insert((o.topic, o.partition), o.next_offset);
+        }
+        self.since_commit = 0;
     }
 
     /// The next input in (partition, topic) order: partitions interleave deterministically.
