@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{document_approval, wait_until, WorkflowSetup};
 use keyflow::dlq;
 use keyflow::kafka::read::read_to_end;
-use keyflow::kafka::{self, TopicSpec};
+use keyflow::kafka::{self, Provisioner as _, TopicSpec};
 use keyflow::ops::dlq::{self as ops, Filter};
 use keyflow::runtime::{Guarantee, Instance};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -127,4 +127,58 @@ fn dead_letters_are_listed_shown_redriven_once_and_purged() {
     instance.stop();
     instance.join().unwrap();
     assert_eq!(transitions_to(&bootstrap, "doc-1", "approved"), 1, "processed once");
+}
+
+/// Two operators redrive the same letters at once (the CLI and a console): each letter is
+/// published once. Both use one transactional id, so the second fences the first before it reads
+/// which letters are handled. `<dlq>.handled` is created compacted with the other internal topics.
+#[test]
+fn two_redrives_at_once_publish_each_letter_once() {
+    let kafka = common::kafka_broker::shared();
+    let bootstrap = kafka.bootstrap.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = keyflow::config::Config::for_application(&common::unique("redrives"), &bootstrap, dir.path());
+    config.replication_factor = 1;
+    let topology = keyflow::builtin::status_tracker::topology(&common::unique("in"), &common::unique("out"), 1000);
+    kafka::AdminProvisioner::new(&config).unwrap().ensure(&kafka::internal_topics(&config, &topology, 1)).unwrap();
+    let (dlq_topic, target) = (config.dlq_topic(), common::unique("target"));
+    common::create_topics(&bootstrap, &[TopicSpec { name: target.clone(), partitions: 1, compacted: false }], &[]);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let handled = ops::handled_topic(&dlq_topic);
+    let described = rt
+        .block_on(admin.describe_configs([&rdkafka::admin::ResourceSpecifier::Topic(&handled)], &rdkafka::admin::AdminOptions::new()))
+        .unwrap();
+    let policy = described.into_iter().next().unwrap().unwrap().get("cleanup.policy").and_then(|e| e.value.clone());
+    assert_eq!(policy.as_deref(), Some("compact"), "{handled} is created compacted");
+
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let letters = 200;
+    for i in 0..letters {
+        let headers = rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header { key: dlq::SOURCE_TOPIC, value: Some(target.as_str()) })
+            .insert(rdkafka::message::Header { key: dlq::ERROR_CLASS, value: Some("processing") });
+        let key = format!("doc-{i}");
+        kafka::send_waiting(&producer, BaseRecord::to(&dlq_topic).key(&key).payload("{}").headers(headers)).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (bootstrap, dlq_topic) = (bootstrap.clone(), dlq_topic.clone());
+            std::thread::spawn(move || ops::redrive(&bootstrap, &dlq_topic, &Filter::default(), None, 0))
+        })
+        .collect();
+    let results: Vec<_> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    let done: usize = results.iter().filter_map(|r| r.as_ref().ok()).map(|h| h.done.len()).sum();
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(r.to_string().contains("run again"), "a redrive that lost says so: {r}");
+    }
+    let published = read_to_end(&bootstrap, &target, Duration::from_secs(10)).unwrap();
+    assert_eq!(published.len(), letters, "each letter published once ({done} reported redriven)");
+    assert_eq!(done, letters);
+    let again = ops::redrive(&bootstrap, &dlq_topic, &Filter::default(), None, 0).unwrap();
+    assert!(again.done.is_empty() && again.skipped.len() == letters, "a third redrive finds them all handled");
 }

@@ -237,6 +237,9 @@ pub fn internal_topics(config: &Config, topology: &Topology, partitions: i32) ->
         .map(|s| TopicSpec { name: changelog_topic(&config.application_id, s), partitions, compacted: true })
         .collect();
     t.push(TopicSpec { name: config.dlq_topic(), partitions, compacted: false });
+    // Where redrives and purges are recorded (`ops::dlq`): compacted, or the markers would expire
+    // with the retention and handled letters become redrivable again.
+    t.push(TopicSpec { name: crate::ops::dlq::handled_topic(&config.dlq_topic()), partitions: 1, compacted: true });
     t
 }
 

@@ -167,7 +167,18 @@ pub fn purge(bootstrap: &str, dlq_topic: &str, filter: &Filter, now: i64) -> any
 
 type Decide<'a> = dyn Fn(&DeadLetter) -> anyhow::Result<(Value, Option<String>)> + 'a;
 
+/// Redrives or purges in one transaction, exactly once across operators: every operator (the
+/// CLI, any console) uses the same transactional id, so `init_transactions` first fences any other
+/// redrive still running and has the broker finish or abort its transaction; only then are the
+/// handled markers read (`read_committed`), so a letter another operator handled is skipped, and
+/// one whose redrive was aborted is not.
 fn act(bootstrap: &str, dlq_topic: &str, filter: &Filter, decide: &Decide<'_>) -> anyhow::Result<Handled> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", format!("keyflow-dlq-{dlq_topic}"))
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    producer.init_transactions(TIMEOUT)?;
     let all = list(bootstrap, dlq_topic, &Filter { include_handled: true, ..filter.clone() })?;
     let mut result = Handled::default();
     let mut work = Vec::new();
@@ -182,12 +193,6 @@ fn act(bootstrap: &str, dlq_topic: &str, filter: &Filter, decide: &Decide<'_>) -
     if work.is_empty() {
         return Ok(result);
     }
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("transactional.id", format!("keyflow-dlq-{dlq_topic}"))
-        .set("partitioner", "murmur2_random")
-        .create()?;
-    producer.init_transactions(TIMEOUT)?;
     producer.begin_transaction()?;
     let handled = handled_topic(dlq_topic);
     let sent: Result<(), rdkafka::error::KafkaError> = work.iter().try_for_each(|(d, marker, publish)| {
@@ -213,7 +218,9 @@ fn act(bootstrap: &str, dlq_topic: &str, filter: &Filter, decide: &Decide<'_>) -
     });
     if let Err(e) = sent.and_then(|()| producer.commit_transaction(TIMEOUT)) {
         let _ = producer.abort_transaction(TIMEOUT);
-        return Err(anyhow::anyhow!("nothing was redriven or marked: {e}"));
+        return Err(anyhow::anyhow!(
+            "nothing was redriven or marked: {e} (a redrive or purge of this topic started elsewhere meanwhile takes over: run again to see what is left)"
+        ));
     }
     result.done = work.into_iter().map(|(d, ..)| d.id()).collect();
     Ok(result)
