@@ -32,14 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Every topic keyflow writes: a record over its limit becomes a dead letter, never a stall.
     let written: Vec<String> =
         topology.sink_topics().into_iter().chain(kafka::internal_topics(&config, &topology, 1).into_iter().map(|t| t.name)).collect();
-    // The broker checks a topic's max.message.bytes against the compressed batch: with a
-    // compression codec only the producer's (uncompressed) message.max.bytes can be checked.
-    let compressed = config.producer.0.get("compression.type").or(config.producer.0.get("compression.codec")).is_some_and(|c| c != "none");
-    let limits = if compressed {
-        crate::runtime::RecordLimits::new(config.producer_max_bytes())
-    } else {
-        admin.record_limits(config.producer_max_bytes(), &written)
-    };
+    let limits = admin.record_limits(&config, &written);
     tracing::info!(?limits, "record size limits");
     let listen = config.http_listen.clone();
     let shutdown_timeout = config.shutdown_timeout();

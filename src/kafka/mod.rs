@@ -119,13 +119,19 @@ impl AdminProvisioner {
 }
 
 impl AdminProvisioner {
-    /// The largest record each of `topics` takes: `producer_max_bytes` (the producer's
-    /// `message.max.bytes`), lowered to a topic's `max.message.bytes` where that is smaller, as
+    /// The largest record each of `topics` takes: the producer's `message.max.bytes`, lowered to a topic's `max.message.bytes` where that is smaller, as
     /// the broker describes it. A topic the broker cannot describe keeps the producer's limit
     /// (logged): the broker may then still refuse a record, which aborts and is retried.
-    pub fn record_limits(&self, producer_max_bytes: usize, topics: &[String]) -> crate::runtime::RecordLimits {
+    ///
+    /// With a compression codec only the producer's limit is checked: the broker compares a
+    /// topic's `max.message.bytes` with the compressed batch, which the task cannot know.
+    pub fn record_limits(&self, config: &Config, topics: &[String]) -> crate::runtime::RecordLimits {
         use rdkafka::admin::ResourceSpecifier;
-        let mut limits = crate::runtime::RecordLimits::new(producer_max_bytes);
+        let mut limits = crate::runtime::RecordLimits::new(config.producer_max_bytes());
+        let codec = config.producer.0.get("compression.type").or(config.producer.0.get("compression.codec"));
+        if codec.is_some_and(|c| c != "none") {
+            return limits;
+        }
         let specs: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
         let opts = AdminOptions::new().request_timeout(Some(self.timeout));
         let described = tokio::runtime::Builder::new_current_thread()

@@ -21,7 +21,7 @@ use std::path::Path;
 use crate::dlq::{self, ErrorClass};
 use crate::processor::{self, Context, Processor};
 use crate::record::{InputRecord, OutputRecord, Record, RecordMetadata};
-use crate::state::{self, changelog_topic, ChangelogEntry, Position, Store, StoreMemory, TimeKind, Timer, TimerStore, TIMER_STORE};
+use crate::state::{self, changelog_topic, ChangelogEntry, Position, Store, StoreMemory, Timer, TimerStore, TIMER_STORE};
 use crate::topology::{NodeKind, Topology};
 
 use super::collector::Collector;
@@ -31,8 +31,6 @@ use super::Error;
 mod commit;
 mod limits;
 mod timers;
-
-pub use timers::MAX_TIMERS_PER_CALL;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskState {
@@ -332,26 +330,19 @@ impl Task {
             self.stats.skipped += 1;
             return Ok(Outcome::Skipped);
         }
-        let retry = |reason: String| Error::InputRetriable {
+        let retry = |reason: String, after: Option<std::time::Duration>| Error::InputRetriable {
             topic: input.topic.clone(),
             partition: input.partition,
             offset: input.offset,
             reason,
-            after: None,
+            after,
         };
         if self.stream_timers_left {
             // Timers due before this record fire before it, however many (a bounded number per
             // call: the record waits for the next punctuation while more are left).
-            let fired = self.fire_timers(TimeKind::StreamTime, self.position.stream_time, wall_clock, out)?;
-            self.stream_timers_left = fired >= MAX_TIMERS_PER_CALL;
+            self.fire_stream_timers(wall_clock, out)?;
             if self.stream_timers_left {
-                return Err(Error::InputRetriable {
-                    topic: input.topic.clone(),
-                    partition: input.partition,
-                    offset: input.offset,
-                    reason: "stream-time timers due before it are still firing".into(),
-                    after: Some(std::time::Duration::ZERO),
-                });
+                return Err(retry("stream-time timers due before it are still firing".into(), Some(std::time::Duration::ZERO)));
             }
         }
         let topology = self.topology.clone();
@@ -366,7 +357,7 @@ impl Task {
             .and_then(|key| Ok((key, value_serde.deserialize("value", input.value.as_deref())?)));
         let (key, value) = match decoded {
             Ok(kv) => kv,
-            Err(e) if e.is_transient() => return Err(retry(e.to_string())),
+            Err(e) if e.is_transient() => return Err(retry(e.to_string(), None)),
             Err(e) => {
                 let stage = format!("source:{}", topology.nodes()[source].name);
                 self.send_dead_letter(
@@ -398,17 +389,11 @@ impl Task {
             }
             Err((_, processor::Error::Retry(reason))) => {
                 self.position.stream_time = stream_time_before;
-                return Err(retry(reason));
+                return Err(retry(reason, None));
             }
             Err((_, processor::Error::Backoff { reason, after })) => {
                 self.position.stream_time = stream_time_before;
-                return Err(Error::InputRetriable {
-                    topic: input.topic.clone(),
-                    partition: input.partition,
-                    offset: input.offset,
-                    reason,
-                    after: Some(after),
-                });
+                return Err(retry(reason, Some(after)));
             }
             Err((stage, processor::Error::BadRecord(msg))) => {
                 self.stats.dead_lettered += 1;
@@ -418,8 +403,7 @@ impl Task {
             Err((_, e)) => return Err(self.escalate(e)),
         };
         self.advance(input);
-        let fired = self.fire_timers(TimeKind::StreamTime, self.position.stream_time, wall_clock, out)?;
-        self.stream_timers_left = fired >= MAX_TIMERS_PER_CALL;
+        self.fire_stream_timers(wall_clock, out)?;
         Ok(outcome)
     }
 
