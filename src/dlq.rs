@@ -123,12 +123,17 @@ pub fn fit(record: OutputRecord, limit: usize) -> OutputRecord {
     let mut r = record;
     let value = r.value.take();
     let value_len = value.as_ref().map_or(0, Vec::len);
-    let value_headers = value.as_deref().map(|v| [(VALUE_SIZE, v.len().to_string()), (VALUE_SHA256, sha256_hex(v))]);
-    // Room left for the value once it is cut (its size and digest then travel with it).
-    let room = |r: &OutputRecord| {
-        let extra: usize = value_headers.iter().flatten().map(|(n, v)| n.len() + v.len() + 10).sum();
-        limit.checked_sub(size(r) + extra)
-    };
+    // What a cut value carries along: its original size and digest, and the bytes they take.
+    let value_headers = value.as_deref().map(|v| {
+        let mut h = Headers::new();
+        h.insert(VALUE_SIZE, v.len().to_string());
+        h.insert(VALUE_SHA256, sha256_hex(v));
+        h
+    });
+    let empty = crate::runtime::wire_size(None, None, &Headers::new());
+    let digest_bytes = value_headers.as_ref().map_or(0, |h| crate::runtime::wire_size(None, None, h) - empty);
+    // Room left for the value once it is cut.
+    let room = |r: &OutputRecord| limit.checked_sub(size(r) + digest_bytes);
     let fits = |r: &OutputRecord| size(r) + value_len <= limit || room(r).is_some_and(|room| room > 0 || value_len == 0);
     if !fits(&r) {
         let before = r.headers.iter().count();
@@ -143,8 +148,7 @@ pub fn fit(record: OutputRecord, limit: usize) -> OutputRecord {
             r.headers.insert(KEY_SIZE, k.len().to_string());
             r.headers.insert(KEY_SHA256, sha256_hex(&k));
             // Some room stays for a part of the value.
-            let extra = value_headers.iter().flatten().map(|(n, v)| n.len() + v.len() + 10).sum::<usize>() + value_len.min(1024);
-            let key_room = limit.saturating_sub(size(&r) + extra);
+            let key_room = limit.saturating_sub(size(&r) + digest_bytes + value_len.min(1024));
             r.key = Some(k[..key_room.min(k.len())].to_vec());
         }
     }
@@ -162,7 +166,7 @@ pub fn fit(record: OutputRecord, limit: usize) -> OutputRecord {
     }
     match (value, value_headers) {
         (Some(v), Some(headers)) if size(&r) + v.len() > limit => {
-            for (name, text) in headers {
+            for (name, text) in headers.iter() {
                 r.headers.insert(name, text);
             }
             let room = limit.saturating_sub(size(&r));
