@@ -16,7 +16,7 @@ use common::{produce, read_topic, wait_until};
 use keyflow::connectors;
 use keyflow::connectors::auth::Credentials;
 use keyflow::connectors::decision::{Camunda7 as Camunda7Decisions, DecisionService};
-use keyflow::connectors::tasks::{Camunda7Tasks, TaskRequest, TaskService};
+use keyflow::connectors::tasks::{Camunda7Tasks, Completed, Ended, Opened, TaskRequest, TaskService};
 use keyflow::runtime::Instance;
 use serde_json::{json, Map, Value};
 
@@ -91,6 +91,10 @@ fn a_task_is_created_once_reassigned_completed_by_a_rest_call_and_read_back_from
     let c7 = tasks(&engine);
     let since = keyflow::runtime::now_ms() - 1_000;
     let request = review("doc-1:4:0", Some("alice"));
+    let opened = |task_id: &str, key: &str| Opened { task_id: task_id.into(), idempotency_key: key.into() };
+    let completed = |ended: Vec<Ended>| -> Vec<Completed> {
+        ended.into_iter().map(|e| if let Ended::Completed(c) = e { c } else { panic!("not a completion: {e:?}") }).collect()
+    };
 
     let id = c7.create(&request).unwrap();
     // Created again (a retry after a lost answer): still one task.
@@ -108,11 +112,11 @@ fn a_task_is_created_once_reassigned_completed_by_a_rest_call_and_read_back_from
     assert_eq!(engine.get(&format!("task/{user_task}"), &[]).unwrap()["assignee"], "bob");
 
     // Nothing completed yet.
-    assert!(c7.completed_since(since, 100).unwrap().is_empty());
+    assert!(c7.ended(&[opened(&id, "doc-1:4:0")]).unwrap().is_empty());
     // bob completes it in his task list (a REST call, as Tasklist makes it).
     let answer = json!({"variables": {"approved": {"value": true, "type": "Boolean"}, "comment": {"value": "fine", "type": "String"}}});
     engine.post(&format!("task/{user_task}/complete"), &answer).unwrap();
-    let done = c7.completed_since(since, 100).unwrap();
+    let done = completed(c7.ended(&[opened(&id, "doc-1:4:0")]).unwrap());
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(done[0].task_id, id);
     assert_eq!(done[0].completed_by.as_deref(), Some("bob"));
@@ -130,9 +134,16 @@ fn a_task_is_created_once_reassigned_completed_by_a_rest_call_and_read_back_from
 
     // keyflow completing a task itself (the connectors' `complete`) works on the real engine too.
     let other = c7.create(&review("doc-2:4:0", None)).unwrap();
+    let third = c7.create(&review("doc-3:4:0", None)).unwrap();
     c7.complete(&other, &vars(json!({"approved": false}))).unwrap();
-    let done = c7.completed_since(since, 100).unwrap();
+    let asked = [opened(&id, "doc-1:4:0"), opened(&other, "doc-2:4:0"), opened(&third, "doc-3:4:0")];
+    let done = completed(c7.ended(&asked).unwrap());
     assert_eq!(done.iter().map(|c| c.task_id.as_str()).collect::<BTreeSet<_>>(), BTreeSet::from([id.as_str(), other.as_str()]));
+    assert_eq!(done.iter().find(|c| c.task_id == other).unwrap().variables, vars(json!({"approved": false})), "each its own answer");
+    // A task cancelled in the engine ends without an answer.
+    engine.delete(&format!("process-instance/{third}")).unwrap();
+    let cancelled = c7.ended(&asked[2..]).unwrap();
+    assert!(matches!(&cancelled[..], [Ended::Cancelled { task_id, .. }] if *task_id == third), "{cancelled:?}");
     // A task with no open user task any more is refused, not retried.
     assert!(matches!(c7.assign(&other, "carol"), Err(connectors::http::CallError::Rejected { status: 404, .. })));
 }
@@ -164,6 +175,26 @@ fn commands(from: usize, to: usize) -> (Records, Records) {
         .map(|i| command(i, json!({"name": "Review document", "candidateGroups": ["reviewers"], "idempotencyKey": format!("doc-{i}:4:0")})))
         .collect();
     (decisions, tasks)
+}
+
+/// As [`wait_until`] (two minutes), and on a timeout says what the engine and Kafka saw.
+fn wait_or_explain(what: &str, mut cond: impl FnMut() -> bool, explain: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out after 120 s waiting for {what}\n{}", explain());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn explain(engine: &Camunda7, bootstrap: &str, dlq: &str) -> String {
+    let requests = engine.requests();
+    format!(
+        "open tasks: {}\ntask answers: {:?}\ndead letters: {:?}\nthe engine's last requests:\n{}",
+        open_tasks(engine),
+        committed(bootstrap, TASK_RESULTS),
+        read_topic(bootstrap, dlq, "read_committed").len(),
+        requests[requests.len().saturating_sub(40)..].join("\n")
+    )
 }
 
 #[test]
@@ -207,7 +238,7 @@ fn the_connectors_answer_every_decision_and_task_once_across_their_restart_and_a
     assert!(committed(&bootstrap, &dlq).is_empty(), "an outage dead-letters nothing");
     engine.start_again();
     wait_until("every decision answered", Duration::from_secs(120), || committed(&bootstrap, DECISION_RESULTS).len() >= docs);
-    wait_until("every task created", Duration::from_secs(120), || open_tasks(&engine) >= docs);
+    wait_or_explain("every task created", || open_tasks(&engine) >= docs, || explain(&engine, &bootstrap, &dlq));
 
     // People complete the tasks through the REST API, half before another restart of the
     // connectors and half while they are down.
@@ -228,7 +259,11 @@ fn the_connectors_answer_every_decision_and_task_once_across_their_restart_and_a
         complete(i);
     }
     let instance = Instance::start(config, topology).unwrap();
-    wait_until("every completion answered", Duration::from_secs(60), || committed(&bootstrap, TASK_RESULTS).len() >= docs);
+    wait_or_explain(
+        "every completion answered",
+        || committed(&bootstrap, TASK_RESULTS).len() >= docs,
+        || explain(&engine, &bootstrap, &dlq),
+    );
     std::thread::sleep(Duration::from_secs(2));
     instance.stop();
     instance.join().unwrap();
@@ -255,4 +290,67 @@ fn the_connectors_answer_every_decision_and_task_once_across_their_restart_and_a
         assert_eq!(c["variables"]["approved"], json!((!i.is_multiple_of(3)).to_string()), "{c}");
     }
     assert!(committed(&bootstrap, &dlq).is_empty(), "nothing dead-lettered");
+}
+
+/// A busy task list (issue 22, item 1): 500 tasks open across the partitions, completed within a
+/// minute through the REST API as Tasklist would. Each completion is answered exactly once, and
+/// the engine, which logs every request it serves, sees a bounded number of history queries per
+/// poll: a page of a partition's own open tasks per query, and one read of the answers found,
+/// not one query per completion nor everyone's completions in every partition.
+#[test]
+fn five_hundred_tasks_completed_within_a_minute_are_each_answered_once_with_bounded_calls_per_poll() {
+    keyflow::cli::init_tracing(0);
+    let engine = Camunda7::start();
+    engine.deploy(&root().join("topologies/camunda/keyflow-human-task-c7.bpmn"));
+    let kafka = common::KafkaCluster::start(1);
+    let bootstrap = kafka.bootstrap.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let poll_ms = 1000;
+    let section = format!(
+        "[tasks]\nbackend = \"camunda7\"\nurl = \"{url}\"\npoll_interval_ms = {poll_ms}\nauth = {{ type = \"basic\", user = \"{USER}\", password = \"{PASSWORD}\" }}\n",
+        url = engine.url,
+    );
+    let (config, topology) = connectors_app::app(&bootstrap, dir.path(), "camunda7-busy", &section);
+    let docs = 500;
+    let tasks: Records = (0..docs)
+        .map(|i| connectors_app::command(i, json!({"name": "Review document", "idempotencyKey": format!("doc-{i}:4:0")})))
+        .collect();
+    produce(&bootstrap, TASKS, &tasks);
+    let instance = Instance::start(config, topology).unwrap();
+    let count = |path: &str| engine.get(path, &[("processDefinitionKey", PROCESS)]).unwrap()["count"].as_u64().unwrap();
+    wait_until("every task created", Duration::from_secs(240), || count("task/count") >= docs as u64);
+
+    // Everyone works through the list at once: all 500 completed, oldest first.
+    let history_calls = |engine: &Camunda7| engine.requests().iter().filter(|r| r.contains("/engine-rest/history/")).count();
+    let before = history_calls(&engine);
+    let started = std::time::Instant::now();
+    let open = engine.get("task", &[("processDefinitionKey", PROCESS), ("maxResults", "1000")]).unwrap();
+    assert_eq!(open.as_array().unwrap().len(), docs);
+    let answer = json!({"variables": {"approved": {"value": true, "type": "Boolean"}}});
+    for t in open.as_array().unwrap() {
+        engine.post(&format!("task/{}/complete", t["id"].as_str().unwrap()), &answer).unwrap();
+    }
+    let completing = started.elapsed();
+    assert!(completing < Duration::from_secs(60), "the completions took {completing:?}, over the minute the test is about");
+    wait_until("every completion answered", Duration::from_secs(120), || committed(&bootstrap, TASK_RESULTS).len() >= docs);
+    let answering = started.elapsed();
+    let calls = history_calls(&engine) - before;
+    std::thread::sleep(Duration::from_secs(3));
+    instance.stop();
+    instance.join().unwrap();
+
+    let answers = committed(&bootstrap, TASK_RESULTS);
+    let ids: BTreeSet<String> = answers.iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(answers.len(), docs, "each completion answered once");
+    assert_eq!(ids, (0..docs).map(|i| format!("doc-{i}:4:0:completed")).collect(), "every completion answered");
+    assert!(answers.iter().all(|a| a["variables"]["approved"] == "true"), "with its answer");
+    // Each partition polls once a second at most: a query per page of 100 of its open tasks
+    // and one read of the answers found. The old poller made one query per completion seen,
+    // every partition reading every partition's, and polled again at once after a full page.
+    let polls = (answering.as_millis() as usize / poll_ms + 2) * common::PARTITIONS as usize;
+    let bound = polls * (docs.div_ceil(common::PARTITIONS as usize).div_ceil(100) + 1);
+    eprintln!(
+        "{docs} completions in {completing:?}, all answered after {answering:?}, with {calls} history calls (bound {bound} for {polls} partition polls)"
+    );
+    assert!(calls <= bound, "{calls} history calls for {docs} completions over {polls} partition polls, over the bound of {bound}");
 }

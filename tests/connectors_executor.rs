@@ -219,8 +219,7 @@ fn completed_camunda7_tasks_are_answered_once_across_a_crash() {
     let start = "/engine-rest/process-definition/key/keyflow-human-task/start";
     camunda.answer_get("/engine-rest/history/process-instance", json!([]));
     // Not completed yet: history has nothing.
-    camunda.answer_get("/engine-rest/history/task", json!([]));
-    camunda.answer_get("/engine-rest/history/variable-instance", json!([{"name": "approved", "type": "Boolean", "value": true}]));
+    camunda.answer("/engine-rest/history/task", 200, json!([]));
     camunda.answer(start, 200, json!({"id": id, "businessKey": "doc-1:4:0", "ended": false}));
     let mut wf = workflow_driver();
     let mut conn = connectors_driver(&format!(
@@ -242,9 +241,14 @@ fn completed_camunda7_tasks_are_answered_once_across_a_crash() {
     // A reviewer completes it in Camunda's Tasklist.
     let done_at = jiff::Timestamp::from_millisecond(conn.wall_clock()).unwrap().to_string();
     camunda.reset();
-    camunda.answer_get("/engine-rest/history/variable-instance", json!([{"name": "approved", "type": "Boolean", "value": true}]));
-    camunda.answer_get(
+    camunda.answer(
+        "/engine-rest/history/variable-instance",
+        200,
+        json!([{"name": "approved", "type": "Boolean", "value": true, "processInstanceId": id}]),
+    );
+    camunda.answer(
         "/engine-rest/history/task",
+        200,
         json!([{"id": "u-1", "processInstanceId": id, "assignee": "alice", "endTime": done_at, "deleteReason": "completed"}]),
     );
     conn.advance_wall_clock(6000);
@@ -293,4 +297,105 @@ fn notifications_reach_the_webhook_with_their_idempotency_key_and_a_refusal_is_d
     assert!(reason.contains("unknown recipient"), "{reason}");
     let original: Value = serde_json::from_slice(dead[0].1.value.as_deref().unwrap()).unwrap();
     assert_eq!(original["idempotencyKey"], "doc-2:5:1");
+}
+
+/// The completion poller on a busy task list and a failing engine (issue 22, item 1): with 250
+/// tasks open on the partitions, every poll asks about each partition's own open tasks a page
+/// of 100 at a time, the answers of a poll are read in one query, and a failing history goes
+/// through the task service's circuit breaker instead of being asked again every second.
+#[test]
+fn the_completion_poller_pages_through_its_own_open_tasks_and_backs_off_through_the_breaker() {
+    let camunda = Camunda::start();
+    let start = "/engine-rest/process-definition/key/keyflow-human-task/start";
+    let history = "/engine-rest/history/task";
+    let variables = "/engine-rest/history/variable-instance";
+    let business_key =
+        |r: &wiremock::Request| serde_json::from_slice::<Value>(&r.body).unwrap()["businessKey"].as_str().unwrap().to_owned();
+    camunda.answer_get("/engine-rest/history/process-instance", json!([]));
+    camunda.rt.block_on(
+        Mock::given(method("POST"))
+            .and(path(start))
+            .respond_with(move |r: &wiremock::Request| {
+                ResponseTemplate::new(200).set_body_json(json!({"id": format!("p-{}", business_key(r))}))
+            })
+            .mount(&camunda.server),
+    );
+    camunda.answer(history, 503, json!({"type": "ProcessEngineException", "message": "the database is down"}));
+    let mut conn = connectors_driver(&format!(
+        "[retry]\nattempts = 1000\nbackoff_ms = 1000\nmax_backoff_ms = 8000\n[breaker]\nfailure_threshold = 3\nopen_ms = 30000\n\
+         [tasks]\nbackend = \"camunda7\"\nurl = \"{}/engine-rest\"\npoll_interval_ms = 1000\n",
+        camunda.server.uri()
+    ));
+    let docs = 250;
+    for i in 0..docs {
+        let key = format!("doc-{i}:4:0");
+        let command = json!({"name": "Review document", "candidateGroups": ["reviewers"], "idempotencyKey": key, "instanceId": format!("doc-{i}"), "workflow": "document-approval"});
+        conn.pipe_json(TASKS, &format!("doc-{i}"), &command, conn.wall_clock());
+    }
+    assert_eq!(camunda.calls(start), docs, "every task opened");
+
+    // The history fails for a minute: three failed polls open the circuit; while it is open
+    // nothing is asked, then one probe per partition, and the polls back off.
+    for _ in 0..60 {
+        conn.advance_wall_clock(1000);
+    }
+    let failed = camunda.calls(history);
+    eprintln!("{failed} polls of the failing history in 60 s");
+    assert!(conn.read_output(TASK_RESULTS).is_empty());
+    assert!(failed <= 12, "{failed} polls of a failing history in a minute, through a breaker open for 30 s");
+
+    // The engine is back and every task has been completed: each history query names the
+    // business keys asked about, and the engine answers for those.
+    camunda.reset();
+    camunda.answer_get("/engine-rest/history/process-instance", json!([]));
+    camunda.rt.block_on(
+        Mock::given(method("POST"))
+            .and(path(history))
+            .respond_with(|r: &wiremock::Request| {
+                let query: Value = serde_json::from_slice(&r.body).unwrap();
+                let keys = query["processInstanceBusinessKeyIn"].as_array().unwrap();
+                assert!(keys.len() <= 100, "a page of open tasks per query, not {}", keys.len());
+                let rows: Vec<Value> = keys
+                    .iter()
+                    .map(|k| {
+                        json!({"processInstanceId": format!("p-{}", k.as_str().unwrap()), "assignee": "alice",
+                                    "endTime": "2026-11-25T10:05:00.000+0000", "deleteReason": "completed"})
+                    })
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(rows)
+            })
+            .mount(&camunda.server),
+    );
+    camunda.rt.block_on(
+        Mock::given(method("POST"))
+            .and(path(variables))
+            .respond_with(|r: &wiremock::Request| {
+                let query: Value = serde_json::from_slice(&r.body).unwrap();
+                let rows: Vec<Value> = query["processInstanceIdIn"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| json!({"processInstanceId": p, "name": "approved", "type": "Boolean", "value": true}))
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(rows)
+            })
+            .mount(&camunda.server),
+    );
+    for _ in 0..40 {
+        conn.advance_wall_clock(1000);
+    }
+    let answers = values(&conn.read_output(TASK_RESULTS));
+    let ids: std::collections::BTreeSet<&str> = answers.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(answers.len(), docs, "each answered once");
+    assert_eq!(ids.len(), docs, "every task answered");
+    assert!(answers.iter().all(|a| a["variables"]["approved"] == "true" && a["completedBy"] == "alice"));
+    // 250 tasks over two partitions: two or so pages each, plus one read of the answers per page.
+    let (queries, reads) = (camunda.calls(history), camunda.calls(variables));
+    eprintln!("{docs} completions answered with {queries} history queries and {reads} variable reads");
+    assert!(queries <= 6 && reads <= 6, "{queries} history queries and {reads} variable reads for {docs} completions");
+    // Nothing is open any more: the poller stops asking.
+    for _ in 0..10 {
+        conn.advance_wall_clock(1000);
+    }
+    assert_eq!(camunda.calls(history), queries, "no open task, no poll");
 }

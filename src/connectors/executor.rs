@@ -27,7 +27,7 @@ use super::alfresco::Alfresco;
 use super::decision::DecisionService;
 use super::http::CallError;
 use super::resilience::{Attempts, CircuitBreaker, RetryPolicy};
-use super::tasks::{TaskRequest, TaskService};
+use super::tasks::{Ended, Opened, TaskRequest, TaskService, ENDED_PAGE};
 use crate::config::Secret;
 use crate::processor::{Context, Error, Processor};
 use crate::record::Record;
@@ -39,11 +39,10 @@ pub const OPEN_TASKS: &str = "open-tasks";
 /// The completion poller's state, one entry.
 pub const POLLER: &str = "task-poller";
 const POLL_TIMER: &str = "poll-completions";
-/// Completions are searched from this long before the cursor: Camunda's search is eventually
-/// consistent, so a completion can appear after a later one was already seen. Seen ones are
-/// gone from [`OPEN_TASKS`], so the overlap never doubles an answer.
-const POLL_OVERLAP_MS: i64 = 5 * 60 * 1000;
-const POLL_PAGE: usize = 100;
+/// Pages of open tasks ([`ENDED_PAGE`] each) one poll asks about: the bound on a poll's calls.
+/// A partition with more open tasks is asked about in turns, a poll going on where the last
+/// one stopped.
+const POLL_PAGES: usize = 10;
 
 /// What a command asks for.
 pub enum Perform {
@@ -82,12 +81,16 @@ pub struct OpenTask {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct PollerState {
-    /// Latest completion time seen, ms.
-    cursor: i64,
     /// Open tasks of this partition; polling stops at zero.
     open: u64,
     /// When the poll timer is due, if set.
     next_poll: Option<i64>,
+    /// The last open task asked about, when the last poll stopped before the end of them.
+    #[serde(default)]
+    resume_after: Option<String>,
+    /// Polls failed in a row: the next one waits longer.
+    #[serde(default)]
+    failures: u32,
 }
 
 impl CommandProcessor {
@@ -170,7 +173,7 @@ impl CommandProcessor {
             &OpenTask { instance_id: r.instance_id.clone(), idempotency_key: r.idempotency_key.clone(), name: r.name.clone() },
         )?;
         let now = ctx.wall_clock_time();
-        let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or(PollerState { cursor: now, ..PollerState::default() });
+        let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or_default();
         p.open += 1;
         if p.next_poll.is_none() {
             let due = now + poll_every.as_millis() as i64;
@@ -277,28 +280,109 @@ impl Processor for CommandProcessor {
         }
     }
 
-    /// The completion poller: answers every completed task this partition opened, once.
+    /// The completion poller: asks the task service which of this partition's open tasks have
+    /// ended, a page at a time, and answers each completed one once (the answer and the task's
+    /// removal from [`OPEN_TASKS`] commit together).
+    ///
+    /// A poll makes at most [`POLL_PAGES`] queries plus the reads of the answers found; it goes
+    /// through the task service's circuit breaker like a command, and after a failure the next
+    /// poll waits with the command retry policy's backoff, not a fixed second.
     fn on_timer(&mut self, ctx: &mut Context<'_>, _timer: Timer) -> Result<(), Error> {
         let Perform::Task(service, poll_every) = &*self.perform else { return Ok(()) };
         let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or_default();
         let now = ctx.wall_clock_time();
-        let completed = service.completed_since((p.cursor - POLL_OVERLAP_MS).max(0), POLL_PAGE).map_err(|e| Error::Retry(e.to_string()))?;
-        for c in &completed {
-            p.cursor = p.cursor.max(c.completed_at);
-            let Some(open) = ctx.get_json::<OpenTask>(OPEN_TASKS, &c.task_id)? else { continue };
-            ctx.store(OPEN_TASKS)?.delete(c.task_id.as_bytes())?;
-            p.open = p.open.saturating_sub(1);
-            let answer = json!({"id": format!("{}:completed", open.idempotency_key), "taskId": c.task_id, "name": open.name,
-                                "completedBy": c.completed_by, "completedAt": c.completed_at, "variables": Value::Object(stringly(&c.variables)), "instanceId": open.instance_id});
-            if let Some(sink) = &self.result_sink {
-                ctx.forward_to(sink, Record::new(open.instance_id, answer, c.completed_at));
-            }
-        }
-        p.next_poll = (p.open > 0).then(|| now + if completed.len() == POLL_PAGE { 1 } else { poll_every.as_millis() as i64 });
+        let wait = match self.breaker.permit(now) {
+            Err(open) => open,
+            Ok(()) => match self.poll(ctx, service.as_ref(), &mut p) {
+                Ok(()) => {
+                    self.breaker.record(true, now);
+                    p.failures = 0;
+                    *poll_every
+                }
+                Err(PollError::State(e)) => return Err(e),
+                Err(PollError::Call(e)) => {
+                    self.breaker.record(false, now);
+                    p.failures += 1;
+                    tracing::warn!(failures = p.failures, reason = %e, "polling for completed tasks failed; polling again later");
+                    self.default_retry.delay(p.failures).max(*poll_every)
+                }
+            },
+        };
+        p.next_poll = (p.open > 0).then(|| now + wait.as_millis() as i64);
         if let Some(due) = p.next_poll {
             ctx.schedule(POLL_TIMER, "poller", TimeKind::WallClock, due)?;
         }
         ctx.put_json(POLLER, "state", &p)
+    }
+}
+
+impl CommandProcessor {
+    /// One poll: up to [`POLL_PAGES`] pages of open tasks, from where the last poll stopped.
+    /// Answers found before a failed call are kept (each page's answers are complete).
+    fn poll(&self, ctx: &mut Context<'_>, service: &dyn TaskService, p: &mut PollerState) -> Result<(), PollError> {
+        for _ in 0..POLL_PAGES {
+            let from = p.resume_after.as_ref().map_or_else(Vec::new, |last| [last.as_bytes(), b"\0"].concat());
+            let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], ENDED_PAGE)?;
+            let mut open = Vec::with_capacity(page.len());
+            for (id, value) in &page {
+                let task: OpenTask = serde_json::from_slice(value).map_err(|e| {
+                    Error::State(crate::state::Error::Corrupt { store: OPEN_TASKS.into(), what: "open task", detail: e.to_string() })
+                })?;
+                open.push(Opened { task_id: String::from_utf8_lossy(id).into_owned(), idempotency_key: task.idempotency_key });
+            }
+            for ended in service.ended(&open).map_err(PollError::Call)? {
+                self.answer(ctx, ended, p)?;
+            }
+            p.resume_after = (page.len() == ENDED_PAGE).then(|| open.last().map(|o| o.task_id.clone())).flatten();
+            if p.resume_after.is_none() {
+                break; // the end of the open tasks: the next poll starts from the first again
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(&self, ctx: &mut Context<'_>, ended: Ended, p: &mut PollerState) -> Result<(), Error> {
+        let task_id = match &ended {
+            Ended::Completed(c) => &c.task_id,
+            Ended::Cancelled { task_id, .. } => task_id,
+        };
+        let Some(open) = ctx.get_json::<OpenTask>(OPEN_TASKS, task_id)? else { return Ok(()) };
+        ctx.store(OPEN_TASKS)?.delete(task_id.as_bytes())?;
+        p.open = p.open.saturating_sub(1);
+        match ended {
+            Ended::Completed(c) => {
+                let answer = json!({"id": format!("{}:completed", open.idempotency_key), "taskId": c.task_id, "name": open.name,
+                                    "completedBy": c.completed_by, "completedAt": c.completed_at, "variables": Value::Object(stringly(&c.variables)), "instanceId": open.instance_id});
+                if let Some(sink) = &self.result_sink {
+                    ctx.forward_to(sink, Record::new(open.instance_id, answer, c.completed_at));
+                }
+            }
+            Ended::Cancelled { task_id, reason } => {
+                // Nobody will answer it: it is no longer polled for. The workflow keeps waiting
+                // (its timers, if any, escalate), as it would for a task nobody picks up.
+                tracing::warn!(task = %task_id, instance = %open.instance_id, idempotency_key = %open.idempotency_key, reason, "a task ended without an answer");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a poll stopped: a call to the task service (retried at the next poll), or the state
+/// store (the task's usual failure handling).
+enum PollError {
+    Call(CallError),
+    State(Error),
+}
+
+impl From<Error> for PollError {
+    fn from(e: Error) -> Self {
+        PollError::State(e)
+    }
+}
+
+impl From<crate::state::Error> for PollError {
+    fn from(e: crate::state::Error) -> Self {
+        PollError::State(e.into())
     }
 }
 

@@ -1,13 +1,17 @@
-//! Human tasks behind one trait: open a task for a workflow instance, find tasks completed since
-//! a point in time, assign and complete them.
+//! Human tasks behind one trait: open a task for a workflow instance, ask which of the tasks it
+//! opened have ended, assign and complete them.
 //!
 //! - Camunda 8: a task is a process instance of a small BPMN process holding one user task
 //!   (`topologies/camunda/keyflow-human-task.bpmn`), started with the workflow's ids as
 //!   variables; user tasks are searched, assigned and completed under `/v2/user-tasks/...`.
 //! - Camunda 7: the same one-user-task process (`topologies/camunda/keyflow-human-task-c7.bpmn`),
 //!   started with the idempotency key as business key, found again by it in the history;
-//!   completions and their variables are read from the history (`GET /history/task`,
-//!   `GET /history/variable-instance`).
+//!   completions and their variables are read from the history (`POST /history/task`,
+//!   `POST /history/variable-instance`).
+//!
+//! The poller asks about the tasks it opened, by id, never "what was completed since": a
+//! time window of everybody's completions has to be paged and re-read (Camunda 8's search is
+//! eventually consistent), and each partition would read every other partition's tasks.
 //!
 //! In embedded mode (no Camunda) tasks are records on a Kafka topic instead: see `embedded`.
 
@@ -29,7 +33,24 @@ pub struct TaskRequest {
     pub assignee: Option<String>,
 }
 
-/// A completed task, as the poller turns it into a `task.completed` event.
+/// A task keyflow opened: the id [`TaskService::create`] returned and the command's
+/// idempotency key (Camunda 7 finds a task by it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Opened {
+    pub task_id: String,
+    pub idempotency_key: String,
+}
+
+/// How an opened task ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ended {
+    /// Completed by a person: the poller answers it as a `task.completed` event.
+    Completed(Completed),
+    /// Ended without an answer (cancelled or deleted in the engine): nothing to answer.
+    Cancelled { task_id: String, reason: String },
+}
+
+/// A completed task.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completed {
     /// The id [`TaskService::create`] returned.
@@ -46,11 +67,13 @@ pub trait TaskService: Send + Sync {
     /// # Errors
     /// [`CallError`].
     fn create(&self, task: &TaskRequest) -> Result<String, CallError>;
-    /// Tasks completed at or after `since` (ms), oldest first, at most `limit`.
+    /// Those of `tasks` that have ended, each once, in no particular order; tasks still open
+    /// are left out. A few calls per request whatever the number of tasks (callers pass a page
+    /// at a time, [`ENDED_PAGE`]), not one per task.
     ///
     /// # Errors
     /// [`CallError`].
-    fn completed_since(&self, since: i64, limit: usize) -> Result<Vec<Completed>, CallError>;
+    fn ended(&self, tasks: &[Opened]) -> Result<Vec<Ended>, CallError>;
     /// # Errors
     /// [`CallError`].
     fn assign(&self, task_id: &str, user: &str) -> Result<(), CallError>;
@@ -69,6 +92,10 @@ const CREATION_VARIABLES: [&str; 6] =
 
 /// Variables of one user task read per page.
 const C8_VARIABLES_PAGE: usize = 100;
+/// Tasks asked about in one [`TaskService::ended`] call.
+pub const ENDED_PAGE: usize = 100;
+/// Camunda 7 history variables read per page.
+const C7_VARIABLES_PAGE: usize = 1000;
 
 /// Camunda 8. Task ids are process instance keys.
 pub struct Camunda8Tasks {
@@ -161,11 +188,15 @@ impl TaskService for Camunda8Tasks {
             .ok_or_else(|| CallError::transient(C8, "creation response has no processInstanceKey"))
     }
 
-    fn completed_since(&self, since: i64, limit: usize) -> Result<Vec<Completed>, CallError> {
+    fn ended(&self, tasks: &[Opened]) -> Result<Vec<Ended>, CallError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
         let body = json!({
-            "filter": {"state": "COMPLETED", "processDefinitionId": self.process_id, "completionDate": {"$gte": format_millis(since)}},
-            "sort": [{"field": "completionDate", "order": "ASC"}],
-            "page": {"limit": limit},
+            "filter": {"processDefinitionId": self.process_id, "processInstanceKey": {"$in": keys},
+                       "state": {"$in": ["COMPLETED", "CANCELED"]}},
+            "page": {"limit": tasks.len()},
         });
         let r = self.post("user-tasks/search", &body)?;
         let mut out = Vec::new();
@@ -175,13 +206,20 @@ impl TaskService for Camunda8Tasks {
             else {
                 continue;
             };
+            if !keys.contains(&task_id.as_str()) {
+                continue;
+            }
+            if item.get("state").and_then(Value::as_str) != Some("COMPLETED") {
+                out.push(Ended::Cancelled { task_id, reason: "the user task was canceled in Camunda 8".into() });
+                continue;
+            }
             let variables = self.variables(&user_task)?;
-            out.push(Completed {
+            out.push(Ended::Completed(Completed {
                 task_id,
                 completed_by: item.get("assignee").and_then(Value::as_str).map(str::to_owned),
-                completed_at: item.get("completionDate").and_then(Value::as_str).and_then(parse_millis).unwrap_or(since),
+                completed_at: item.get("completionDate").and_then(Value::as_str).and_then(parse_millis).unwrap_or_default(),
                 variables,
-            });
+            }));
         }
         Ok(out)
     }
@@ -258,41 +296,68 @@ impl TaskService for Camunda7Tasks {
         started.get("id").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| CallError::transient(C7, "start response has no id"))
     }
 
-    fn completed_since(&self, since: i64, limit: usize) -> Result<Vec<Completed>, CallError> {
-        // `finishedAfter` is exclusive; a millisecond earlier makes it "at or after".
-        let after = format_c7(since - 1);
-        let limit = limit.to_string();
-        let q = [
-            ("processDefinitionKey", self.process_key.as_str()),
-            ("finished", "true"),
-            ("finishedAfter", after.as_str()),
-            ("sortBy", "endTime"),
-            ("sortOrder", "asc"),
-            ("maxResults", limit.as_str()),
-        ];
-        let tasks = self.get("history/task", &q)?;
-        let mut out = Vec::new();
-        for t in tasks.as_array().into_iter().flatten() {
-            // Deleted tasks finish too; only completions count.
-            if t.get("deleteReason").and_then(Value::as_str) != Some("completed") {
-                continue;
-            }
-            let Some(id) = t.get("processInstanceId").and_then(Value::as_str) else { continue };
-            let vars = self.get("history/variable-instance", &[("processInstanceIdIn", id)])?;
-            let variables = vars
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| Some((v.get("name")?.as_str()?.to_owned(), v.get("value").cloned().unwrap_or(Value::Null))))
-                .filter(|(name, _)| !CREATION_VARIABLES.contains(&name.as_str()))
-                .collect();
-            out.push(Completed {
-                task_id: id.to_owned(),
-                completed_by: t.get("assignee").and_then(Value::as_str).map(str::to_owned),
-                completed_at: t.get("endTime").and_then(Value::as_str).and_then(parse_millis).unwrap_or(since),
-                variables,
-            });
+    fn ended(&self, tasks: &[Opened]) -> Result<Vec<Ended>, CallError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
         }
+        // The task's process instance is found by its business key, the idempotency key; the
+        // POST form of the query takes the whole page of keys in its body, not in the URL.
+        let keys: Vec<&str> = tasks.iter().map(|t| t.idempotency_key.as_str()).collect();
+        let query = json!({"processDefinitionKey": self.process_key, "processInstanceBusinessKeyIn": keys, "finished": true});
+        let url = self.url("history/task");
+        let limit = (2 * tasks.len()).to_string();
+        let rows = self.credentials.send_json(C7, &self.http, || self.http.post(&url).query(&[("maxResults", &limit)]).json(&query))?;
+        let mut unanswered: std::collections::HashSet<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        let mut completed = Vec::new();
+        let mut out = Vec::new();
+        for t in rows.as_array().into_iter().flatten() {
+            let Some(id) = t.get("processInstanceId").and_then(Value::as_str) else { continue };
+            if !unanswered.remove(id) {
+                continue; // not asked about, or seen already
+            }
+            match t.get("deleteReason").and_then(Value::as_str) {
+                Some("completed") => completed.push(Completed {
+                    task_id: id.to_owned(),
+                    completed_by: t.get("assignee").and_then(Value::as_str).map(str::to_owned),
+                    completed_at: t.get("endTime").and_then(Value::as_str).and_then(parse_millis).unwrap_or_default(),
+                    variables: Map::new(),
+                }),
+                reason => out.push(Ended::Cancelled {
+                    task_id: id.to_owned(),
+                    reason: format!("the user task ended in Camunda 7 without completion ({})", reason.unwrap_or("no reason")),
+                }),
+            }
+        }
+        // Every answer's variables in one query (a page at a time), not one query per task.
+        let ids: Vec<&str> = completed.iter().map(|c| c.task_id.as_str()).collect();
+        if !ids.is_empty() {
+            let mut answers: std::collections::HashMap<String, Map<String, Value>> = std::collections::HashMap::new();
+            let url = self.url("history/variable-instance");
+            let query = json!({"processInstanceIdIn": ids});
+            let mut first = 0;
+            loop {
+                let page = [("firstResult", first.to_string()), ("maxResults", C7_VARIABLES_PAGE.to_string())];
+                let vars = self.credentials.send_json(C7, &self.http, || self.http.post(&url).query(&page).json(&query))?;
+                let rows = vars.as_array().map(Vec::as_slice).unwrap_or_default();
+                for v in rows {
+                    let (Some(p), Some(name)) = (v.get("processInstanceId").and_then(Value::as_str), v.get("name").and_then(Value::as_str))
+                    else {
+                        continue;
+                    };
+                    if !CREATION_VARIABLES.contains(&name) {
+                        answers.entry(p.to_owned()).or_default().insert(name.to_owned(), v.get("value").cloned().unwrap_or(Value::Null));
+                    }
+                }
+                if rows.len() < C7_VARIABLES_PAGE {
+                    break;
+                }
+                first += rows.len();
+            }
+            for c in &mut completed {
+                c.variables = answers.remove(&c.task_id).unwrap_or_default();
+            }
+        }
+        out.extend(completed.into_iter().map(Ended::Completed));
         Ok(out)
     }
 
@@ -314,14 +379,4 @@ impl TaskService for Camunda7Tasks {
 /// `2024-05-01T12:00:00.000+0200`) in ms since the epoch.
 pub fn parse_millis(s: &str) -> Option<i64> {
     s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
-}
-
-/// RFC 3339 in UTC with milliseconds.
-pub fn format_millis(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| format!("{t:.3}")).unwrap_or_default()
-}
-
-/// Camunda 7's query date format: `yyyy-MM-dd'T'HH:mm:ss.SSSZ`, here with a `+0000` offset.
-fn format_c7(ms: i64) -> String {
-    format_millis(ms).trim_end_matches('Z').to_owned() + "+0000"
 }

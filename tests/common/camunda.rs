@@ -54,6 +54,13 @@ impl Camunda7 {
             .arg(format!("--spring.datasource.url=jdbc:h2:file:{}/camunda", self.dir.path().display()))
             .arg(format!("--camunda.bpm.admin-user.id={USER}"))
             .arg(format!("--camunda.bpm.admin-user.password={PASSWORD}"))
+            // Every request the engine serves, one line each (`%r`: method, path and query),
+            // unbuffered: the tests count a client's calls where they arrive.
+            .arg("--server.tomcat.accesslog.enabled=true")
+            .arg(format!("--server.tomcat.accesslog.directory={}", self.dir.path().display()))
+            .args(["--server.tomcat.accesslog.prefix=access", "--server.tomcat.accesslog.suffix=.log"])
+            .args(["--server.tomcat.accesslog.rotate=false", "--server.tomcat.accesslog.buffered=false"])
+            .arg("--server.tomcat.accesslog.pattern=%r %s")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -81,6 +88,12 @@ impl Camunda7 {
         }
     }
 
+    /// The request lines the engine served so far, with their status (`POST
+    /// /engine-rest/history/task?maxResults=200 HTTP/1.1 200`), across its restarts.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("engine.log")).unwrap_or_default()
     }
@@ -101,6 +114,12 @@ impl Camunda7 {
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
         let r =
             self.http.post(format!("{}/{path}", self.url)).basic_auth(USER, Some(PASSWORD)).json(body).send().map_err(|e| e.to_string())?;
+        answer(r)
+    }
+
+    /// `DELETE <url>/<path>` as the admin user.
+    pub fn delete(&self, path: &str) -> Result<Value, String> {
+        let r = self.http.delete(format!("{}/{path}", self.url)).basic_auth(USER, Some(PASSWORD)).send().map_err(|e| e.to_string())?;
         answer(r)
     }
 
