@@ -36,9 +36,10 @@ pub enum Error {
 }
 
 /// Sections whose keys are not flattened into the top level.
-const SECTIONS: [&str; 3] = ["topology", "consumer", "producer"];
+const SECTIONS: [&str; 5] = ["topology", "client", "consumer", "producer", "admin"];
 
-/// librdkafka settings keyflow owns: setting them in `[consumer]`/`[producer]` is an error.
+/// librdkafka settings keyflow owns: setting them in `[client]`, `[consumer]`, `[producer]` or
+/// `[admin]` is an error.
 const MANAGED: [&str; 8] = [
     "group.id",
     "group.instance.id",
@@ -175,12 +176,20 @@ pub struct Config {
     pub subject_name_strategy: String,
     #[serde(default)]
     pub topology: TopologyConfig,
-    /// librdkafka consumer settings, passed through.
+    /// librdkafka settings every Kafka client keyflow builds takes: the home of
+    /// `security.protocol`, `sasl.*` and `ssl.*` (see `kafka::clients`).
+    #[serde(default)]
+    pub client: KafkaProps,
+    /// librdkafka consumer settings, passed through: they add to `[client]` or override it for
+    /// every consumer keyflow builds.
     #[serde(default)]
     pub consumer: KafkaProps,
-    /// librdkafka producer settings, passed through.
+    /// librdkafka producer settings, passed through, as `[consumer]` for producers.
     #[serde(default)]
     pub producer: KafkaProps,
+    /// librdkafka admin client settings, passed through, as `[consumer]` for the admin client.
+    #[serde(default)]
+    pub admin: KafkaProps,
     /// Serve the web console (`/`), `/metrics`, `/health`, `/ready` and `/workflows/{id}` on this
     /// `host:port`: keep it on loopback or a private network. Default: none (no HTTP endpoint).
     #[serde(rename = "http.listen", default)]
@@ -189,10 +198,15 @@ pub struct Config {
     /// instance cannot answer is asked of them. Default: none.
     #[serde(rename = "http.peers", default, deserialize_with = "list_or_commas")]
     pub http_peers: Vec<String>,
-    /// The token the web console needs to change data (redrive, purge dead letters): sent as
-    /// `Authorization: Bearer <token>`. Without it the console only reads. Redacted in logs.
+    /// The token the web console needs to read data and to change it (redrive, purge dead
+    /// letters): sent as `Authorization: Bearer <token>`; the probes and the page itself need
+    /// none. Without it the console reads without a token and changes nothing. Redacted in logs.
     #[serde(rename = "http.auth.token", default)]
     pub http_auth_token: Option<Secret>,
+    /// The names the HTTP endpoint answers to in a request's `Host` header (without the port).
+    /// Default: on a loopback `http.listen`, the loopback names; else any.
+    #[serde(rename = "http.allowed.hosts", default, deserialize_with = "list_or_commas")]
+    pub http_allowed_hosts: Vec<String>,
     /// Services that perform a workflow's commands (`[topology] builtin = "connectors"`).
     #[serde(default)]
     pub connectors: Option<crate::connectors::ConnectorsConfig>,
@@ -307,7 +321,7 @@ impl Config {
                 }
             }
         }
-        for section in ["consumer", "producer"] {
+        for section in ["client", "consumer", "producer", "admin"] {
             if let Some(toml::Value::Table(t)) = flat.get_mut(section) {
                 let strings: toml::Table = std::mem::take(t)
                     .into_iter()
@@ -354,7 +368,9 @@ impl Config {
         if self.topology.sla_ms <= 0 {
             return bad("topology.sla.ms must be positive".into());
         }
-        for (section, props) in [("consumer", &self.consumer), ("producer", &self.producer)] {
+        for (section, props) in
+            [("client", &self.client), ("consumer", &self.consumer), ("producer", &self.producer), ("admin", &self.admin)]
+        {
             if let Some(k) = props.0.keys().find(|k| MANAGED.contains(&k.as_str())) {
                 return bad(format!("[{section}] {k} is set by keyflow; remove it (see README, configuration)"));
             }
@@ -389,6 +405,18 @@ impl Config {
                 crate::connectors::topology(c, registry.as_ref())
             }
             None => crate::builtin::by_name(&t.builtin, &t.input, &t.output, t.sla_ms),
+        }
+    }
+
+    /// How every Kafka client reaches the cluster: `bootstrap.servers`, `[client]`, and the
+    /// settings per kind of client.
+    pub fn clients(&self) -> crate::kafka::Clients {
+        crate::kafka::Clients {
+            bootstrap: self.bootstrap_servers.clone(),
+            common: self.client.clone(),
+            consumer: self.consumer.clone(),
+            producer: self.producer.clone(),
+            admin: self.admin.clone(),
         }
     }
 

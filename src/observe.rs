@@ -6,19 +6,31 @@
 //! A query for an instance whose partition another keyflow instance owns is asked of the peers
 //! (`http.peers`), once: a forwarded query carries `X-Keyflow-Forwarded` and is not forwarded
 //! again. Without peers, or when none has it, the answer is 404.
+//!
+//! Serving, and why so: connections are tasks on a small tokio runtime of the endpoint's own
+//! thread (hyper's HTTP/1 server), so a client that sends slowly, or many of them, holds only its
+//! own task; headers must arrive within [`HEADER_TIMEOUT`] and a body within [`BODY_TIMEOUT`].
+//! The probes (`/health`, `/ready`, `/metrics`) are answered on that runtime at once from the
+//! status snapshot. Everything that may block (Kafka reads for dead letters, store queries,
+//! peers asked over HTTP) runs on the runtime's blocking pool, at most [`WORKERS`] at a time, so
+//! it never holds up a probe. Who may read and change what: [`crate::console::guard`].
 
-use std::io::Read as _;
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tiny_http::{Header, Method, Response, Server as Http};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::console::{self, guard, Console, FORWARDED};
 use crate::runtime::Status;
 
 pub struct Server {
-    http: Arc<Http>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     pub address: String,
 }
@@ -26,14 +38,27 @@ pub struct Server {
 /// On every answer: the console's page runs only its own script and cannot be framed by another
 /// site (a framed page could be clicked into a redrive with a token the operator typed).
 /// Inline styles stay allowed: the diagram's SVG carries its own.
-const HARDENING: [(&str, &str); 3] = [
+const HARDENING: [(&str, &str); 4] = [
     ("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-store"),
 ];
 
 /// The largest request body read (a redrive names dead letters; nothing needs more).
-const MAX_BODY: u64 = 1 << 20;
+const MAX_BODY: usize = 1 << 20;
+/// How long a client may take to send a request's headers, and then its body.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests that may block (Kafka, stores, peers) served at once; more wait their turn.
+const WORKERS: usize = 8;
+
+/// What every connection's requests share.
+struct Shared {
+    console: Console,
+    status: Arc<Status>,
+    hosts: guard::Hosts,
+}
 
 impl Server {
     /// Serves `status` and the `console` on `listen` (`host:port`; port 0 picks a free one).
@@ -41,69 +66,180 @@ impl Server {
     /// # Errors
     /// The address cannot be bound.
     pub fn start(listen: &str, console: Console, status: Arc<Status>) -> Result<Server, String> {
-        let http = Arc::new(Http::http(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?);
-        let address = http.server_addr().to_ip().map_or_else(|| listen.to_owned(), |a| a.to_string());
-        let h = http.clone();
+        let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let shared = Arc::new(Shared { hosts: guard::Hosts::for_listener(bound, console.hosts()), console, status });
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(WORKERS)
+            .thread_name("keyflow-http-worker")
+            .build()
+            .map_err(|e| format!("cannot start the HTTP runtime: {e}"))?;
         let thread = std::thread::Builder::new()
             .name("keyflow-http".into())
-            .spawn(move || {
-                for mut request in h.incoming_requests() {
-                    let (code, content_type, body) = answer(&mut request, &console, &status);
-                    let mut response = Response::from_data(body).with_status_code(code);
-                    for (name, value) in [("Content-Type", content_type)].into_iter().chain(HARDENING) {
-                        response.add_header(Header::from_bytes(name, value).expect("a valid header"));
-                    }
-                    let _ = request.respond(response);
-                }
-            })
+            .spawn(move || rt.block_on(serve(listener, shared, stopped)))
             .map_err(|e| format!("cannot start the HTTP thread: {e}"))?;
+        let address = bound.to_string();
         tracing::info!(%address, "serving the console at /, and /metrics, /health, /ready, /workflows/{{id}}");
-        Ok(Server { http, thread: Some(thread), address })
+        Ok(Server { stop: Some(stop), thread: Some(thread), address })
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.http.unblock();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn answer(request: &mut tiny_http::Request, console: &Console, status: &Status) -> console::Reply {
-    let header = |name: &'static str| request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().to_owned());
-    let (auth, site, origin, host, ctype) =
-        (header("Authorization"), header("Sec-Fetch-Site"), header("Origin"), header("Host"), header("Content-Type"));
-    let forwarded = header(FORWARDED).is_some();
-    let url = request.url().to_owned();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let method = request.method().as_str().to_owned();
-    let mut body = Vec::new();
-    if *request.method() == Method::Post {
-        let _ = request.as_reader().take(MAX_BODY).read_to_end(&mut body);
-    }
-    let r = console::Request {
-        method: &method,
-        path,
-        query,
-        headers: guard::Headers {
-            authorization: auth.as_deref(),
-            sec_fetch_site: site.as_deref(),
-            origin: origin.as_deref(),
-            host: host.as_deref(),
-            content_type: ctype.as_deref(),
-        },
-        forwarded,
-        body: &body,
+async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!(error = %e, "the HTTP endpoint cannot serve"),
     };
-    if let Some(reply) = console.handle(&r, status) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, typically: wait instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| respond(shared.clone(), peer, request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            }
+        });
+    }
+}
+
+async fn respond(shared: Arc<Shared>, peer: SocketAddr, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (code, content_type, body) = answer(&shared, request).await;
+    if code >= 400 && code != 404 {
+        tracing::debug!(%peer, code, "HTTP request refused or failed");
+    }
+    let mut response = Response::builder().status(code).header("Content-Type", content_type);
+    for (name, value) in HARDENING {
+        response = response.header(name, value);
+    }
+    Ok(response.body(Full::new(Bytes::from(body))).expect("a valid response"))
+}
+
+/// A request's parts the console needs, owned, so they can move to a blocking worker.
+struct Parts {
+    method: String,
+    path: String,
+    query: String,
+    authorization: Option<String>,
+    sec_fetch_site: Option<String>,
+    origin: Option<String>,
+    host: Option<String>,
+    content_type: Option<String>,
+    forwarded: bool,
+}
+
+impl Parts {
+    fn of(request: &Request<Incoming>) -> Parts {
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Parts {
+            method: request.method().as_str().to_owned(),
+            path: request.uri().path().to_owned(),
+            query: request.uri().query().unwrap_or_default().to_owned(),
+            authorization: header("authorization"),
+            sec_fetch_site: header("sec-fetch-site"),
+            origin: header("origin"),
+            host: header("host"),
+            content_type: header("content-type"),
+            forwarded: request.headers().contains_key(FORWARDED),
+        }
+    }
+
+    fn headers(&self) -> guard::Headers<'_> {
+        guard::Headers {
+            authorization: self.authorization.as_deref(),
+            sec_fetch_site: self.sec_fetch_site.as_deref(),
+            origin: self.origin.as_deref(),
+            host: self.host.as_deref(),
+            content_type: self.content_type.as_deref(),
+        }
+    }
+}
+
+fn refusal(r: &guard::Refusal) -> console::Reply {
+    (r.status, JSON, serde_json::json!({"error": r.message}).to_string().into_bytes())
+}
+
+/// The steps of one request: the `Host` check; the probes at once; the read check; a change's
+/// check before its body is read; the rest on a blocking worker.
+async fn answer(shared: &Arc<Shared>, request: Request<Incoming>) -> console::Reply {
+    let parts = Parts::of(&request);
+    if let Err(r) = shared.hosts.allow(parts.host.as_deref()) {
+        return refusal(&r);
+    }
+    if parts.method == "GET" && matches!(parts.path.as_str(), "/health" | "/ready" | "/metrics") {
+        let (code, content_type, text) = route(&parts.method, &parts.path, shared.console.application(), &shared.status);
+        return (code, content_type, text.into_bytes());
+    }
+    if let Err(r) = guard::allow_read(shared.console.needs_token(), &parts.path, &parts.headers()) {
+        return refusal(&r);
+    }
+    let body = if request.method() == Method::POST {
+        if !console::is_change(&parts.path) {
+            return (405, TEXT, b"only GET here\n".to_vec());
+        }
+        // Refused before the body is read: an unauthorised client cannot hold a worker.
+        if let Err(r) = guard::allow_change(shared.console.needs_token(), &parts.headers()) {
+            tracing::warn!(path = parts.path, status = r.status, reason = r.message, "console change refused");
+            return refusal(&r);
+        }
+        match tokio::time::timeout(BODY_TIMEOUT, Limited::new(request.into_body(), MAX_BODY).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) => return (413, TEXT, format!("the body is too large or broken: {e}\n").into_bytes()),
+            Err(_) => return (408, TEXT, format!("the body did not arrive within {BODY_TIMEOUT:?}\n").into_bytes()),
+        }
+    } else {
+        Bytes::new()
+    };
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || blocking_answer(&shared, &parts, &body))
+        .await
+        .unwrap_or_else(|e| (500, TEXT, format!("the request failed: {e}\n").into_bytes()))
+}
+
+fn blocking_answer(shared: &Shared, parts: &Parts, body: &[u8]) -> console::Reply {
+    let r = console::Request {
+        method: &parts.method,
+        path: &parts.path,
+        query: &parts.query,
+        headers: parts.headers(),
+        forwarded: parts.forwarded,
+        body,
+    };
+    if let Some(reply) = shared.console.handle(&r, &shared.status) {
         return reply;
     }
-    let (mut code, mut content_type, mut text) = route(&method, path, console.application(), status);
-    if code == 404 && !forwarded && path.starts_with("/workflows/") {
+    let (mut code, mut content_type, mut text) = route(&parts.method, &parts.path, shared.console.application(), &shared.status);
+    if code == 404 && !parts.forwarded && parts.path.starts_with("/workflows/") {
         // The first peer that has the instance.
-        if let Some(v) = console.ask_peers(&url).into_iter().next() {
+        let url = if parts.query.is_empty() { parts.path.clone() } else { format!("{}?{}", parts.path, parts.query) };
+        if let Some(v) = shared.console.ask_peers(&url).into_iter().next() {
             (code, content_type, text) = (200, JSON, v.to_string());
         }
     }

@@ -112,8 +112,9 @@ fn result(p: &BaseProducer, node: &str, id: &str, body: Value) {
     send(p, "document-services.results", node, &v.to_string());
 }
 
+/// A read of the console's API, with the token it needs.
 fn get(url: &str) -> Value {
-    reqwest::blocking::get(url).unwrap().json().unwrap()
+    reqwest::blocking::Client::new().get(url).bearer_auth(TOKEN).send().unwrap().json().unwrap()
 }
 
 #[test]
@@ -126,7 +127,7 @@ fn the_console_shows_counts_an_audit_trail_and_redrives_a_dead_letter_in_a_real_
     let console = |token: Option<&str>| {
         Console::new(&config.application_id, Vec::new())
             .workflow(def.clone())
-            .dead_letters(DeadLetters { bootstrap: bootstrap.clone(), topic: dlq_topic.clone(), registry: None })
+            .dead_letters(DeadLetters { kafka: (&bootstrap).into(), topic: dlq_topic.clone(), registry: None })
             .token(token.map(Into::into))
     };
     let instance = Instance::start(config.clone(), topology).unwrap();
@@ -168,8 +169,13 @@ fn the_console_shows_counts_an_audit_trail_and_redrives_a_dead_letter_in_a_real_
     rt.block_on(async {
         let c = browser(&driver).await;
 
-        // The diagram with the count on every state, and the same figures in the table.
+        // With a token set, the console's reads need it too: without it the page says so.
         c.goto(&format!("{base}/#/workflows")).await.unwrap();
+        text_becomes(&c, "#banner", "a valid token is needed (Authorization: Bearer <http.auth.token>)").await;
+        let field = c.find(Locator::Css("#token")).await.unwrap();
+        field.send_keys(&format!("{TOKEN}\u{E007}")).await.unwrap();
+
+        // The diagram with the count on every state, and the same figures in the table.
         for (state, n) in
             [("scanning", "1"), ("classifying", "1"), ("quarantined", "1"), ("deciding", "1"), ("approved", "0"), ("review", "0")]
         {
@@ -225,6 +231,9 @@ fn the_console_shows_counts_an_audit_trail_and_redrives_a_dead_letter_in_a_real_
         redrive("wrong-token").await;
         text_becomes(&c, "#dlq-message", "refused: a valid token is needed (Authorization: Bearer <http.auth.token>)").await;
         assert!(ops::list(&bootstrap, &dlq_topic, &Filter::default()).unwrap().len() == 1, "nothing redriven");
+        let field = c.find(Locator::Css("#token")).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(TOKEN).await.unwrap();
         // One dead letter in full: its headers and the value, decoded.
         c.find(Locator::LinkText(&id)).await.unwrap().click().await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -286,7 +295,7 @@ fn the_console_shows_counts_an_audit_trail_and_redrives_a_dead_letter_in_a_real_
             .unwrap()
     };
     // A time bound that does not parse is refused, as the CLI refuses it, not dropped.
-    let bad = reqwest::blocking::get(format!("{base}/api/dlq?since=yesterday")).unwrap();
+    let bad = http.get(format!("{base}/api/dlq?since=yesterday")).bearer_auth(TOKEN).send().unwrap();
     assert_eq!(bad.status(), 400);
     assert_eq!(bad.json::<Value>().unwrap()["error"], "`yesterday` is neither RFC 3339 nor ms since the epoch");
     let page = reqwest::blocking::get(format!("{base}/")).unwrap();

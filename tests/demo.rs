@@ -42,16 +42,21 @@ fn the_demo_serves_the_console_with_counts_moving_until_interrupted() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines
+    let (url, token) = lines
         .by_ref()
         .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("The console: ").and_then(|rest| rest.split_whitespace().next()).map(str::to_owned))
-        .expect("the demo prints the console's URL");
+        .find_map(|l| {
+            let rest = l.strip_prefix("The console: ")?;
+            let token = rest.trim_end_matches(')').rsplit(' ').next()?.to_owned();
+            Some((rest.split_whitespace().next()?.to_owned(), token))
+        })
+        .expect("the demo prints the console's URL and token");
     // Keep reading stdout so the demo never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
 
     let total = || -> u64 {
-        let o: Value = reqwest::blocking::get(format!("{url}api/overview")).unwrap().json().unwrap();
+        let o: Value =
+            reqwest::blocking::Client::new().get(format!("{url}api/overview")).bearer_auth(&token).send().unwrap().json().unwrap();
         o["workflows"][0]["states"].as_array().unwrap().iter().map(|s| s["instances"].as_u64().unwrap()).sum()
     };
     let first = total();

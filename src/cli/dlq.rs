@@ -95,7 +95,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::List { select, all, json } => {
             let c = load(&select.config)?;
-            let found = dlq::list(&c.bootstrap_servers, &c.dlq_topic(), &select.filter(all))?;
+            let found = dlq::list(c.clients(), &c.dlq_topic(), &select.filter(all))?;
             if json {
                 found.iter().for_each(|d| println!("{}", d.to_json()));
             } else if found.is_empty() {
@@ -124,7 +124,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Show { id, config } => {
             let c = load(&config)?;
             let filter = Filter { ids: vec![id.clone()], include_handled: true, ..Filter::default() };
-            let d = dlq::list(&c.bootstrap_servers, &c.dlq_topic(), &filter)?
+            let d = dlq::list(c.clients(), &c.dlq_topic(), &filter)?
                 .into_iter()
                 .next()
                 .with_context(|| format!("no dead letter {id} on {}", c.dlq_topic()))?;
@@ -133,7 +133,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Redrive { select, to } => {
             let c = load(&select.config)?;
-            let r = dlq::redrive(&c.bootstrap_servers, &c.dlq_topic(), &select.filter(false), to.as_deref(), crate::runtime::now_ms())?;
+            let r = dlq::redrive(c.clients(), &c.dlq_topic(), &select.filter(false), to.as_deref(), crate::runtime::now_ms())?;
             println!(
                 "redrove {} dead letter(s){}",
                 r.done.len(),
@@ -144,7 +144,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Purge { select, yes } => {
             let c = load(&select.config)?;
             let filter = select.filter(false);
-            let n = dlq::list(&c.bootstrap_servers, &c.dlq_topic(), &filter)?.len();
+            let n = dlq::list(c.clients(), &c.dlq_topic(), &filter)?.len();
             if n == 0 {
                 println!("nothing to purge");
                 return Ok(ExitCode::SUCCESS);
@@ -160,7 +160,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
-            let r = dlq::purge(&c.bootstrap_servers, &c.dlq_topic(), &filter, crate::runtime::now_ms())?;
+            let r = dlq::purge(c.clients(), &c.dlq_topic(), &filter, crate::runtime::now_ms())?;
             println!("purged {} dead letter(s)", r.done.len());
             Ok(ExitCode::SUCCESS)
         }

@@ -6,6 +6,7 @@ mod dlq;
 mod replay;
 mod run;
 mod schemas;
+mod send;
 mod tasks;
 mod topology;
 
@@ -42,6 +43,8 @@ pub enum Command {
     /// Inspect dead letters, redrive them to their source, purge them.
     #[command(subcommand)]
     Dlq(dlq::Command),
+    /// Produce records (a value, or standard input's lines) with the configuration's client settings.
+    Send(send::Args),
     /// List and complete embedded human tasks (no Camunda).
     #[command(subcommand)]
     Tasks(tasks::Command),
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topology(c) => topology::run(c),
         Command::Schemas(c) => schemas::run(c),
         Command::Tasks(c) => tasks::run(c),
+        Command::Send(a) => send::run(a),
         Command::Dlq(c) => dlq::run(c),
         Command::Replay(a) => replay::run(a),
     }

@@ -23,7 +23,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config, std::env::vars())?;
     anyhow::ensure!(!config.bootstrap_servers.is_empty(), "bootstrap.servers is required by `keyflow run`");
     let topology = config.build_topology().map_err(anyhow::Error::msg)?;
-    tracing::info!(config = ?config, "starting");
+    // What the instance is, not every setting: URLs (webhooks, services) can carry secrets.
+    tracing::info!(
+        application_id = %config.application_id,
+        bootstrap_servers = %config.bootstrap_servers,
+        processing_guarantee = ?config.processing_guarantee,
+        state_dir = %config.state_dir.display(),
+        http_listen = ?config.http_listen,
+        "starting"
+    );
     let admin = kafka::AdminProvisioner::new(&config)?;
     if config.provision_topics {
         let partitions = kafka::source_partitions(&config, &topology)?;
@@ -85,8 +93,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The workflow definition does not load.
 pub fn console(config: &Config) -> anyhow::Result<Console> {
     let mut console = Console::new(&config.application_id, config.http_peers.clone())
-        .dead_letters(DeadLetters { bootstrap: config.bootstrap_servers.clone(), topic: config.dlq_topic(), registry: config.registry() })
-        .token(config.http_auth_token.clone());
+        .dead_letters(DeadLetters { kafka: config.clients(), topic: config.dlq_topic(), registry: config.registry() })
+        .token(config.http_auth_token.clone())
+        .allowed_hosts(config.http_allowed_hosts.clone());
     if let Some(file) = &config.topology.file {
         console = console.workflow(Arc::new(crate::workflow::load(file)?));
     }

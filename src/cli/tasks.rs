@@ -45,8 +45,8 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     Ok((k.to_owned(), v.to_owned()))
 }
 
-/// The bootstrap servers and task topic the configuration names.
-fn topic(config: &Path) -> anyhow::Result<(String, String)> {
+/// How to reach the cluster and the task topic, as the configuration names them.
+fn topic(config: &Path) -> anyhow::Result<(crate::kafka::Clients, String)> {
     let c = Config::load(config, std::env::vars())?;
     let conn = c.connectors.as_ref().context("the configuration has no [connectors] section")?;
     let tasks = conn.tasks.as_ref().context("the configuration has no [connectors.tasks] section")?;
@@ -57,14 +57,14 @@ fn topic(config: &Path) -> anyhow::Result<(String, String)> {
     );
     anyhow::ensure!(!c.bootstrap_servers.is_empty(), "bootstrap.servers is required");
     let def = crate::workflow::load(&conn.workflow).map_err(anyhow::Error::msg)?;
-    Ok((c.bootstrap_servers.clone(), crate::connectors::embedded_task_topic(tasks, &def.name)))
+    Ok((c.clients(), crate::connectors::embedded_task_topic(tasks, &def.name)))
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::List { config, all, json } => {
-            let (bootstrap, topic) = topic(&config)?;
-            let tasks: Vec<Value> = embedded::tasks(&bootstrap, &topic)?.into_iter().filter(|t| all || t["state"] == "CREATED").collect();
+            let (kafka, topic) = topic(&config)?;
+            let tasks: Vec<Value> = embedded::tasks(&kafka, &topic)?.into_iter().filter(|t| all || t["state"] == "CREATED").collect();
             let text = |v: &Value| v.as_str().map_or_else(|| if v.is_null() { "-".into() } else { v.to_string() }, str::to_owned);
             if json {
                 for t in &tasks {
@@ -90,10 +90,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Complete { id, config, vars, user } => {
-            let (bootstrap, topic) = topic(&config)?;
+            let (kafka, topic) = topic(&config)?;
             let variables: Map<String, Value> = vars.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
             let now = crate::runtime::now_ms();
-            let event = embedded::complete(&bootstrap, &topic, &id, &user, variables, now)?;
+            let event = embedded::complete(&kafka, &topic, &id, &user, variables, now)?;
             println!("completed {id}: sent {event}");
             Ok(ExitCode::SUCCESS)
         }

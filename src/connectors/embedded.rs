@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
 use serde_json::{json, Map, Value};
 
 use crate::kafka::read::read_to_end;
+use crate::kafka::{Clients, Role};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -48,9 +48,9 @@ pub enum Error {
 ///
 /// # Errors
 /// [`Error::Kafka`].
-pub fn tasks(bootstrap: &str, topic: &str) -> Result<Vec<Value>, Error> {
+pub fn tasks(kafka: impl Into<Clients>, topic: &str) -> Result<Vec<Value>, Error> {
     let mut latest: BTreeMap<Vec<u8>, (i64, Value)> = BTreeMap::new();
-    for m in read_to_end(bootstrap, topic, TIMEOUT)? {
+    for m in read_to_end(kafka.into(), topic, TIMEOUT)? {
         let (Some(key), Some(value)) = (m.key, m.value) else { continue };
         let Ok(v) = serde_json::from_slice::<Value>(&value) else {
             tracing::warn!(topic, partition = m.partition, offset = m.offset, "skipping a task record that is not JSON");
@@ -67,10 +67,19 @@ pub fn tasks(bootstrap: &str, topic: &str) -> Result<Vec<Value>, Error> {
 ///
 /// # Errors
 /// The task is unknown or not open, or Kafka refused the transaction.
-pub fn complete(bootstrap: &str, topic: &str, id: &str, user: &str, variables: Map<String, Value>, now: i64) -> Result<Value, Error> {
-    let task = tasks(bootstrap, topic)?.into_iter().find(|t| t["taskId"] == id).ok_or_else(|| Error::Unknown(id.to_owned()))?;
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+pub fn complete(
+    kafka: impl Into<Clients>,
+    topic: &str,
+    id: &str,
+    user: &str,
+    variables: Map<String, Value>,
+    now: i64,
+) -> Result<Value, Error> {
+    let kafka: Clients = kafka.into();
+    let task = tasks(&kafka, topic)?.into_iter().find(|t| t["taskId"] == id).ok_or_else(|| Error::Unknown(id.to_owned()))?;
+    let producer: BaseProducer = kafka
+        .config(Role::Producer)
+        .set("enable.idempotence", "true")
         .set("transactional.id", format!("keyflow-tasks-{id}"))
         .set("partitioner", "murmur2_random")
         .create()?;

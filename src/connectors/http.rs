@@ -43,8 +43,26 @@ impl CallError {
         } else {
             "request failed"
         };
-        CallError::transient(service, format!("{what}: {e}"))
+        CallError::transient(service, format!("{what}: {}", describe(e)))
     }
+}
+
+/// An HTTP client error's text without its URL: a URL's path and query can carry secrets (a
+/// webhook's token, a signed link, a key), and this text goes to logs, dead letters and answers.
+/// The URL's origin stays, to say which service failed.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.url().map_or_else(String::new, |u| u.origin().ascii_serialization());
+    let mut source = std::error::Error::source(e);
+    if source.is_none() {
+        // No cause to show: reqwest's own words, less the URL it adds in parentheses.
+        text = format!("{} {text}", e.to_string().split(" for url (").next().unwrap_or_default());
+    }
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text.trim().to_owned()
 }
 
 /// The shared client: `timeout` bounds each whole call (connect, send, read).
@@ -96,7 +114,7 @@ pub fn read_json(service: &'static str, response: Response) -> Result<Value, Cal
     if response.status() == StatusCode::NO_CONTENT {
         return Ok(Value::Null);
     }
-    response.json().map_err(|e| CallError::transient(service, format!("response unreadable: {e}")))
+    response.json().map_err(|e| CallError::transient(service, format!("response unreadable: {}", describe(&e))))
 }
 
 /// A 401: the credentials were refused.

@@ -1,10 +1,21 @@
-//! Who may change data from the console: requests that redrive or purge dead letters.
+//! Who may read and change what on the HTTP endpoint.
 //!
-//! Off unless `http.auth.token` is set. Then a change needs the token as a bearer credential and
-//! must come from the console's own page: a browser sends `Sec-Fetch-Site` and `Origin` with
-//! every cross-site request, and either naming another site refuses it, so a page elsewhere
-//! cannot make a logged-in operator's browser act (CSRF). A bearer header is not sent by the
-//! browser on its own either; the two checks guard each other's gaps (older browsers, tools).
+//! - **Host.** A request must name this endpoint in its `Host` header: on a loopback listener,
+//!   `localhost`, `127.0.0.1` or `[::1]`, else any of `http.allowed.hosts` when set. A page on
+//!   another site that rebinds its own name to 127.0.0.1 (DNS rebinding) sends its own name and
+//!   is refused, so it cannot read a console that is only on loopback.
+//! - **Reads.** With `http.auth.token` set, every read of data (the console's `/api/...`,
+//!   `/workflows/{id}`) needs the token as a bearer credential; the page and its script hold no
+//!   data and load without it. The probes (`/health`, `/ready`, `/metrics`) stay open to
+//!   orchestrators and Prometheus: they carry counts, no keys or payloads. Without a token the
+//!   console is read-only and its reads are open: keep it on loopback or a private network.
+//! - **Changes** (redrive, purge): off unless the token is set. Then a change needs the token and
+//!   must come from the console's own page: a browser sends `Sec-Fetch-Site` and `Origin` with
+//!   every cross-site request, and either naming another site refuses it, so a page elsewhere
+//!   cannot make a logged-in operator's browser act (CSRF). A bearer header is not sent by the
+//!   browser on its own either; the two checks guard each other's gaps (older browsers, tools).
+
+use std::net::SocketAddr;
 
 use crate::config::Secret;
 
@@ -22,6 +33,62 @@ pub struct Headers<'a> {
     pub origin: Option<&'a str>,
     pub host: Option<&'a str>,
     pub content_type: Option<&'a str>,
+}
+
+const NEED_TOKEN: &str = "a valid token is needed (Authorization: Bearer <http.auth.token>)";
+
+/// The names a request may give in its `Host` header; `None`: any.
+#[derive(Debug)]
+pub struct Hosts(Option<Vec<String>>);
+
+impl Hosts {
+    /// The names `configured` (`http.allowed.hosts`), or on a loopback listener the loopback
+    /// names, or else any name (the token guards the data of an endpoint others can reach).
+    pub fn for_listener(bound: SocketAddr, configured: &[String]) -> Hosts {
+        if !configured.is_empty() {
+            return Hosts(Some(configured.iter().map(|h| h.to_ascii_lowercase()).collect()));
+        }
+        let loopback = ["localhost", "127.0.0.1", "[::1]"].map(str::to_owned).to_vec();
+        Hosts(bound.ip().is_loopback().then_some(loopback))
+    }
+
+    /// # Errors
+    /// A [`Refusal`] (403) for a `Host` this endpoint is not known by.
+    pub fn allow(&self, host: Option<&str>) -> Result<(), Refusal> {
+        let Some(names) = &self.0 else { return Ok(()) };
+        let host = host.unwrap_or_default().to_ascii_lowercase();
+        // `name:port`, `[v6]:port` or a name alone.
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+            _ => host.as_str(),
+        };
+        if names.iter().any(|n| n == name) {
+            Ok(())
+        } else {
+            Err(Refusal { status: 403, message: "this endpoint is not known by that Host name (see http.allowed.hosts)" })
+        }
+    }
+}
+
+/// Allows a read of `path`, or says why not.
+///
+/// # Errors
+/// The [`Refusal`].
+pub fn allow_read(token: Option<&Secret>, path: &str, h: &Headers<'_>) -> Result<(), Refusal> {
+    let Some(token) = token else { return Ok(()) };
+    if matches!(path, "/" | "/index.html") || path.starts_with("/assets/") {
+        return Ok(());
+    }
+    bearer(token, h)
+}
+
+fn bearer(token: &Secret, h: &Headers<'_>) -> Result<(), Refusal> {
+    let given = h.authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(Refusal { status: 401, message: NEED_TOKEN })
+    }
 }
 
 /// Allows a change, or says why not.
@@ -45,11 +112,7 @@ pub fn allow_change(token: Option<&Secret>, h: &Headers<'_>) -> Result<(), Refus
     if !h.content_type.is_some_and(|c| c.starts_with("application/json")) {
         return Err(Refusal { status: 415, message: "changes are JSON requests" });
     }
-    let given = h.authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
-    if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
-        return Err(Refusal { status: 401, message: "a valid token is needed (Authorization: Bearer <http.auth.token>)" });
-    }
-    Ok(())
+    bearer(token, h)
 }
 
 /// Equal or not, in a time that does not depend on where they differ.
@@ -81,5 +144,36 @@ mod tests {
         assert_eq!(allow_change(Some(&token), &form).unwrap_err().status, 415);
         // A tool (curl) sends neither Sec-Fetch-Site nor Origin.
         assert_eq!(allow_change(Some(&token), &headers(Some("Bearer s3cret"), None, None)), Ok(()));
+    }
+
+    #[test]
+    fn reads_need_the_token_when_one_is_set_except_the_page_itself() {
+        let token = Secret::from("s3cret");
+        let none = headers(None, None, None);
+        for path in ["/api/dlq", "/api/dlq/0:1", "/api/instances/doc-1", "/api/overview", "/workflows/doc-1", "/api/local"] {
+            assert_eq!(allow_read(Some(&token), path, &none).unwrap_err().status, 401, "{path}");
+            assert_eq!(allow_read(Some(&token), path, &headers(Some("Bearer s3cret"), None, None)), Ok(()), "{path}");
+            assert_eq!(allow_read(None, path, &none), Ok(()), "{path}: open without a token");
+        }
+        for path in ["/", "/index.html", "/assets/console.js"] {
+            assert_eq!(allow_read(Some(&token), path, &none), Ok(()), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_loopback_listener_answers_only_to_loopback_names() {
+        let loopback = Hosts::for_listener("127.0.0.1:8080".parse().unwrap(), &[]);
+        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080"] {
+            assert_eq!(loopback.allow(Some(ok)), Ok(()), "{ok}");
+        }
+        for refused in ["evil.example:8080", "127.0.0.1.evil.example", "", "localhost.:8080"] {
+            assert_eq!(loopback.allow(Some(refused)).unwrap_err().status, 403, "{refused}");
+        }
+        assert!(loopback.allow(None).is_err(), "no Host, no answer");
+        let anywhere = Hosts::for_listener("0.0.0.0:8080".parse().unwrap(), &[]);
+        assert_eq!(anywhere.allow(Some("10.1.2.3:8080")), Ok(()));
+        let named = Hosts::for_listener("0.0.0.0:8080".parse().unwrap(), &["keyflow.internal".into()]);
+        assert_eq!(named.allow(Some("keyflow.internal:8080")), Ok(()));
+        assert!(named.allow(Some("10.1.2.3:8080")).is_err());
     }
 }

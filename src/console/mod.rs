@@ -29,7 +29,7 @@ pub const FORWARDED: &str = "X-Keyflow-Forwarded";
 /// Where the dead letters are.
 #[derive(Clone, Debug)]
 pub struct DeadLetters {
-    pub bootstrap: String,
+    pub kafka: crate::kafka::Clients,
     pub topic: String,
     pub registry: Option<RegistryConfig>,
 }
@@ -67,6 +67,7 @@ pub struct Console {
     workflows: Vec<Arc<Definition>>,
     dead_letters: Option<DeadLetters>,
     token: Option<Secret>,
+    allowed_hosts: Vec<String>,
     peers: Vec<String>,
     http: Option<reqwest::blocking::Client>,
     /// Group-wide transition totals as they were seen, for rates.
@@ -80,6 +81,7 @@ impl Console {
             workflows: Vec::new(),
             dead_letters: None,
             token: None,
+            allowed_hosts: Vec::new(),
             peers,
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().ok(),
             samples: Mutex::new(VecDeque::new()),
@@ -106,8 +108,23 @@ impl Console {
         self
     }
 
+    /// The names the endpoint answers to (`http.allowed.hosts`; see [`guard::Hosts`]).
+    #[must_use]
+    pub fn allowed_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.allowed_hosts = hosts;
+        self
+    }
+
     pub fn application(&self) -> &str {
         &self.application
+    }
+
+    pub fn needs_token(&self) -> Option<&Secret> {
+        self.token.as_ref()
+    }
+
+    pub fn hosts(&self) -> &[String] {
+        &self.allowed_hosts
     }
 
     /// The console's answer, or `None` for a path that is not the console's.
@@ -125,7 +142,7 @@ impl Console {
             ("GET", "/api/local") => json(200, local_figures(status)),
             ("GET", "/api/health") => json(200, self.health(status, r.forwarded)),
             ("GET", "/api/dlq") => Some(self.dead_letter_list(r.query)),
-            ("POST", "/api/dlq/redrive" | "/api/dlq/purge") => Some(self.dead_letter_action(r)),
+            ("POST", p) if is_change(p) => Some(self.dead_letter_action(r)),
             ("GET", p) => {
                 if let Some(name) = p.strip_prefix("/api/workflows/").and_then(|p| p.strip_suffix("/diagram.svg")) {
                     return Some(self.diagram(&percent_decode(name), status));
@@ -301,7 +318,7 @@ impl Console {
             ids: Vec::new(),
             include_handled: q.get("all").is_some_and(|v| v == "1" || v == "true"),
         };
-        match dlq::list(&d.bootstrap, &d.topic, &filter) {
+        match dlq::list(&d.kafka, &d.topic, &filter) {
             Ok(found) => (
                 200,
                 JSON,
@@ -316,7 +333,7 @@ impl Console {
     fn dead_letter(&self, id: &str) -> Reply {
         let Some(d) = &self.dead_letters else { return no_dead_letters() };
         let filter = Filter { ids: vec![id.to_owned()], include_handled: true, ..Filter::default() };
-        let found = match dlq::list(&d.bootstrap, &d.topic, &filter) {
+        let found = match dlq::list(&d.kafka, &d.topic, &filter) {
             Ok(found) => found,
             Err(e) => return (503, JSON, json!({"error": format!("cannot read {}: {e}", d.topic)}).to_string().into_bytes()),
         };
@@ -347,9 +364,9 @@ impl Console {
         let filter = Filter { ids, ..Filter::default() };
         let now = crate::runtime::now_ms();
         let done = if r.path.ends_with("/redrive") {
-            dlq::redrive(&d.bootstrap, &d.topic, &filter, body["to"].as_str(), now)
+            dlq::redrive(&d.kafka, &d.topic, &filter, body["to"].as_str(), now)
         } else {
-            dlq::purge(&d.bootstrap, &d.topic, &filter, now)
+            dlq::purge(&d.kafka, &d.topic, &filter, now)
         };
         match done {
             Ok(h) => {
@@ -366,7 +383,12 @@ impl Console {
         self.peers
             .iter()
             .map(|peer| {
-                let r = http.get(format!("{}{path}", peer.trim_end_matches('/'))).header(FORWARDED, "1").send().ok()?;
+                let mut request = http.get(format!("{}{path}", peer.trim_end_matches('/'))).header(FORWARDED, "1");
+                if let Some(token) = &self.token {
+                    // The group shares one token: a peer's reads need it as this one's do.
+                    request = request.bearer_auth(token.expose());
+                }
+                let r = request.send().ok()?;
                 r.status().is_success().then(|| r.json::<Value>().ok()).flatten()
             })
             .collect()
@@ -376,6 +398,11 @@ impl Console {
     pub(crate) fn ask_peers(&self, path: &str) -> Vec<Value> {
         self.ask_each_peer(path).into_iter().flatten().collect()
     }
+}
+
+/// Whether `path` is one of the console's changes (a POST with a body).
+pub fn is_change(path: &str) -> bool {
+    matches!(path, "/api/dlq/redrive" | "/api/dlq/purge")
 }
 
 fn no_dead_letters() -> Reply {

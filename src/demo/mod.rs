@@ -242,13 +242,13 @@ fn serve(
     use rand::Rng as _;
     let def = Arc::new(workflow::load(definition).map_err(anyhow::Error::msg)?);
     let token: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(20).map(char::from).collect();
-    let dead = DeadLetters { bootstrap: bootstrap.to_owned(), topic: config.dlq_topic(), registry: None };
+    let dead = DeadLetters { kafka: bootstrap.into(), topic: config.dlq_topic(), registry: None };
     let console =
         |peers| Console::new(WORKFLOW_APP, peers).workflow(def.clone()).dead_letters(dead.clone()).token(Some(token.as_str().into()));
     let second = Server::start("127.0.0.1:0", console(Vec::new()), workflow[1].status()).map_err(anyhow::Error::msg)?;
     let first =
         Server::start(listen, console(vec![format!("http://{}", second.address)]), workflow[0].status()).map_err(anyhow::Error::msg)?;
-    println!("\nThe console: http://{}/  (redrive and purge take the token {token})", first.address);
+    println!("\nThe console: http://{}/  (its token, for the page's Token field: {token})", first.address);
     println!("Documents keep arriving, one every 0.5 s. Ctrl-C stops the demo.");
     let producer: BaseProducer = simulated::producer_config(bootstrap).create()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -2,7 +2,10 @@
 //! (the admin API on a real broker, `create_topic` on librdkafka's mock cluster, whose admin API
 //! does not answer CreateTopics).
 
+pub mod clients;
 pub mod read;
+
+pub use clients::{Clients, Role};
 
 use std::time::Duration;
 
@@ -105,14 +108,7 @@ impl AdminProvisioner {
     /// # Errors
     /// [`Error::Client`].
     pub fn new(config: &Config) -> Result<Self, Error> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &config.bootstrap_servers);
-        for (k, v) in &config.producer.0 {
-            if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-                c.set(k, v);
-            }
-        }
-        let admin = c.create().map_err(Error::Client)?;
+        let admin = config.clients().config(Role::Admin).create().map_err(Error::Client)?;
         let compaction_lag = (config.processing_guarantee == Guarantee::AtLeastOnce).then_some(AT_LEAST_ONCE_COMPACTION_LAG_MS);
         Ok(Self { admin, replication: config.replication_factor, timeout: config.call_timeout(), compaction_lag })
     }
@@ -213,7 +209,7 @@ impl<C: rdkafka::ClientContext> Provisioner for MockProvisioner<'_, C> {
 /// # Errors
 /// [`Error::Metadata`] when a topic is missing, [`Error::CoPartitioning`] when counts differ.
 pub fn source_partitions(config: &Config, topology: &Topology) -> Result<i32, Error> {
-    let consumer: BaseConsumer = base_client_config(config).create().map_err(Error::Client)?;
+    let consumer: BaseConsumer = config.clients().config(Role::Consumer).create().map_err(Error::Client)?;
     let mut counts = Vec::new();
     for topic in topology.source_topics() {
         let md = consumer
@@ -249,10 +245,10 @@ pub fn internal_topics(config: &Config, topology: &Topology, partitions: i32) ->
     t
 }
 
+/// `bootstrap.servers` and `[kafka]`: the base of the stream thread's clients, under keyflow's
+/// own settings and the user's of the role.
 fn base_client_config(config: &Config) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.bootstrap_servers);
-    c
+    config.clients().base()
 }
 
 /// How long librdkafka waits before fetching a partition again once its pre-fetch queue passed
@@ -279,9 +275,7 @@ pub fn group_consumer_config(config: &Config, topology: &Topology) -> ClientConf
     if let Some(id) = &config.instance_id {
         c.set("group.instance.id", id);
     }
-    for (k, v) in &config.consumer.0 {
-        c.set(k, v);
-    }
+    config.clients().apply_role(&mut c, Role::Consumer);
     c
 }
 
@@ -323,9 +317,7 @@ pub fn producer_config(config: &Config, process_id: &str) -> ClientConfig {
             // read_committed readers of its partitions for at most this long.
             .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string());
     }
-    for (k, v) in &config.producer.0 {
-        c.set(k, v);
-    }
+    config.clients().apply_role(&mut c, Role::Producer);
     c
 }
 

@@ -1,12 +1,13 @@
 //! Reading a whole topic, beginning to end, outside any group: what the operator commands
 //! (`keyflow tasks`, and inspection tools) need. Committed records only.
 
+use super::{Clients, Role};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers as _, Message as _};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::QuietEof;
 
@@ -33,10 +34,12 @@ impl Message {
 ///
 /// # Errors
 /// The cluster cannot be reached within `timeout`, or a read fails.
-pub fn read_to_end(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Vec<Message>, KafkaError> {
-    let consumer: BaseConsumer<QuietEof> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+pub fn read_to_end(kafka: impl Into<Clients>, topic: &str, timeout: Duration) -> Result<Vec<Message>, KafkaError> {
+    let consumer: BaseConsumer<QuietEof> = kafka
+        .into()
+        .config(Role::Consumer)
         .set("group.id", "keyflow-reader")
+        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")

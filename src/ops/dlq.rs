@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
 use crate::dlq;
 use crate::kafka::read::{read_to_end, Message};
+use crate::kafka::{Clients, Role};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Header on a redriven record: where it came from (`<dlq>:<partition>:<offset>`).
@@ -101,16 +101,17 @@ impl DeadLetter {
 ///
 /// # Errors
 /// The cluster cannot be read.
-pub fn list(bootstrap: &str, dlq_topic: &str, filter: &Filter) -> Result<Vec<DeadLetter>, rdkafka::error::KafkaError> {
+pub fn list(kafka: impl Into<Clients>, dlq_topic: &str, filter: &Filter) -> Result<Vec<DeadLetter>, rdkafka::error::KafkaError> {
+    let kafka: Clients = kafka.into();
     let mut handled: BTreeMap<String, Value> = BTreeMap::new();
-    for m in read_to_end(bootstrap, &handled_topic(dlq_topic), TIMEOUT)? {
+    for m in read_to_end(&kafka, &handled_topic(dlq_topic), TIMEOUT)? {
         if let (Some(k), Some(v)) = (m.key, m.value) {
             if let Ok(v) = serde_json::from_slice(&v) {
                 handled.insert(String::from_utf8_lossy(&k).into_owned(), v);
             }
         }
     }
-    Ok(read_to_end(bootstrap, dlq_topic, TIMEOUT)?
+    Ok(read_to_end(&kafka, dlq_topic, TIMEOUT)?
         .into_iter()
         .map(|message| {
             let id = format!("{}:{}", message.partition, message.offset);
@@ -135,8 +136,8 @@ pub struct Handled {
 /// # Errors
 /// The cluster cannot be read, a dead letter has no source topic and no `to` was given, or the
 /// transaction failed (then nothing was published or marked).
-pub fn redrive(bootstrap: &str, dlq_topic: &str, filter: &Filter, to: Option<&str>, now: i64) -> anyhow::Result<Handled> {
-    act(bootstrap, dlq_topic, filter, &|d| {
+pub fn redrive(kafka: impl Into<Clients>, dlq_topic: &str, filter: &Filter, to: Option<&str>, now: i64) -> anyhow::Result<Handled> {
+    act(&kafka.into(), dlq_topic, filter, &|d| {
         let target = to.map(str::to_owned).or_else(|| d.header(dlq::SOURCE_TOPIC).map(str::to_owned));
         let target = target.ok_or_else(|| anyhow::anyhow!("dead letter {} has no source topic (a failed timer?): pass --to", d.id()))?;
         if [dlq::VALUE_SIZE, dlq::KEY_SIZE, dlq::HEADERS_DROPPED].iter().any(|h| d.header(h).is_some()) {
@@ -161,8 +162,8 @@ pub fn redrive(bootstrap: &str, dlq_topic: &str, filter: &Filter, to: Option<&st
 ///
 /// # Errors
 /// As [`redrive`].
-pub fn purge(bootstrap: &str, dlq_topic: &str, filter: &Filter, now: i64) -> anyhow::Result<Handled> {
-    act(bootstrap, dlq_topic, filter, &|_| Ok((json!({"action": "purged", "at": now}), None)))
+pub fn purge(kafka: impl Into<Clients>, dlq_topic: &str, filter: &Filter, now: i64) -> anyhow::Result<Handled> {
+    act(&kafka.into(), dlq_topic, filter, &|_| Ok((json!({"action": "purged", "at": now}), None)))
 }
 
 type Decide<'a> = dyn Fn(&DeadLetter) -> anyhow::Result<(Value, Option<String>)> + 'a;
@@ -172,14 +173,15 @@ type Decide<'a> = dyn Fn(&DeadLetter) -> anyhow::Result<(Value, Option<String>)>
 /// redrive still running and has the broker finish or abort its transaction; only then are the
 /// handled markers read (`read_committed`), so a letter another operator handled is skipped, and
 /// one whose redrive was aborted is not.
-fn act(bootstrap: &str, dlq_topic: &str, filter: &Filter, decide: &Decide<'_>) -> anyhow::Result<Handled> {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+fn act(kafka: &Clients, dlq_topic: &str, filter: &Filter, decide: &Decide<'_>) -> anyhow::Result<Handled> {
+    let producer: BaseProducer = kafka
+        .config(Role::Producer)
+        .set("enable.idempotence", "true")
         .set("transactional.id", format!("keyflow-dlq-{dlq_topic}"))
         .set("partitioner", "murmur2_random")
         .create()?;
     producer.init_transactions(TIMEOUT)?;
-    let all = list(bootstrap, dlq_topic, &Filter { include_handled: true, ..filter.clone() })?;
+    let all = list(kafka, dlq_topic, &Filter { include_handled: true, ..filter.clone() })?;
     let mut result = Handled::default();
     let mut work = Vec::new();
     for d in all {

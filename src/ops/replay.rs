@@ -11,12 +11,13 @@
 //! It refuses while the group has members, and when it cannot tell (a broker without
 //! DescribeGroups, like librdkafka's mock) unless `force` says the operator has stopped them all.
 
+use crate::kafka::Role;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::state::{changelog_topic, MARKER_HEADER, RESET_FORMAT, RESET_KEY};
@@ -169,8 +170,7 @@ pub fn execute(config: &Config, topology: &Topology, plan: &Plan) -> anyhow::Res
     }
     commit_as_member(config, topology, &tpl).map_err(|e| anyhow::anyhow!("committing the new offsets: {e}; nothing changed"))?;
     if !plan.resets.is_empty() {
-        let producer: BaseProducer =
-            ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).set("enable.idempotence", "true").create()?;
+        let producer: BaseProducer = config.clients().config(Role::Producer).set("enable.idempotence", "true").create()?;
         for (topic, p) in &plan.resets {
             let headers = OwnedHeaders::new().insert(Header { key: MARKER_HEADER, value: Some(RESET_FORMAT) });
             // With a value, never a tombstone: the log cleaner deletes tombstones after
@@ -214,9 +214,5 @@ fn commit_as_member(config: &Config, topology: &Topology, offsets: &TopicPartiti
 }
 
 fn group_consumer(config: &Config) -> anyhow::Result<BaseConsumer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("group.id", &config.application_id)
-        .set("enable.auto.commit", "false")
-        .create()?)
+    Ok(config.clients().config(Role::Consumer).set("group.id", &config.application_id).set("enable.auto.commit", "false").create()?)
 }

@@ -164,7 +164,7 @@ impl Registry {
                 let resp = with_auth(client.post(url), auth)
                     .json(&body)
                     .send()
-                    .map_err(|e| Error::Unavailable(format!("compatibility of {subject}: {e}")))?;
+                    .map_err(|e| Error::Unavailable(format!("compatibility of {subject}: {}", crate::connectors::http::describe(&e))))?;
                 let status = resp.status();
                 let v: serde_json::Value = resp.json().unwrap_or_default();
                 if status.as_u16() == 404 {
@@ -189,7 +189,9 @@ impl Registry {
     fn http_level(&self, subject: &str) -> Result<Level, Error> {
         let Backend::Http { base, client, auth, .. } = &self.backend else { unreachable!("http only") };
         for url in [format!("{base}/config/{}?defaultToGlobal=true", encode(subject)), format!("{base}/config")] {
-            let resp = with_auth(client.get(url), auth).send().map_err(|e| Error::Unavailable(format!("config of {subject}: {e}")))?;
+            let resp = with_auth(client.get(url), auth)
+                .send()
+                .map_err(|e| Error::Unavailable(format!("config of {subject}: {}", crate::connectors::http::describe(&e))))?;
             if resp.status().is_success() {
                 let v: serde_json::Value = resp.json().unwrap_or_default();
                 let level = v["compatibilityLevel"].as_str().or(v["compatibility"].as_str()).unwrap_or("BACKWARD");

@@ -8,7 +8,10 @@
 # Arguments: a data directory (formatted on first use, reused after) and the client port; the
 # controller listens on the next port. For a cluster, run it once per node with
 # KAFKA_NODE_ID=<n> and KAFKA_VOTERS=1@127.0.0.1:<cport1>,2@... (the same on every node).
-# KAFKA_SERVER_PROPS appends broker settings (one `key=value` per line).
+# KAFKA_SERVER_PROPS appends broker settings (one `key=value` per line). For a secured client
+# listener: KAFKA_LISTENER_PROTOCOL (SASL_SSL, SSL, SASL_PLAINTEXT; default PLAINTEXT) with its
+# settings in KAFKA_SERVER_PROPS, and KAFKA_SCRAM: SCRAM credentials created when the node is
+# formatted (space-separated `SCRAM-SHA-512=[name=<user>,password=<password>]`).
 set -euo pipefail
 dir=${1:?usage: broker.sh <data dir> <port>}
 port=${2:?usage: broker.sh <data dir> <port>}
@@ -18,6 +21,7 @@ libs="${KAFKA_LIBS:-$("$here/libs.sh")}"
 java="${JAVA:-java}"
 node="${KAFKA_NODE_ID:-1}"
 cport=$((port + 1))
+proto="${KAFKA_LISTENER_PROTOCOL:-PLAINTEXT}"
 mkdir -p "$dir"
 props="$dir/server.properties"
 if [ ! -f "$props" ]; then
@@ -32,11 +36,11 @@ if [ ! -f "$props" ]; then
       rf=1
     fi
     cat <<PROPS
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$proto://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=$proto://127.0.0.1:$port
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=$proto
+listener.security.protocol.map=$proto:$proto,CONTROLLER:PLAINTEXT
 log.dirs=$dir/data
 num.partitions=4
 offsets.topic.num.partitions=8
@@ -70,7 +74,10 @@ if [ ! -f "$dir/data/meta.properties" ]; then
   # Every node of one cluster shares its cluster id: KAFKA_CLUSTER_ID, else a fixed one.
   id="${KAFKA_CLUSTER_ID:-a2V5Zmxvdy10ZXN0LWthZg}"
   if [ -n "${KAFKA_VOTERS:-}" ]; then standalone=(); else standalone=(--standalone); fi
-  "$java" -cp "$libs/*" kafka.tools.StorageTool format "${standalone[@]}" -t "$id" -c "$props" >/dev/null
+  scram=()
+  read -r -a creds <<< "${KAFKA_SCRAM:-}"   # split on spaces, never globbed
+  for c in "${creds[@]}"; do scram+=(--add-scram "$c"); done
+  "$java" -cp "$libs/*" kafka.tools.StorageTool format "${standalone[@]}" "${scram[@]}" -t "$id" -c "$props" >/dev/null
 fi
 exec "$java" -Xms256m -Xmx${KAFKA_HEAP:-768m} -XX:+UseSerialGC \
   -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$libs/*" kafka.Kafka "$props"

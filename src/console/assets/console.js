@@ -15,8 +15,11 @@ const time = (ms) => (ms ? new Date(Number(ms)).toISOString().replace("T", " ").
 let overview = null;
 let refresh = null;
 
-async function api(path, options) {
-  const r = await fetch(path, options);
+// With http.auth.token set, every read needs the token too: it goes with every call.
+async function api(path, options = {}) {
+  const token = $("#token").value;
+  const headers = { ...(options.headers || {}), ...(token ? { Authorization: `Bearer ${token}` } : {}) };
+  const r = await fetch(path, { ...options, headers });
   const type = r.headers.get("content-type") || "";
   const body = type.includes("json") ? await r.json() : await r.text();
   if (!r.ok) throw new Error((body && body.error) || `HTTP ${r.status}`);
@@ -28,15 +31,24 @@ function show(page) {
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === page);
 }
 
+// A failed read (no token, a wrong one, the instance gone) is said above the page.
+const banner = (e) => { $("#banner").textContent = e ? e.message : ""; $("#banner").hidden = !e; };
+const every = (f) => setInterval(() => f().then(() => banner(null), banner), 2000);
+
 async function route() {
   clearInterval(refresh);
   const [, page = "workflows", ...rest] = location.hash.split("/");
   const arg = decodeURIComponent(rest.join("/"));
   show(page);
-  if (page === "workflows") { await workflows(); refresh = setInterval(workflows, 2000); }
-  else if (page === "instance") { $("#instance-id").value = arg; if (arg) await instance(arg); }
-  else if (page === "dlq") await deadLetters();
-  else if (page === "health") { await health(); refresh = setInterval(health, 2000); }
+  try {
+    banner(null);
+    if (page === "workflows") { refresh = every(workflows); await workflows(); }
+    else if (page === "instance") { $("#instance-id").value = arg; if (arg) await instance(arg); }
+    else if (page === "dlq") await deadLetters();
+    else if (page === "health") { refresh = every(health); await health(); }
+  } catch (e) {
+    banner(e);
+  }
 }
 
 // Workflows: the diagram with live counts and rates, and the same figures as tables.
@@ -121,7 +133,6 @@ async function deadLetters() {
   if (!overview) overview = await api("/api/overview");
   $("#changes-off").hidden = overview.changes;
   for (const b of [$("#redrive"), $("#purge")]) b.disabled = !overview.changes;
-  $("#token").value = sessionStorage.getItem("keyflow.token") || "";
   const q = new URLSearchParams(new FormData($("#dlq-filter")));
   try {
     const r = await api(`/api/dlq?${q}`);
@@ -144,7 +155,12 @@ async function detail(id) {
 }
 
 $("#dlq-filter").addEventListener("submit", (e) => { e.preventDefault(); $("#dlq-message").textContent = ""; deadLetters(); });
-$("#token").addEventListener("change", () => sessionStorage.setItem("keyflow.token", $("#token").value));
+// Kept for this tab only; a new token reloads the view with it.
+$("#token").value = sessionStorage.getItem("keyflow.token") || "";
+$("#token").addEventListener("change", () => {
+  sessionStorage.setItem("keyflow.token", $("#token").value);
+  if (!$("#banner").hidden) route(); // a read was refused: try again with the new token
+});
 
 let pending = null;
 function ask(action) {
@@ -167,7 +183,7 @@ $("#confirm-yes").addEventListener("click", async () => {
   try {
     const r = await api(`/api/dlq/${action}`, {
       method: "POST",
-      headers: { "Content-Type": "application/json", Authorization: `Bearer ${$("#token").value}` },
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ ids }),
     });
     msg.className = "message";
