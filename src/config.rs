@@ -307,8 +307,14 @@ impl Config {
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("KEYFLOW_") else { continue };
             let dotted = rest.to_ascii_lowercase().replace('_', ".");
-            let value = parse_env_value(&value);
-            match SECTIONS.iter().find(|s| dotted.starts_with(&format!("{s}."))) {
+            let section = SECTIONS.iter().find(|s| dotted.starts_with(&format!("{s}.")));
+            // librdkafka settings are text, kept as given: a password such as `1e3` or `0x1F`
+            // must not be read as a number and written back as another.
+            let value = match section {
+                Some(s) if *s != "topology" => toml::Value::String(value),
+                _ => parse_env_value(&value),
+            };
+            match section {
                 Some(section) => {
                     let key = dotted[section.len() + 1..].to_owned();
                     let t = flat.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -564,6 +570,19 @@ sasl.password = "hunter2"
         assert_eq!(c.producer.0["linger.ms"], "5");
         assert_eq!(c.consumer.0["fetch.min.bytes"], "1");
         assert_eq!(c.dlq_topic(), "docs-dlq");
+    }
+
+    #[test]
+    fn client_settings_apply_to_every_client_and_their_env_overrides_stay_text() {
+        let file = "application.id = \"a\"\nkafka.call.timeout.ms = 5000\n[client]\n\"security.protocol\" = \"SASL_SSL\"\n[admin]\n\"request.timeout.ms\" = 1000\n";
+        let env = [("KEYFLOW_CLIENT_SASL_PASSWORD".to_string(), "1e3".to_string())];
+        let c = Config::parse(file, "test", env).unwrap();
+        assert_eq!(c.call_timeout(), Duration::from_millis(5000), "a top-level `kafka.` key is not a section");
+        assert_eq!(c.client.0["sasl.password"], "1e3", "not 1000.0");
+        assert_eq!(c.clients().config(crate::kafka::Role::Admin).get("request.timeout.ms"), Some("1000"));
+        assert_eq!(c.clients().config(crate::kafka::Role::Consumer).get("security.protocol"), Some("SASL_SSL"));
+        let managed = Config::parse("application.id = \"a\"\n[client]\n\"group.id\" = \"x\"\n", "test", []).unwrap_err().to_string();
+        assert!(managed.contains("[client] group.id is set by keyflow"), "{managed}");
     }
 
     #[test]

@@ -52,12 +52,16 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests that may block (Kafka, stores, peers) served at once; more wait their turn.
 const WORKERS: usize = 8;
+/// How long a request waits for a worker before it is answered 503.
+const WORKER_WAIT: Duration = Duration::from_secs(10);
 
 /// What every connection's requests share.
 struct Shared {
     console: Console,
     status: Arc<Status>,
     hosts: guard::Hosts,
+    /// Permits to run on the blocking pool: a request waits [`WORKER_WAIT`] for one at most.
+    workers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Server {
@@ -69,7 +73,12 @@ impl Server {
         let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         listener.set_nonblocking(true).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let bound = listener.local_addr().map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let shared = Arc::new(Shared { hosts: guard::Hosts::for_listener(bound, console.hosts()), console, status });
+        let shared = Arc::new(Shared {
+            hosts: guard::Hosts::new(console.hosts()),
+            console,
+            status,
+            workers: Arc::new(tokio::sync::Semaphore::new(WORKERS)),
+        });
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -79,7 +88,11 @@ impl Server {
             .map_err(|e| format!("cannot start the HTTP runtime: {e}"))?;
         let thread = std::thread::Builder::new()
             .name("keyflow-http".into())
-            .spawn(move || rt.block_on(serve(listener, shared, stopped)))
+            .spawn(move || {
+                rt.block_on(serve(listener, shared, stopped));
+                // Work still on the blocking pool (a dead-letter read) is not waited for.
+                rt.shutdown_background();
+            })
             .map_err(|e| format!("cannot start the HTTP thread: {e}"))?;
         let address = bound.to_string();
         tracing::info!(%address, "serving the console at /, and /metrics, /health, /ready, /workflows/{{id}}");
@@ -186,16 +199,16 @@ fn refusal(r: &guard::Refusal) -> console::Reply {
     (r.status, JSON, serde_json::json!({"error": r.message}).to_string().into_bytes())
 }
 
-/// The steps of one request: the `Host` check; the probes at once; the read check; a change's
+/// The steps of one request: the probes at once; the `Host` check; the read check; a change's
 /// check before its body is read; the rest on a blocking worker.
 async fn answer(shared: &Arc<Shared>, request: Request<Incoming>) -> console::Reply {
     let parts = Parts::of(&request);
-    if let Err(r) = shared.hosts.allow(parts.host.as_deref()) {
-        return refusal(&r);
-    }
     if parts.method == "GET" && matches!(parts.path.as_str(), "/health" | "/ready" | "/metrics") {
         let (code, content_type, text) = route(&parts.method, &parts.path, shared.console.application(), &shared.status);
         return (code, content_type, text.into_bytes());
+    }
+    if let Err(r) = shared.hosts.allow(parts.host.as_deref()) {
+        return refusal(&r);
     }
     if let Err(r) = guard::allow_read(shared.console.needs_token(), &parts.path, &parts.headers()) {
         return refusal(&r);
@@ -217,10 +230,16 @@ async fn answer(shared: &Arc<Shared>, request: Request<Incoming>) -> console::Re
     } else {
         Bytes::new()
     };
+    let Ok(Ok(permit)) = tokio::time::timeout(WORKER_WAIT, shared.workers.clone().acquire_owned()).await else {
+        return (503, TEXT, format!("busy: {WORKERS} requests are being served; try again\n").into_bytes());
+    };
     let shared = shared.clone();
-    tokio::task::spawn_blocking(move || blocking_answer(&shared, &parts, &body))
-        .await
-        .unwrap_or_else(|e| (500, TEXT, format!("the request failed: {e}\n").into_bytes()))
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        blocking_answer(&shared, &parts, &body)
+    })
+    .await
+    .unwrap_or_else(|e| (500, TEXT, format!("the request failed: {e}\n").into_bytes()))
 }
 
 fn blocking_answer(shared: &Shared, parts: &Parts, body: &[u8]) -> console::Reply {

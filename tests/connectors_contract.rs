@@ -9,7 +9,7 @@ use keyflow::connectors::alfresco::{self, Alfresco};
 use keyflow::connectors::auth::{AuthConfig, Credentials, OAuthConfig};
 use keyflow::connectors::decision::{Camunda7, Camunda8, DecisionService};
 use keyflow::connectors::http::{client, CallError};
-use keyflow::connectors::tasks::{Camunda7Tasks, Camunda8Tasks, Completed, Ended, Opened, TaskRequest, TaskService};
+use keyflow::connectors::tasks::{Camunda7Tasks, Camunda8Tasks, Opened, TaskRequest, TaskService};
 use keyflow::serde::{AvroSerde, Registry, RegistryConfig, SubjectStrategy};
 use serde_json::{json, Map, Value};
 use wiremock::matchers::{body_json, body_partial_json, body_string_contains, header, method, path, query_param};
@@ -311,16 +311,15 @@ fn camunda8_tasks_are_created_once_found_completed_and_read_back() {
     s.mount(
         Mock::given(method("POST"))
             .and(path("/v2/user-tasks/search"))
-            // Asked about the tasks keyflow opened, by key (8.8's advanced filter `$in`), the ended ones only.
+            // Asked about the tasks keyflow opened, by key (8.8's advanced filter `$in`), the completed ones only.
             .and(body_json(json!({"filter": {"processDefinitionId": "keyflow-human-task",
                                              "processInstanceKey": {"$in": ["2251799813690001", "2251799813690002", "2251799813690003"]},
-                                             "state": {"$in": ["COMPLETED", "CANCELED"]}},
+                                             "state": "COMPLETED"},
                                   "page": {"limit": 3}})))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [
                 {"userTaskKey": "2251799813690009", "processInstanceKey": "2251799813690001", "state": "COMPLETED",
-                 "assignee": "alice", "completionDate": "2026-11-25T10:05:00.000Z", "name": "Review document", "processDefinitionId": "keyflow-human-task"},
-                {"userTaskKey": "2251799813690019", "processInstanceKey": "2251799813690003", "state": "CANCELED",
-                 "name": "Review document", "processDefinitionId": "keyflow-human-task"}], "page": {"totalItems": 2}}))),
+                 "assignee": "alice", "completionDate": "2026-11-25T10:05:00.000Z", "name": "Review document", "processDefinitionId": "keyflow-human-task"}],
+                "page": {"totalItems": 1}}))),
     );
     // `VariableSearchResult` (8.8): the task's scope sees the process instance's variables too,
     // keyflow's own among them; full values only when asked (`truncateValues=false`); read a page
@@ -376,9 +375,7 @@ fn camunda8_tasks_are_created_once_found_completed_and_read_back() {
     let since = "2026-11-25T10:00:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
     let asked = ["2251799813690001", "2251799813690002", "2251799813690003"]
         .map(|k| Opened { task_id: k.into(), idempotency_key: format!("key-{k}") });
-    let ended = c8.ended(&asked).unwrap();
-    assert!(ended.iter().any(|e| matches!(e, Ended::Cancelled { task_id, .. } if task_id == "2251799813690003")), "{ended:?}");
-    let done = completions(ended);
+    let done = c8.completed(&asked).unwrap();
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].task_id, "2251799813690001");
     assert_eq!(done[0].completed_by.as_deref(), Some("alice"));
@@ -422,7 +419,8 @@ fn camunda7_tasks_are_processes_keyed_by_the_idempotency_key_and_read_back_from_
             .and(path("/engine-rest/history/task"))
             .and(query_param("maxResults", "4"))
             // The page of keys in the body (`HistoricTaskInstanceQueryDto.processInstanceBusinessKeyIn`).
-            .and(body_json(json!({"processDefinitionKey": "keyflow-human-task", "processInstanceBusinessKeyIn": ["node-1:4:0", "node-2:4:0"], "finished": true})))
+            .and(body_json(json!({"processDefinitionKey": "keyflow-human-task", "processInstanceBusinessKeyIn": ["node-1:4:0", "node-2:4:0"],
+                                  "finished": true, "taskDeleteReason": "completed"})))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!([
                 {"id": user_task, "processInstanceId": id, "name": "Review document", "assignee": "alice", "startTime": "2026-11-25T10:00:00.000+0000", "endTime": "2026-11-25T11:05:00.000+0100", "deleteReason": "completed"},
                 {"id": "u-other", "processInstanceId": "p-other", "name": "Review document", "assignee": null, "endTime": "2026-11-25T10:06:00.000+0000", "deleteReason": "deleted"}
@@ -433,7 +431,9 @@ fn camunda7_tasks_are_processes_keyed_by_the_idempotency_key_and_read_back_from_
             .and(path("/engine-rest/history/variable-instance"))
             .and(query_param("firstResult", "0"))
             .and(query_param("maxResults", "1000"))
-            .and(body_json(json!({"processInstanceIdIn": [id]})))
+            // A stable order, or paging with firstResult could skip or repeat a variable.
+            .and(body_json(json!({"processInstanceIdIn": [id],
+                                  "sorting": [{"sortBy": "instanceId", "sortOrder": "asc"}, {"sortBy": "variableName", "sortOrder": "asc"}]})))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!([
                 {"id": "v1", "name": "approved", "type": "Boolean", "value": true, "processInstanceId": id},
                 {"id": "v2", "name": "taskName", "type": "String", "value": "Review document", "processInstanceId": id}
@@ -471,9 +471,7 @@ fn camunda7_tasks_are_processes_keyed_by_the_idempotency_key_and_read_back_from_
         Opened { task_id: id.into(), idempotency_key: "node-1:4:0".into() },
         Opened { task_id: "p-other".into(), idempotency_key: "node-2:4:0".into() },
     ];
-    let ended = c7.ended(&asked).unwrap();
-    assert!(ended.iter().any(|e| matches!(e, Ended::Cancelled { task_id, .. } if task_id == "p-other")), "{ended:?}");
-    let done = completions(ended);
+    let done = c7.completed(&asked).unwrap();
     assert_eq!(done.len(), 1, "a deleted task is not a completion");
     assert_eq!(done[0].task_id, id);
     assert_eq!(done[0].completed_at, since + 5 * 60_000, "+0100 offsets are read");
@@ -726,10 +724,6 @@ fn refused_logins_wait_for_an_operator_instead_of_failing_the_command() {
     }
 }
 
-fn completions(ended: Vec<Ended>) -> Vec<Completed> {
-    ended.into_iter().filter_map(|e| if let Ended::Completed(c) = e { Some(c) } else { None }).collect()
-}
-
 /// `truncateValues=false` asks for whole values; one still marked `isTruncated` is not an answer
 /// keyflow can pass on, so the poll fails and is tried again.
 #[test]
@@ -744,7 +738,7 @@ fn camunda8_never_passes_on_a_truncated_answer() {
         ),
     ));
     let c8 = Camunda8Tasks { base_url: s.url(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
-    match c8.ended(&[Opened { task_id: "2251799813690001".into(), idempotency_key: "node-1:4:0".into() }]) {
+    match c8.completed(&[Opened { task_id: "2251799813690001".into(), idempotency_key: "node-1:4:0".into() }]) {
         Err(CallError::Transient { message, .. }) => assert!(message.contains("came back truncated"), "{message}"),
         other => panic!("{other:?}"),
     }

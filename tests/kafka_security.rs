@@ -85,9 +85,12 @@ fn wait_ready(child: &mut Child, port: u16) {
     });
 }
 
-fn stop(mut child: Child) {
+/// Stops `keyflow run` with SIGTERM; returns what it logged.
+fn stop(child: Child) -> String {
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    assert!(child.wait().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
 }
 
 fn api(port: u16, path: &str) -> (u16, Value) {
@@ -120,19 +123,16 @@ fn every_command_reaches_a_sasl_ssl_cluster_with_the_kafka_section_and_a_plainte
     wait_ready(&mut run, port);
     // A decision for a document not uploaded yet (a dead letter), and an upload.
     let producer: BaseProducer = kafka.client_config().create().unwrap();
-    let send = |topic: &str, key: &str, v: Value| {
-        keyflow::kafka::send_waiting(&producer, BaseRecord::to(topic).key(key).payload(&v.to_string())).unwrap();
-    };
-    send("document-approval.decision-results", "doc-early", json!({"id": "dec-early", "outcome": {"route": "auto-approve"}}));
-    send(
-        "alfresco.node-events",
-        "doc-1",
-        json!({"id": "up-1", "type": "org.alfresco.event.node.Created",
-        "data": {"resource": {"id": "doc-1", "nodeType": "cm:content", "name": "a.pdf", "content": {"mimeType": "application/pdf", "sizeInBytes": 5}, "createdByUser": {"id": "jdoe"}}}}),
-    );
+    let early = json!({"id": "dec-early", "outcome": {"route": "auto-approve"}}).to_string();
+    keyflow::kafka::send_waiting(&producer, BaseRecord::to("document-approval.decision-results").key("doc-early").payload(&early)).unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
+    // The upload by `keyflow send`, with the same settings.
+    let upload = json!({"id": "up-1", "type": "org.alfresco.event.node.Created",
+        "data": {"resource": {"id": "doc-1", "nodeType": "cm:content", "name": "a.pdf", "content": {"mimeType": "application/pdf", "sizeInBytes": 5}, "createdByUser": {"id": "jdoe"}}}});
+    let sent = keyflow(&["send", "--topic", "alfresco.node-events", "--key", "doc-1", &upload.to_string()], &legacy);
+    assert!(sent.status.success() && text(&sent).contains("sent 1 record(s)"), "{}", text(&sent));
     wait_until("doc-1 in the legacy run", Duration::from_secs(60), || api(port, "/api/instances/doc-1").0 == 200);
-    stop(run);
+    let mut logged = stop(run);
 
     // The same application with the settings in `[client]`, on a new disk: restored over SASL_SSL.
     let port = free_port();
@@ -162,7 +162,7 @@ fn every_command_reaches_a_sasl_ssl_cluster_with_the_kafka_section_and_a_plainte
     assert!(purged.status.success(), "{}", text(&purged));
     let none = keyflow(&["dlq", "list"], &secured);
     assert!(none.status.success() && !text(&none).contains(&again), "{}", text(&none));
-    stop(run);
+    logged.push_str(&stop(run));
 
     // `replay` (the instance stopped): a dry run reads the group's offsets, then the replay.
     let dry = keyflow(&["replay", "--to-earliest", "--dry-run"], &secured);
@@ -194,9 +194,10 @@ fn every_command_reaches_a_sasl_ssl_cluster_with_the_kafka_section_and_a_plainte
     assert!(!plain_run.status.success(), "keyflow run without credentials stops: {}", text(&plain_run));
     assert!(started.elapsed() < Duration::from_secs(120));
     // Nothing secret in what keyflow printed, even when failing.
-    for o in [&listed, &shown, &redriven, &purged, &dry, &replayed, &tasks, &refused, &plain_run] {
+    for o in [&sent, &listed, &shown, &redriven, &purged, &dry, &replayed, &tasks, &refused, &plain_run] {
         assert!(!text(o).contains(SCRAM_PASSWORD), "{}", text(o));
     }
+    assert!(!logged.contains(SCRAM_PASSWORD) && logged.contains("starting"), "keyflow run's log has no password:\n{logged}");
 
     assert!(kafka.client.iter().any(|(k, v)| k == "sasl.username" && v == SCRAM_USER));
 }

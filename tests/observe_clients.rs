@@ -148,8 +148,10 @@ fn with_a_token_every_read_needs_it_and_a_foreign_host_is_refused() {
     assert_eq!(get("/health", &address, None), 503, "answered (no stream thread here), without a token");
     // A page elsewhere whose name resolves to 127.0.0.1 sends its own name: refused, token or not.
     let port = address.rsplit_once(':').unwrap().1;
-    for path in ["/api/overview", "/", "/health"] {
+    for path in ["/api/overview", "/", "/api/dlq/0:1"] {
         assert_eq!(get(path, &format!("rebound.example:{port}"), Some(TOKEN)), 403, "{path}");
     }
+    // The probes answer whatever the Host (an orchestrator's own name for the pod); no data.
+    assert_eq!(get("/health", &format!("rebound.example:{port}"), None), 503);
     assert_eq!(get("/api/overview", &format!("localhost:{port}"), Some(TOKEN)), 200, "the loopback names are this endpoint's");
 }

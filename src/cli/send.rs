@@ -7,9 +7,12 @@
 use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::ClientContext;
 
 use crate::config::Config;
 use crate::kafka::Role;
@@ -34,28 +37,72 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!config.bootstrap_servers.is_empty(), "bootstrap.servers is required");
     let records: Vec<(Option<String>, String)> = match args.value {
         Some(v) => vec![(args.key.clone(), v)],
-        None => std::io::stdin()
-            .lock()
-            .lines()
-            .map_while(Result::ok)
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| match l.split_once('\t') {
-                Some((k, v)) => (Some(k.to_owned()), v.to_owned()),
-                None => (args.key.clone(), l),
-            })
-            .collect(),
+        None => {
+            let mut records = Vec::new();
+            for (n, line) in std::io::stdin().lock().lines().enumerate() {
+                let line = line.map_err(|e| anyhow::anyhow!("line {} of standard input: {e}; nothing was sent", n + 1))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                // The first tab ends the key (a JSON value has no raw tab inside its strings).
+                records.push(match line.split_once('\t') {
+                    Some((k, v)) => (Some(k.to_owned()), v.to_owned()),
+                    None => (args.key.clone(), line),
+                });
+            }
+            records
+        }
     };
     // Java's partitioner, as keyflow's own producer: a key lands where Java producers put it.
-    let producer: BaseProducer =
-        config.clients().config(Role::Producer).set("enable.idempotence", "true").set("partitioner", "murmur2_random").create()?;
+    let producer: BaseProducer<Deliveries> = config
+        .clients()
+        .config(Role::Producer)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .create_with_context(Deliveries::default())?;
     for (key, value) in &records {
         let mut record = BaseRecord::<str, str>::to(&args.topic).payload(value.as_str());
         if let Some(k) = key {
             record = record.key(k.as_str());
         }
-        crate::kafka::send_waiting(&producer, record)?;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    producer.poll(Duration::from_millis(100));
+                    record = r;
+                }
+                Err((e, _)) => anyhow::bail!("cannot send to {}: {e}", args.topic),
+            }
+        }
     }
     producer.flush(Duration::from_secs(30))?;
+    let failed = producer.context().failed.lock().expect("deliveries").clone();
+    if let Some((n, first)) = failed {
+        anyhow::bail!("{n} of {} record(s) were not delivered to {}: {first}", records.len(), args.topic);
+    }
     println!("sent {} record(s) to {}", records.len(), args.topic);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Counts the records the broker did not take, with the first reason.
+#[derive(Default)]
+struct Deliveries {
+    failed: Mutex<Option<(usize, String)>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let mut f = self.failed.lock().expect("deliveries");
+            match f.as_mut() {
+                Some((n, _)) => *n += 1,
+                None => *f = Some((1, e.to_string())),
+            }
+        }
+    }
 }

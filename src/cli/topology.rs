@@ -1,4 +1,4 @@
-//! `keyflow topology validate|describe`.
+//! `keyflow topology validate|describe|create-topics`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +30,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "workflow")]
         graph: Graph,
     },
+    /// Create the topics a configuration's topology reads and writes, where missing (`keyflow run`
+    /// creates its internal topics itself; input topics must exist before it starts).
+    CreateTopics {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Partitions of each topic created.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -50,6 +59,19 @@ fn draw(format: Format, dot: impl FnOnce(bool) -> String, mermaid: impl FnOnce()
 
 pub fn run(c: Command) -> anyhow::Result<ExitCode> {
     match c {
+        Command::CreateTopics { config, partitions } => {
+            use crate::kafka::Provisioner as _;
+            let config = crate::config::Config::load(&config, std::env::vars())?;
+            anyhow::ensure!(!config.bootstrap_servers.is_empty(), "bootstrap.servers is required");
+            anyhow::ensure!(partitions > 0, "--partitions must be at least 1");
+            let topology = config.build_topology().map_err(anyhow::Error::msg)?;
+            let names: Vec<String> = topology.source_topics().into_iter().chain(topology.sink_topics()).collect();
+            let specs: Vec<crate::kafka::TopicSpec> =
+                names.iter().map(|name| crate::kafka::TopicSpec { name: name.clone(), partitions, compacted: false }).collect();
+            crate::kafka::AdminProvisioner::new(&config)?.ensure(&specs)?;
+            println!("topics ready: {}", names.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { file } => match crate::workflow::load(&file) {
             Ok(def) => {
                 println!(

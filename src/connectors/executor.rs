@@ -27,7 +27,7 @@ use super::alfresco::Alfresco;
 use super::decision::DecisionService;
 use super::http::CallError;
 use super::resilience::{Attempts, CircuitBreaker, RetryPolicy};
-use super::tasks::{Ended, Opened, TaskRequest, TaskService, ENDED_PAGE};
+use super::tasks::{Completed, Opened, TaskRequest, TaskService, COMPLETED_PAGE};
 use crate::config::Secret;
 use crate::processor::{Context, Error, Processor};
 use crate::record::Record;
@@ -39,10 +39,13 @@ pub const OPEN_TASKS: &str = "open-tasks";
 /// The completion poller's state, one entry.
 pub const POLLER: &str = "task-poller";
 const POLL_TIMER: &str = "poll-completions";
-/// Pages of open tasks ([`ENDED_PAGE`] each) one poll asks about: the bound on a poll's calls.
-/// A partition with more open tasks is asked about in turns, a poll going on where the last
-/// one stopped.
+/// Pages of open tasks ([`COMPLETED_PAGE`] each) one poll asks about: the bound on a poll's
+/// queries. A partition with more open tasks is asked about in turns, a poll going on where the
+/// last one stopped.
 const POLL_PAGES: usize = 10;
+/// How long one poll may go on asking (it holds the stream thread): past it, the poll ends after
+/// the page it is on, and the next one goes on from there.
+const POLL_BUDGET: Duration = Duration::from_secs(2);
 
 /// What a command asks for.
 pub enum Perform {
@@ -280,31 +283,40 @@ impl Processor for CommandProcessor {
         }
     }
 
-    /// The completion poller: asks the task service which of this partition's open tasks have
-    /// ended, a page at a time, and answers each completed one once (the answer and the task's
+    /// The completion poller: asks the task service which of this partition's open tasks a
+    /// person completed, a page at a time, and answers each once (the answer and the task's
     /// removal from [`OPEN_TASKS`] commit together).
     ///
-    /// A poll makes at most [`POLL_PAGES`] queries plus the reads of the answers found; it goes
-    /// through the task service's circuit breaker like a command, and after a failure the next
-    /// poll waits with the command retry policy's backoff, not a fixed second.
+    /// A poll makes at most [`POLL_PAGES`] queries, for at most [`POLL_BUDGET`], plus the reads
+    /// of the answers found. It waits while the task service's circuit is open (commands found
+    /// the service failing), counts only a service in trouble against the breaker (as commands
+    /// do), and after a failure the next poll waits with the retry policy's backoff.
     fn on_timer(&mut self, ctx: &mut Context<'_>, _timer: Timer) -> Result<(), Error> {
         let Perform::Task(service, poll_every) = &*self.perform else { return Ok(()) };
         let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or_default();
         let now = ctx.wall_clock_time();
         let wait = match self.breaker.permit(now) {
-            Err(open) => open,
+            Err(open) => open.max(*poll_every),
             Ok(()) => match self.poll(ctx, service.as_ref(), &mut p) {
-                Ok(()) => {
-                    self.breaker.record(true, now);
+                Ok(asked) => {
+                    if asked > 0 {
+                        self.breaker.record(true, now);
+                    }
                     p.failures = 0;
                     *poll_every
                 }
                 Err(PollError::State(e)) => return Err(e),
                 Err(PollError::Call(e)) => {
-                    self.breaker.record(false, now);
                     p.failures += 1;
                     tracing::warn!(failures = p.failures, reason = %e, "polling for completed tasks failed; polling again later");
-                    self.default_retry.delay(p.failures).max(*poll_every)
+                    match e {
+                        CallError::BackPressure { retry_after: Some(after), .. } => after.max(*poll_every),
+                        CallError::BackPressure { .. } => self.default_retry.delay(p.failures).max(*poll_every),
+                        _ => {
+                            self.breaker.record(false, now);
+                            self.default_retry.delay(p.failures).max(*poll_every)
+                        }
+                    }
                 }
             },
         };
@@ -317,12 +329,16 @@ impl Processor for CommandProcessor {
 }
 
 impl CommandProcessor {
-    /// One poll: up to [`POLL_PAGES`] pages of open tasks, from where the last poll stopped.
-    /// Answers found before a failed call are kept (each page's answers are complete).
-    fn poll(&self, ctx: &mut Context<'_>, service: &dyn TaskService, p: &mut PollerState) -> Result<(), PollError> {
-        for _ in 0..POLL_PAGES {
+    /// One poll: up to [`POLL_PAGES`] pages of open tasks, from where the last poll stopped;
+    /// returns the pages asked about. Answers found before a failed call are kept (each page's
+    /// answers are complete); a page the service refuses (4xx: no retry can help) is skipped
+    /// with a warning and asked about again in the next round.
+    fn poll(&self, ctx: &mut Context<'_>, service: &dyn TaskService, p: &mut PollerState) -> Result<usize, PollError> {
+        let started = std::time::Instant::now();
+        let mut asked = 0;
+        while asked < POLL_PAGES && started.elapsed() < POLL_BUDGET {
             let from = p.resume_after.as_ref().map_or_else(Vec::new, |last| [last.as_bytes(), b"\0"].concat());
-            let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], ENDED_PAGE)?;
+            let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], COMPLETED_PAGE)?;
             let mut open = Vec::with_capacity(page.len());
             for (id, value) in &page {
                 let task: OpenTask = serde_json::from_slice(value).map_err(|e| {
@@ -330,38 +346,36 @@ impl CommandProcessor {
                 })?;
                 open.push(Opened { task_id: String::from_utf8_lossy(id).into_owned(), idempotency_key: task.idempotency_key });
             }
-            for ended in service.ended(&open).map_err(PollError::Call)? {
-                self.answer(ctx, ended, p)?;
+            if !open.is_empty() {
+                asked += 1;
+                match service.completed(&open) {
+                    Ok(done) => {
+                        for c in done {
+                            self.answer(ctx, c, p)?;
+                        }
+                    }
+                    Err(e @ CallError::Rejected { .. }) => {
+                        tracing::warn!(reason = %e, tasks = open.len(), "the task service refused a query for completed tasks; those tasks are asked about again next round");
+                    }
+                    Err(e) => return Err(PollError::Call(e)),
+                }
             }
-            p.resume_after = (page.len() == ENDED_PAGE).then(|| open.last().map(|o| o.task_id.clone())).flatten();
+            p.resume_after = (page.len() == COMPLETED_PAGE).then(|| open.last().map(|o| o.task_id.clone())).flatten();
             if p.resume_after.is_none() {
                 break; // the end of the open tasks: the next poll starts from the first again
             }
         }
-        Ok(())
+        Ok(asked)
     }
 
-    fn answer(&self, ctx: &mut Context<'_>, ended: Ended, p: &mut PollerState) -> Result<(), Error> {
-        let task_id = match &ended {
-            Ended::Completed(c) => &c.task_id,
-            Ended::Cancelled { task_id, .. } => task_id,
-        };
-        let Some(open) = ctx.get_json::<OpenTask>(OPEN_TASKS, task_id)? else { return Ok(()) };
-        ctx.store(OPEN_TASKS)?.delete(task_id.as_bytes())?;
+    fn answer(&self, ctx: &mut Context<'_>, c: Completed, p: &mut PollerState) -> Result<(), Error> {
+        let Some(open) = ctx.get_json::<OpenTask>(OPEN_TASKS, &c.task_id)? else { return Ok(()) };
+        ctx.store(OPEN_TASKS)?.delete(c.task_id.as_bytes())?;
         p.open = p.open.saturating_sub(1);
-        match ended {
-            Ended::Completed(c) => {
-                let answer = json!({"id": format!("{}:completed", open.idempotency_key), "taskId": c.task_id, "name": open.name,
-                                    "completedBy": c.completed_by, "completedAt": c.completed_at, "variables": Value::Object(stringly(&c.variables)), "instanceId": open.instance_id});
-                if let Some(sink) = &self.result_sink {
-                    ctx.forward_to(sink, Record::new(open.instance_id, answer, c.completed_at));
-                }
-            }
-            Ended::Cancelled { task_id, reason } => {
-                // Nobody will answer it: it is no longer polled for. The workflow keeps waiting
-                // (its timers, if any, escalate), as it would for a task nobody picks up.
-                tracing::warn!(task = %task_id, instance = %open.instance_id, idempotency_key = %open.idempotency_key, reason, "a task ended without an answer");
-            }
+        let answer = json!({"id": format!("{}:completed", open.idempotency_key), "taskId": c.task_id, "name": open.name,
+                            "completedBy": c.completed_by, "completedAt": c.completed_at, "variables": Value::Object(stringly(&c.variables)), "instanceId": open.instance_id});
+        if let Some(sink) = &self.result_sink {
+            ctx.forward_to(sink, Record::new(open.instance_id, answer, c.completed_at));
         }
         Ok(())
     }

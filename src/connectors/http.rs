@@ -92,8 +92,9 @@ pub fn send(service: &'static str, request: RequestBuilder) -> Result<Response, 
     if status.is_success() {
         return Ok(response);
     }
+    let url = response.url().clone();
     if status == StatusCode::UNAUTHORIZED {
-        return Err(Failure::Unauthorized(Unauthorized { status: status.as_u16(), message: problem_text(response) }));
+        return Err(Failure::Unauthorized(Unauthorized { status: status.as_u16(), message: scrub(problem_text(response), &url) }));
     }
     let retry_after = response
         .headers()
@@ -101,7 +102,7 @@ pub fn send(service: &'static str, request: RequestBuilder) -> Result<Response, 
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let message = problem_text(response);
+    let message = scrub(problem_text(response), &url);
     Err(Failure::Call(classify(service, status, message, retry_after)))
 }
 
@@ -188,6 +189,20 @@ fn problem_text(response: Response) -> String {
         _ => body,
     };
     truncate(&text)
+}
+
+/// `text` without what of `url` may be a secret: error pages echo the request (Express's "Cannot
+/// POST /hooks/<token>", Spring's `path`), and the text goes to logs, dead letters and answers.
+fn scrub(text: String, url: &reqwest::Url) -> String {
+    let mut secrets: Vec<String> = url.query_pairs().map(|(_, v)| v.into_owned()).collect();
+    secrets.extend(url.query().map(str::to_owned));
+    secrets.extend(url.password().map(str::to_owned));
+    if url.path().len() > 1 {
+        secrets.push(url.path().to_owned());
+    }
+    secrets.retain(|s| s.len() >= 4);
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.iter().fold(text, |t, s| t.replace(s.as_str(), "<redacted>"))
 }
 
 fn truncate(s: &str) -> String {

@@ -1,5 +1,5 @@
 //! Human tasks behind one trait: open a task for a workflow instance, ask which of the tasks it
-//! opened have ended, assign and complete them.
+//! opened a person has completed, assign and complete them.
 //!
 //! - Camunda 8: a task is a process instance of a small BPMN process holding one user task
 //!   (`topologies/camunda/keyflow-human-task.bpmn`), started with the workflow's ids as
@@ -41,16 +41,7 @@ pub struct Opened {
     pub idempotency_key: String,
 }
 
-/// How an opened task ended.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Ended {
-    /// Completed by a person: the poller answers it as a `task.completed` event.
-    Completed(Completed),
-    /// Ended without an answer (cancelled or deleted in the engine): nothing to answer.
-    Cancelled { task_id: String, reason: String },
-}
-
-/// A completed task.
+/// A completed task: the poller answers it as a `task.completed` event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completed {
     /// The id [`TaskService::create`] returned.
@@ -67,13 +58,17 @@ pub trait TaskService: Send + Sync {
     /// # Errors
     /// [`CallError`].
     fn create(&self, task: &TaskRequest) -> Result<String, CallError>;
-    /// Those of `tasks` that have ended, each once, in no particular order; tasks still open
-    /// are left out. A few calls per request whatever the number of tasks (callers pass a page
-    /// at a time, [`ENDED_PAGE`]), not one per task.
+    /// Those of `tasks` a person has completed, each once, in no particular order. One query
+    /// for the page of tasks (callers pass [`COMPLETED_PAGE`] at most), then the answers' reads:
+    /// one paged query for all of them (Camunda 7), one per completed task (Camunda 8, whose
+    /// variables are searched per user task).
+    ///
+    /// A task cancelled in the engine is not reported: the engine may still complete its
+    /// process instance (migrated, modified) and it stays asked about.
     ///
     /// # Errors
     /// [`CallError`].
-    fn ended(&self, tasks: &[Opened]) -> Result<Vec<Ended>, CallError>;
+    fn completed(&self, tasks: &[Opened]) -> Result<Vec<Completed>, CallError>;
     /// # Errors
     /// [`CallError`].
     fn assign(&self, task_id: &str, user: &str) -> Result<(), CallError>;
@@ -92,8 +87,8 @@ const CREATION_VARIABLES: [&str; 6] =
 
 /// Variables of one user task read per page.
 const C8_VARIABLES_PAGE: usize = 100;
-/// Tasks asked about in one [`TaskService::ended`] call.
-pub const ENDED_PAGE: usize = 100;
+/// Tasks asked about in one [`TaskService::completed`] call.
+pub const COMPLETED_PAGE: usize = 100;
 /// Camunda 7 history variables read per page.
 const C7_VARIABLES_PAGE: usize = 1000;
 
@@ -188,14 +183,13 @@ impl TaskService for Camunda8Tasks {
             .ok_or_else(|| CallError::transient(C8, "creation response has no processInstanceKey"))
     }
 
-    fn ended(&self, tasks: &[Opened]) -> Result<Vec<Ended>, CallError> {
+    fn completed(&self, tasks: &[Opened]) -> Result<Vec<Completed>, CallError> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
         let body = json!({
-            "filter": {"processDefinitionId": self.process_id, "processInstanceKey": {"$in": keys},
-                       "state": {"$in": ["COMPLETED", "CANCELED"]}},
+            "filter": {"processDefinitionId": self.process_id, "processInstanceKey": {"$in": keys}, "state": "COMPLETED"},
             "page": {"limit": tasks.len()},
         });
         let r = self.post("user-tasks/search", &body)?;
@@ -206,20 +200,16 @@ impl TaskService for Camunda8Tasks {
             else {
                 continue;
             };
-            if !keys.contains(&task_id.as_str()) {
-                continue;
-            }
-            if item.get("state").and_then(Value::as_str) != Some("COMPLETED") {
-                out.push(Ended::Cancelled { task_id, reason: "the user task was canceled in Camunda 8".into() });
+            if !keys.contains(&task_id.as_str()) || out.iter().any(|c: &Completed| c.task_id == task_id) {
                 continue;
             }
             let variables = self.variables(&user_task)?;
-            out.push(Ended::Completed(Completed {
+            out.push(Completed {
                 task_id,
                 completed_by: item.get("assignee").and_then(Value::as_str).map(str::to_owned),
                 completed_at: item.get("completionDate").and_then(Value::as_str).and_then(parse_millis).unwrap_or_default(),
                 variables,
-            }));
+            });
         }
         Ok(out)
     }
@@ -296,69 +286,65 @@ impl TaskService for Camunda7Tasks {
         started.get("id").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| CallError::transient(C7, "start response has no id"))
     }
 
-    fn ended(&self, tasks: &[Opened]) -> Result<Vec<Ended>, CallError> {
+    fn completed(&self, tasks: &[Opened]) -> Result<Vec<Completed>, CallError> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
         // The task's process instance is found by its business key, the idempotency key; the
         // POST form of the query takes the whole page of keys in its body, not in the URL.
         let keys: Vec<&str> = tasks.iter().map(|t| t.idempotency_key.as_str()).collect();
-        let query = json!({"processDefinitionKey": self.process_key, "processInstanceBusinessKeyIn": keys, "finished": true});
+        let query = json!({"processDefinitionKey": self.process_key, "processInstanceBusinessKeyIn": keys,
+                           "finished": true, "taskDeleteReason": "completed"});
         let url = self.url("history/task");
         let limit = (2 * tasks.len()).to_string();
         let rows = self.credentials.send_json(C7, &self.http, || self.http.post(&url).query(&[("maxResults", &limit)]).json(&query))?;
         let mut unanswered: std::collections::HashSet<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
         let mut completed = Vec::new();
-        let mut out = Vec::new();
         for t in rows.as_array().into_iter().flatten() {
             let Some(id) = t.get("processInstanceId").and_then(Value::as_str) else { continue };
-            if !unanswered.remove(id) {
-                continue; // not asked about, or seen already
+            // Deleted tasks finish too; only completions count (the filter says so, and so does this).
+            if t.get("deleteReason").and_then(Value::as_str) != Some("completed") || !unanswered.remove(id) {
+                continue;
             }
-            match t.get("deleteReason").and_then(Value::as_str) {
-                Some("completed") => completed.push(Completed {
-                    task_id: id.to_owned(),
-                    completed_by: t.get("assignee").and_then(Value::as_str).map(str::to_owned),
-                    completed_at: t.get("endTime").and_then(Value::as_str).and_then(parse_millis).unwrap_or_default(),
-                    variables: Map::new(),
-                }),
-                reason => out.push(Ended::Cancelled {
-                    task_id: id.to_owned(),
-                    reason: format!("the user task ended in Camunda 7 without completion ({})", reason.unwrap_or("no reason")),
-                }),
-            }
+            completed.push(Completed {
+                task_id: id.to_owned(),
+                completed_by: t.get("assignee").and_then(Value::as_str).map(str::to_owned),
+                completed_at: t.get("endTime").and_then(Value::as_str).and_then(parse_millis).unwrap_or_default(),
+                variables: Map::new(),
+            });
         }
-        // Every answer's variables in one query (a page at a time), not one query per task.
+        if completed.is_empty() {
+            return Ok(completed);
+        }
+        // Every answer's variables in one query, a page at a time in a stable order.
         let ids: Vec<&str> = completed.iter().map(|c| c.task_id.as_str()).collect();
-        if !ids.is_empty() {
-            let mut answers: std::collections::HashMap<String, Map<String, Value>> = std::collections::HashMap::new();
-            let url = self.url("history/variable-instance");
-            let query = json!({"processInstanceIdIn": ids});
-            let mut first = 0;
-            loop {
-                let page = [("firstResult", first.to_string()), ("maxResults", C7_VARIABLES_PAGE.to_string())];
-                let vars = self.credentials.send_json(C7, &self.http, || self.http.post(&url).query(&page).json(&query))?;
-                let rows = vars.as_array().map(Vec::as_slice).unwrap_or_default();
-                for v in rows {
-                    let (Some(p), Some(name)) = (v.get("processInstanceId").and_then(Value::as_str), v.get("name").and_then(Value::as_str))
-                    else {
-                        continue;
-                    };
-                    if !CREATION_VARIABLES.contains(&name) {
-                        answers.entry(p.to_owned()).or_default().insert(name.to_owned(), v.get("value").cloned().unwrap_or(Value::Null));
-                    }
+        let query = json!({"processInstanceIdIn": ids,
+                           "sorting": [{"sortBy": "instanceId", "sortOrder": "asc"}, {"sortBy": "variableName", "sortOrder": "asc"}]});
+        let url = self.url("history/variable-instance");
+        let mut answers: std::collections::HashMap<String, Map<String, Value>> = std::collections::HashMap::new();
+        let mut first = 0;
+        loop {
+            let page = [("firstResult", first.to_string()), ("maxResults", C7_VARIABLES_PAGE.to_string())];
+            let vars = self.credentials.send_json(C7, &self.http, || self.http.post(&url).query(&page).json(&query))?;
+            let rows = vars.as_array().map(Vec::as_slice).unwrap_or_default();
+            for v in rows {
+                let (Some(p), Some(name)) = (v.get("processInstanceId").and_then(Value::as_str), v.get("name").and_then(Value::as_str))
+                else {
+                    continue;
+                };
+                if !CREATION_VARIABLES.contains(&name) {
+                    answers.entry(p.to_owned()).or_default().insert(name.to_owned(), v.get("value").cloned().unwrap_or(Value::Null));
                 }
-                if rows.len() < C7_VARIABLES_PAGE {
-                    break;
-                }
-                first += rows.len();
             }
-            for c in &mut completed {
-                c.variables = answers.remove(&c.task_id).unwrap_or_default();
+            if rows.len() < C7_VARIABLES_PAGE {
+                break;
             }
+            first += rows.len();
         }
-        out.extend(completed.into_iter().map(Ended::Completed));
-        Ok(out)
+        for c in &mut completed {
+            c.variables = answers.remove(&c.task_id).unwrap_or_default();
+        }
+        Ok(completed)
     }
 
     fn assign(&self, task_id: &str, user: &str) -> Result<(), CallError> {

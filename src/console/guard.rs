@@ -1,9 +1,11 @@
 //! Who may read and change what on the HTTP endpoint.
 //!
-//! - **Host.** A request must name this endpoint in its `Host` header: on a loopback listener,
-//!   `localhost`, `127.0.0.1` or `[::1]`, else any of `http.allowed.hosts` when set. A page on
-//!   another site that rebinds its own name to 127.0.0.1 (DNS rebinding) sends its own name and
-//!   is refused, so it cannot read a console that is only on loopback.
+//! - **Host.** A request for the console or data must name this endpoint in its `Host` header:
+//!   an IP address, `localhost`, or one of `http.allowed.hosts` (the names it is reached by:
+//!   a service name, the peers' names for it). A page on another site that rebinds its own name
+//!   to this address (DNS rebinding) sends its own name and is refused, so it cannot read the
+//!   console even where no token is set. The probes answer whatever the `Host` (orchestrators
+//!   and Prometheus use names of their own; they carry no data).
 //! - **Reads.** With `http.auth.token` set, every read of data (the console's `/api/...`,
 //!   `/workflows/{id}`) needs the token as a bearer credential; the page and its script hold no
 //!   data and load without it. The probes (`/health`, `/ready`, `/metrics`) stay open to
@@ -15,7 +17,7 @@
 //!   cannot make a logged-in operator's browser act (CSRF). A bearer header is not sent by the
 //!   browser on its own either; the two checks guard each other's gaps (older browsers, tools).
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use crate::config::Secret;
 
@@ -37,36 +39,39 @@ pub struct Headers<'a> {
 
 const NEED_TOKEN: &str = "a valid token is needed (Authorization: Bearer <http.auth.token>)";
 
-/// The names a request may give in its `Host` header; `None`: any.
+/// The names a request may give in its `Host` header besides IP addresses and `localhost`.
 #[derive(Debug)]
-pub struct Hosts(Option<Vec<String>>);
+pub struct Hosts(Vec<String>);
 
 impl Hosts {
-    /// The names `configured` (`http.allowed.hosts`), or on a loopback listener the loopback
-    /// names, or else any name (the token guards the data of an endpoint others can reach).
-    pub fn for_listener(bound: SocketAddr, configured: &[String]) -> Hosts {
-        if !configured.is_empty() {
-            return Hosts(Some(configured.iter().map(|h| h.to_ascii_lowercase()).collect()));
-        }
-        let loopback = ["localhost", "127.0.0.1", "[::1]"].map(str::to_owned).to_vec();
-        Hosts(bound.ip().is_loopback().then_some(loopback))
+    /// `configured` (`http.allowed.hosts`; a port given with a name is ignored).
+    pub fn new(configured: &[String]) -> Hosts {
+        Hosts(configured.iter().map(|h| host_name(&h.to_ascii_lowercase()).to_owned()).collect())
     }
 
     /// # Errors
     /// A [`Refusal`] (403) for a `Host` this endpoint is not known by.
     pub fn allow(&self, host: Option<&str>) -> Result<(), Refusal> {
-        let Some(names) = &self.0 else { return Ok(()) };
         let host = host.unwrap_or_default().to_ascii_lowercase();
-        // `name:port`, `[v6]:port` or a name alone.
-        let name = match host.rsplit_once(':') {
-            Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
-            _ => host.as_str(),
-        };
-        if names.iter().any(|n| n == name) {
+        let name = host_name(&host);
+        let ip = name.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok();
+        if ip || name == "localhost" || self.0.iter().any(|n| n == name) {
             Ok(())
         } else {
-            Err(Refusal { status: 403, message: "this endpoint is not known by that Host name (see http.allowed.hosts)" })
+            Err(Refusal { status: 403, message: "this endpoint is not known by that Host name (add it to http.allowed.hosts)" })
         }
+    }
+}
+
+/// The name of `name:port`, `[v6]:port`, `[v6]` or a name alone.
+fn host_name(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            name
+        }
+        _ => host,
     }
 }
 
@@ -161,19 +166,15 @@ mod tests {
     }
 
     #[test]
-    fn a_loopback_listener_answers_only_to_loopback_names() {
-        let loopback = Hosts::for_listener("127.0.0.1:8080".parse().unwrap(), &[]);
-        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080"] {
-            assert_eq!(loopback.allow(Some(ok)), Ok(()), "{ok}");
+    fn only_addresses_localhost_and_the_configured_names_are_this_endpoints_hosts() {
+        let hosts = Hosts::new(&["keyflow-1".into(), "Console.Example:8443".into()]);
+        for ok in ["127.0.0.1:8080", "10.1.2.3", "localhost:8080", "LOCALHOST", "[::1]:8080", "[::1]", "keyflow-1:8080", "console.example"]
+        {
+            assert_eq!(hosts.allow(Some(ok)), Ok(()), "{ok}");
         }
-        for refused in ["evil.example:8080", "127.0.0.1.evil.example", "", "localhost.:8080"] {
-            assert_eq!(loopback.allow(Some(refused)).unwrap_err().status, 403, "{refused}");
+        for refused in ["evil.example:8080", "127.0.0.1.evil.example", "", "localhost.:8080", "keyflow-2:8080"] {
+            assert_eq!(hosts.allow(Some(refused)).unwrap_err().status, 403, "{refused}");
         }
-        assert!(loopback.allow(None).is_err(), "no Host, no answer");
-        let anywhere = Hosts::for_listener("0.0.0.0:8080".parse().unwrap(), &[]);
-        assert_eq!(anywhere.allow(Some("10.1.2.3:8080")), Ok(()));
-        let named = Hosts::for_listener("0.0.0.0:8080".parse().unwrap(), &["keyflow.internal".into()]);
-        assert_eq!(named.allow(Some("keyflow.internal:8080")), Ok(()));
-        assert!(named.allow(Some("10.1.2.3:8080")).is_err());
+        assert!(hosts.allow(None).is_err(), "no Host, no data");
     }
 }

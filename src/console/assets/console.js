@@ -33,10 +33,17 @@ function show(page) {
 
 // A failed read (no token, a wrong one, the instance gone) is said above the page.
 const banner = (e) => { $("#banner").textContent = e ? e.message : ""; $("#banner").hidden = !e; };
-const every = (f) => setInterval(() => f().then(() => banner(null), banner), 2000);
+// One refresh at a time: the next starts 2 s after the last one ended, however slow it was.
+const every = (f) => {
+  const id = { stopped: false };
+  const tick = () => { if (!id.stopped) f().then(() => banner(null), banner).finally(() => { if (!id.stopped) id.timer = setTimeout(tick, 2000); }); };
+  id.timer = setTimeout(tick, 2000);
+  return id;
+};
+const stop = (id) => { if (id) { id.stopped = true; clearTimeout(id.timer); } };
 
 async function route() {
-  clearInterval(refresh);
+  stop(refresh);
   const [, page = "workflows", ...rest] = location.hash.split("/");
   const arg = decodeURIComponent(rest.join("/"));
   show(page);
