@@ -85,3 +85,41 @@ fn an_instance_in_a_state_the_definition_no_longer_has_is_refused_not_a_panic() 
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// A stored instance this binary cannot read (written by another version, or damaged) is a dead
+/// letter of each event for it, naming why; the partition's other instances flow on. Before, the
+/// store read failed as corrupted state: the task was wiped and restored from its changelog,
+/// which held the same value, for ever.
+#[test]
+fn an_instance_whose_stored_value_cannot_be_read_is_a_dead_letter_and_the_partition_flows() {
+    use keyflow::testing::{DriverConfig, TopologyTestDriver};
+    let def = Definition::parse(
+        &VALID
+            .replace("[states.b]\nterminal = true", "[states.b]\n[states.c]\nterminal = true")
+            .replace("to = \"b\"\n", "to = \"b\"\n\n[[transitions]]\nfrom = \"b\"\non = \"go\"\nto = \"c\"\n"),
+        "w.toml",
+    )
+    .unwrap();
+    let topology = keyflow::workflow::compile(def, None).unwrap();
+    let mut d = TopologyTestDriver::new(topology, DriverConfig { application_id: "w".into(), partitions: 1, ..DriverConfig::default() });
+    for key in ["order-1", "order-2"] {
+        d.pipe_input("t", Some(key.as_bytes()), Some(b"{}"), d.wall_clock());
+    }
+    // Another version wrote order-1's state in a shape this one cannot read; this instance then
+    // restores it from the changelog.
+    d.pipe_input("w-instances-changelog", Some(b"order-1"), Some(br#"{"id": "order-1", "state": 7}"#), d.wall_clock());
+    // A commit after it (restores read up to the last commit's marker), then a disk lost.
+    d.pipe_input("t", Some(b"order-3"), Some(b"{}"), d.wall_clock());
+    d.crash_and_restart(true);
+    assert_eq!(d.store_get("instances", b"order-1").as_deref(), Some(&br#"{"id": "order-1", "state": 7}"#[..]));
+    for key in ["order-1", "order-2"] {
+        d.pipe_input("t", Some(key.as_bytes()), Some(b"{}"), d.wall_clock());
+    }
+    let order2: serde_json::Value = serde_json::from_slice(&d.store_get("instances", b"order-2").unwrap()).unwrap();
+    assert_eq!(order2["state"], "c", "the other instance flows on");
+    let dead = d.committed_records("w-dlq");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = dead[0].1.headers.last_str("keyflow.dlq.error.message").unwrap_or_default().to_owned();
+    assert!(reason.contains("stored instance `order-1`") && reason.contains("cannot be read"), "{reason}");
+    assert_eq!(d.store_get("instances", b"order-1").as_deref(), Some(&br#"{"id": "order-1", "state": 7}"#[..]), "left as it is");
+}

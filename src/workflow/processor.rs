@@ -78,9 +78,24 @@ impl WorkflowProcessor {
         ctx.put_json(COUNTS, &key, &(n + delta))
     }
 
+    /// The instance stored under `key`. A value this binary cannot read (written by another
+    /// version, or damaged) is that event's dead letter, naming why, and is left as it is: the
+    /// task is not corrupted (restoring it would read the same value again, for ever), and every
+    /// other key of the partition flows on.
+    fn stored(&self, ctx: &mut Context<'_>, key: &str) -> Result<Option<Instance>, Error> {
+        let Some(bytes) = ctx.store(STORE)?.get(key.as_bytes())? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            let shown: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+            Error::BadRecord(format!(
+                "the stored instance `{key}` of workflow `{}` cannot be read ({e}); it is left as it is, and this event not applied: {shown}",
+                self.def.name
+            ))
+        })
+    }
+
     fn handle(&mut self, ctx: &mut Context<'_>, key: &str, event: Event) -> Result<(), Error> {
         let _span = tracing::info_span!("workflow", workflow = %self.def.name, instance = key, event = %event.name).entered();
-        let before: Option<Instance> = ctx.get_json(STORE, key)?;
+        let before = self.stored(ctx, key)?;
         match machine::apply_with(&self.def, key, before.as_ref(), &event, &mut self.guards) {
             Outcome::Transitioned { instance, actions } => {
                 let from = before.as_ref().map_or(self.def.initial.get_ref().as_str(), |b| b.state.as_str());
