@@ -284,3 +284,29 @@ fn a_rust_processor_plugs_in_as_a_custom_step() {
     d.commit();
     assert_eq!(instance(&d, NODE).state, "classifying", "the in-process scanner answered and the workflow moved on");
 }
+
+/// An escalation timer of an instance this binary cannot read (a newer version wrote it, during a
+/// rolling deploy or after a rollback) waits, checked again every minute, instead of being
+/// dead-lettered (a timer's dead letter cannot be redriven): once a binary that can read the
+/// instance is back, it escalates.
+#[test]
+fn a_timer_of_an_unreadable_instance_waits_for_a_binary_that_can_read_it() {
+    let mut d = driver();
+    through_classification(&mut d);
+    pipe(&mut d, "document-approval.decision-results", NODE, json!({"id": "d-1", "outcome": {"route": "manual"}}));
+    let readable = d.store_get("instances", NODE.as_bytes()).unwrap();
+    let write_back = |d: &mut TopologyTestDriver, value: &[u8]| {
+        d.pipe_input("docs-instances-changelog", Some(NODE.as_bytes()), Some(value), d.wall_clock());
+        upload(d, "node-other", &format!("ev-other-{}", value.len())); // a commit after it
+        d.crash_and_restart(true);
+    };
+    write_back(&mut d, br#"{"id": "node-1", "state": {"v3": "review"}}"#);
+    d.advance_wall_clock(48 * HOUR + 5 * 60_000);
+    assert!(d.committed_records("docs-dlq").is_empty(), "the timer is not dead-lettered");
+    assert!(d.read_output("notifications").is_empty(), "nor fired");
+    // The instance readable again (the version that reads it is back): the escalation happens.
+    write_back(&mut d, &readable);
+    d.advance_wall_clock(61_000);
+    assert_eq!(instance(&d, NODE).state, "escalated");
+    assert_eq!(values(d.read_output("notifications"))[0]["subject"], "Review overdue for 48 h");
+}

@@ -65,7 +65,9 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
             anyhow::ensure!(!config.bootstrap_servers.is_empty(), "bootstrap.servers is required");
             anyhow::ensure!(partitions > 0, "--partitions must be at least 1");
             let topology = config.build_topology().map_err(anyhow::Error::msg)?;
-            let names: Vec<String> = topology.source_topics().into_iter().chain(topology.sink_topics()).collect();
+            let mut names: Vec<String> = topology.source_topics().into_iter().chain(topology.sink_topics()).collect();
+            names.sort();
+            names.dedup();
             let specs: Vec<crate::kafka::TopicSpec> =
                 names.iter().map(|name| crate::kafka::TopicSpec { name: name.clone(), partitions, compacted: false }).collect();
             crate::kafka::AdminProvisioner::new(&config)?.ensure(&specs)?;

@@ -330,13 +330,16 @@ impl Processor for CommandProcessor {
 
 impl CommandProcessor {
     /// One poll: up to [`POLL_PAGES`] pages of open tasks, from where the last poll stopped;
-    /// returns the pages asked about. Answers found before a failed call are kept (each page's
+    /// returns the pages the service answered. Answers found before a failed call are kept (each page's
     /// answers are complete); a page the service refuses (4xx: no retry can help) is skipped
     /// with a warning and asked about again in the next round.
     fn poll(&self, ctx: &mut Context<'_>, service: &dyn TaskService, p: &mut PollerState) -> Result<usize, PollError> {
         let started = std::time::Instant::now();
         let mut asked = 0;
-        while asked < POLL_PAGES && started.elapsed() < POLL_BUDGET {
+        for _ in 0..POLL_PAGES {
+            if started.elapsed() >= POLL_BUDGET {
+                break;
+            }
             let from = p.resume_after.as_ref().map_or_else(Vec::new, |last| [last.as_bytes(), b"\0"].concat());
             let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], COMPLETED_PAGE)?;
             let mut open = Vec::with_capacity(page.len());
@@ -347,9 +350,9 @@ impl CommandProcessor {
                 open.push(Opened { task_id: String::from_utf8_lossy(id).into_owned(), idempotency_key: task.idempotency_key });
             }
             if !open.is_empty() {
-                asked += 1;
                 match service.completed(&open) {
                     Ok(done) => {
+                        asked += 1;
                         for c in done {
                             self.answer(ctx, c, p)?;
                         }

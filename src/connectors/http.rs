@@ -92,9 +92,8 @@ pub fn send(service: &'static str, request: RequestBuilder) -> Result<Response, 
     if status.is_success() {
         return Ok(response);
     }
-    let url = response.url().clone();
     if status == StatusCode::UNAUTHORIZED {
-        return Err(Failure::Unauthorized(Unauthorized { status: status.as_u16(), message: scrub(problem_text(response), &url) }));
+        return Err(Failure::Unauthorized(Unauthorized { status: status.as_u16(), message: problem_text(response) }));
     }
     let retry_after = response
         .headers()
@@ -102,7 +101,7 @@ pub fn send(service: &'static str, request: RequestBuilder) -> Result<Response, 
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let message = scrub(problem_text(response), &url);
+    let message = problem_text(response);
     Err(Failure::Call(classify(service, status, message, retry_after)))
 }
 
@@ -174,9 +173,10 @@ fn classify(service: &'static str, status: StatusCode, message: String, retry_af
 /// Camunda 7's `type: message`, Alfresco's `error.briefSummary`, else the raw text.
 fn problem_text(response: Response) -> String {
     let status = response.status();
+    let url = response.url().clone();
     let body = response.text().unwrap_or_default();
     let Ok(v) = serde_json::from_str::<Value>(&body) else {
-        return if body.trim().is_empty() { status.to_string() } else { truncate(body.trim()) };
+        return if body.trim().is_empty() { status.to_string() } else { truncate(&scrub(body.trim().to_owned(), &url)) };
     };
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
     let text = match (s(&v, "title"), s(&v, "detail"), s(&v, "type"), s(&v, "message"), v.get("error").and_then(|e| s(e, "briefSummary"))) {
@@ -188,17 +188,20 @@ fn problem_text(response: Response) -> String {
         (.., Some(b)) => b,
         _ => body,
     };
-    truncate(&text)
+    truncate(&scrub(text, &url))
 }
 
 /// `text` without what of `url` may be a secret: error pages echo the request (Express's "Cannot
 /// POST /hooks/<token>", Spring's `path`), and the text goes to logs, dead letters and answers.
 fn scrub(text: String, url: &reqwest::Url) -> String {
-    let mut secrets: Vec<String> = url.query_pairs().map(|(_, v)| v.into_owned()).collect();
+    // Query values long enough to be a key (not `maxResults=1000`), raw and decoded; the path
+    // raw and decoded (a webhook's token is a path segment); the password.
+    let mut secrets: Vec<String> = url.query_pairs().map(|(_, v)| v.into_owned()).filter(|v| v.len() >= 8).collect();
     secrets.extend(url.query().map(str::to_owned));
     secrets.extend(url.password().map(str::to_owned));
     if url.path().len() > 1 {
         secrets.push(url.path().to_owned());
+        secrets.push(percent_encoding::percent_decode_str(url.path()).decode_utf8_lossy().into_owned());
     }
     secrets.retain(|s| s.len() >= 4);
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));

@@ -203,7 +203,15 @@ impl TaskService for Camunda8Tasks {
             if !keys.contains(&task_id.as_str()) || out.iter().any(|c: &Completed| c.task_id == task_id) {
                 continue;
             }
-            let variables = self.variables(&user_task)?;
+            // One task's answer that cannot be read (cut short, archived) holds back only that
+            // task: it stays open and is asked about again; the page's others are answered.
+            let variables = match self.variables(&user_task) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(task = %task_id, reason = %e, "the answer of a completed task cannot be read yet; asked again later");
+                    continue;
+                }
+            };
             out.push(Completed {
                 task_id,
                 completed_by: item.get("assignee").and_then(Value::as_str).map(str::to_owned),

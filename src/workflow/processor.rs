@@ -14,6 +14,9 @@ use crate::state::{TimeKind, Timer};
 use super::definition::{Definition, Unmatched};
 use super::machine::{self, Action, Event, Guards, Instance, Outcome};
 
+/// How long a timer of an instance this binary cannot read waits before it is tried again.
+const UNREADABLE_TIMER_RETRY_MS: i64 = 60_000;
+
 /// The store every workflow keeps its instances in.
 pub const STORE: &str = "instances";
 
@@ -144,6 +147,13 @@ impl Processor for WorkflowProcessor {
         let Some(fire) = self.timer_events.get(&timer.name).cloned() else {
             return Err(Error::BadRecord(format!("timer `{}` is not in the definition any more", timer.name)));
         };
+        if let Err(Error::BadRecord(reason)) = self.stored(ctx, &timer.key) {
+            // A timer of an instance this binary cannot read waits for one that can (a rolling
+            // deploy or a rollback), checked again every minute: dead-lettered, it could not be
+            // redriven, and the escalation would be lost.
+            tracing::warn!(timer = %timer.name, instance = %timer.key, reason, "timer of an unreadable instance postponed");
+            return ctx.schedule(&timer.name, &timer.key, TimeKind::WallClock, ctx.wall_clock_time() + UNREADABLE_TIMER_RETRY_MS);
+        }
         let event = Event {
             name: fire,
             error: None,
