@@ -5,9 +5,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{create_topics, unique, wait_until};
+use common::{create_topics, unique};
 use keyflow::kafka::TopicSpec;
 
 #[test]
@@ -36,16 +36,7 @@ fn keyflow_run_with_only_the_required_settings_works_on_a_one_node_broker() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let ready = format!("http://127.0.0.1:{port}/ready");
-    let started = Instant::now();
-    wait_until("keyflow run is ready", Duration::from_secs(60), || {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            panic!("keyflow run stopped ({status}) after {:?}:\n{err}", started.elapsed());
-        }
-        reqwest::blocking::get(&ready).is_ok_and(|r| r.status().as_u16() == 200)
-    });
+    common::wait_for_run_ready(&mut child, port, Duration::from_secs(60));
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     assert!(child.wait().unwrap().success());
 }

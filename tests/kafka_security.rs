@@ -72,19 +72,6 @@ fn start_run(config: &Path) -> Child {
         .unwrap()
 }
 
-fn wait_ready(child: &mut Child, port: u16) {
-    let ready = format!("http://127.0.0.1:{port}/ready");
-    let started = Instant::now();
-    wait_until("keyflow run is ready", Duration::from_secs(90), || {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            panic!("keyflow run stopped ({status}) after {:?}:\n{err}", started.elapsed());
-        }
-        reqwest::blocking::get(&ready).is_ok_and(|r| r.status().as_u16() == 200)
-    });
-}
-
 /// Stops `keyflow run` with SIGTERM; returns what it logged.
 fn stop(child: Child) -> String {
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
@@ -120,7 +107,7 @@ fn every_command_reaches_a_sasl_ssl_cluster_with_the_kafka_section_and_a_plainte
     let legacy = format!("{}{}", client_section("consumer", &kafka), client_section("producer", &kafka));
     let legacy = write_config(dir.path(), "legacy", &kafka, port, &legacy);
     let mut run = start_run(&legacy);
-    wait_ready(&mut run, port);
+    common::wait_for_run_ready(&mut run, port, Duration::from_secs(90));
     // A decision for a document not uploaded yet (a dead letter), and an upload.
     let producer: BaseProducer = kafka.client_config().create().unwrap();
     let early = json!({"id": "dec-early", "outcome": {"route": "auto-approve"}}).to_string();
@@ -138,7 +125,7 @@ fn every_command_reaches_a_sasl_ssl_cluster_with_the_kafka_section_and_a_plainte
     let port = free_port();
     let secured = write_config(dir.path(), "secured", &kafka, port, &client_section("client", &kafka));
     let mut run = start_run(&secured);
-    wait_ready(&mut run, port);
+    common::wait_for_run_ready(&mut run, port, Duration::from_secs(90));
 
     // The console reads the instance and the dead letter (its own clients, over SASL_SSL).
     wait_until("doc-1 in the console", Duration::from_secs(60), || api(port, "/api/instances/doc-1").1["instance"]["state"] == "scanning");

@@ -10,12 +10,10 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::ClientContext;
 
 use crate::config::Config;
-use crate::kafka::Role;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,28 +51,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             records
         }
     };
-    // Java's partitioner, as keyflow's own producer: a key lands where Java producers put it.
-    let producer: BaseProducer<Deliveries> = config
-        .clients()
-        .config(Role::Producer)
-        .set("enable.idempotence", "true")
-        .set("partitioner", "murmur2_random")
-        .create_with_context(Deliveries::default())?;
+    let producer: BaseProducer<Deliveries> = config.clients().producer().create_with_context(Deliveries::default())?;
     for (key, value) in &records {
         let mut record = BaseRecord::<str, str>::to(&args.topic).payload(value.as_str());
         if let Some(k) = key {
             record = record.key(k.as_str());
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    producer.poll(Duration::from_millis(100));
-                    record = r;
-                }
-                Err((e, _)) => anyhow::bail!("cannot send to {}: {e}", args.topic),
-            }
-        }
+        crate::kafka::send_waiting(&producer, record).map_err(|e| anyhow::anyhow!("cannot send to {}: {e}", args.topic))?;
     }
     producer.flush(Duration::from_secs(30))?;
     let failed = producer.context().failed.lock().expect("deliveries").clone();

@@ -14,7 +14,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{json, Map, Value};
 
 use crate::kafka::read::read_to_end;
-use crate::kafka::{Clients, Role};
+use crate::kafka::Clients;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -77,12 +77,7 @@ pub fn complete(
 ) -> Result<Value, Error> {
     let kafka: Clients = kafka.into();
     let task = tasks(&kafka, topic)?.into_iter().find(|t| t["taskId"] == id).ok_or_else(|| Error::Unknown(id.to_owned()))?;
-    let producer: BaseProducer = kafka
-        .config(Role::Producer)
-        .set("enable.idempotence", "true")
-        .set("transactional.id", format!("keyflow-tasks-{id}"))
-        .set("partitioner", "murmur2_random")
-        .create()?;
+    let producer: BaseProducer = kafka.transactional_producer(&format!("keyflow-tasks-{id}")).create()?;
     producer.init_transactions(TIMEOUT)?;
     Ok(complete_with(&producer, topic, &[(task, variables)], user, now)?.remove(0))
 }

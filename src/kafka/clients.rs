@@ -83,6 +83,24 @@ fn is_security(key: &str) -> bool {
     key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.")
 }
 
+impl Clients {
+    /// A tool's producer (`send`, `replay`): idempotent, with Java's partitioner, so a key lands
+    /// where keyflow's and Java's producers put it.
+    pub fn producer(&self) -> ClientConfig {
+        let mut c = self.config(Role::Producer);
+        c.set("enable.idempotence", "true").set("partitioner", "murmur2_random");
+        c
+    }
+
+    /// A tool's transactional producer (`dlq redrive|purge`, `tasks complete`): `transactional_id`
+    /// is shared by every operator doing the same thing, so one fences the other.
+    pub fn transactional_producer(&self, transactional_id: &str) -> ClientConfig {
+        let mut c = self.producer();
+        c.set("transactional.id", transactional_id);
+        c
+    }
+}
+
 impl From<&str> for Clients {
     fn from(bootstrap: &str) -> Clients {
         Clients::plain(bootstrap)

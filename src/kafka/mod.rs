@@ -36,11 +36,12 @@ pub enum Error {
 ///
 /// # Errors
 /// Any other send error.
-pub fn send_waiting<K, P>(
-    producer: &rdkafka::producer::BaseProducer,
+pub fn send_waiting<C, K, P>(
+    producer: &rdkafka::producer::BaseProducer<C>,
     mut record: rdkafka::producer::BaseRecord<'_, K, P>,
 ) -> Result<(), rdkafka::error::KafkaError>
 where
+    C: rdkafka::producer::ProducerContext<DeliveryOpaque = ()>,
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
 {

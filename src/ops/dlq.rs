@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::dlq;
 use crate::kafka::read::{read_to_end, Message};
-use crate::kafka::{Clients, Role};
+use crate::kafka::Clients;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Header on a redriven record: where it came from (`<dlq>:<partition>:<offset>`).
@@ -174,12 +174,7 @@ type Decide<'a> = dyn Fn(&DeadLetter) -> anyhow::Result<(Value, Option<String>)>
 /// handled markers read (`read_committed`), so a letter another operator handled is skipped, and
 /// one whose redrive was aborted is not.
 fn act(kafka: &Clients, dlq_topic: &str, filter: &Filter, decide: &Decide<'_>) -> anyhow::Result<Handled> {
-    let producer: BaseProducer = kafka
-        .config(Role::Producer)
-        .set("enable.idempotence", "true")
-        .set("transactional.id", format!("keyflow-dlq-{dlq_topic}"))
-        .set("partitioner", "murmur2_random")
-        .create()?;
+    let producer: BaseProducer = kafka.transactional_producer(&format!("keyflow-dlq-{dlq_topic}")).create()?;
     producer.init_transactions(TIMEOUT)?;
     let all = list(kafka, dlq_topic, &Filter { include_handled: true, ..filter.clone() })?;
     let mut result = Handled::default();

@@ -170,7 +170,7 @@ pub fn execute(config: &Config, topology: &Topology, plan: &Plan) -> anyhow::Res
     }
     commit_as_member(config, topology, &tpl).map_err(|e| anyhow::anyhow!("committing the new offsets: {e}; nothing changed"))?;
     if !plan.resets.is_empty() {
-        let producer: BaseProducer = config.clients().config(Role::Producer).set("enable.idempotence", "true").create()?;
+        let producer: BaseProducer = config.clients().producer().create()?;
         for (topic, p) in &plan.resets {
             let headers = OwnedHeaders::new().insert(Header { key: MARKER_HEADER, value: Some(RESET_FORMAT) });
             // With a value, never a tombstone: the log cleaner deletes tombstones after

@@ -220,6 +220,21 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
     got.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum()
 }
 
+/// Waits up to `limit` until a `keyflow run` process (stderr piped) answers 200 on
+/// `127.0.0.1:<port>/ready`; panics with its stderr if it stops first.
+pub fn wait_for_run_ready(child: &mut std::process::Child, port: u16, limit: Duration) {
+    let ready = format!("http://127.0.0.1:{port}/ready");
+    let started = Instant::now();
+    wait_until("keyflow run is ready", limit, || {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("keyflow run stopped ({status}) after {:?}:\n{err}", started.elapsed());
+        }
+        reqwest::blocking::get(&ready).is_ok_and(|r| r.status().as_u16() == 200)
+    });
+}
+
 /// Polls `cond` every 100 ms until it holds or `limit` passes (then panics with `what`).
 pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
