@@ -51,7 +51,10 @@ impl Camunda7 {
             .arg(jar())
             .arg(format!("--server.port={}", self.port))
             .arg("--server.address=127.0.0.1")
-            .arg(format!("--spring.datasource.url=jdbc:h2:file:{}/camunda", self.dir.path().display()))
+            // WRITE_DELAY=0: H2 otherwise keeps the last half second of commits in memory, and the
+            // outage (kill -9) loses tasks the engine had already answered as created, which a
+            // production database never does. Measured: 5 tasks created, killed, 2 left.
+            .arg(format!("--spring.datasource.url=jdbc:h2:file:{}/camunda;WRITE_DELAY=0", self.dir.path().display()))
             .arg(format!("--camunda.bpm.admin-user.id={USER}"))
             .arg(format!("--camunda.bpm.admin-user.password={PASSWORD}"))
             // Every request the engine serves, one line each (`%r`: method, path and query),
