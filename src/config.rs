@@ -75,6 +75,10 @@ pub struct TopologyConfig {
     /// not used. Default: none.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// Older versions of `file`'s workflow whose instances are still running: each instance runs
+    /// by the version it started on (see `workflow::versions`). Default: none.
+    #[serde(default)]
+    pub versions: Vec<PathBuf>,
     /// A topology that ships with keyflow. Default `status-tracker`.
     #[serde(default = "default_builtin")]
     pub builtin: String,
@@ -91,7 +95,14 @@ pub struct TopologyConfig {
 
 impl Default for TopologyConfig {
     fn default() -> Self {
-        Self { file: None, builtin: default_builtin(), input: default_input(), output: default_output(), sla_ms: default_sla() }
+        Self {
+            file: None,
+            versions: Vec::new(),
+            builtin: default_builtin(),
+            input: default_input(),
+            output: default_output(),
+            sla_ms: default_sla(),
+        }
     }
 }
 
@@ -402,8 +413,8 @@ impl Config {
         match &t.file {
             Some(f) => {
                 let registry = self.registry().map(|r| crate::serde::Registry::new(&r)).transpose().map_err(|e| e.to_string())?;
-                let def = crate::workflow::load(f).map_err(|e| e.to_string())?;
-                crate::workflow::compile(def, registry.as_ref()).map_err(|e| e.to_string())
+                let versions = crate::workflow::versions::load(f, &t.versions).map_err(|e| e.to_string())?;
+                crate::workflow::compile_versions(versions, registry.as_ref()).map_err(|e| e.to_string())
             }
             None if t.builtin == "connectors" => {
                 let c = self.connectors.as_ref().ok_or("[topology] builtin = \"connectors\" needs a [connectors] section")?;

@@ -105,10 +105,15 @@ pub fn render(application: &str, status: &Status) -> String {
         &mut out,
         "keyflow_workflow_instances",
         "gauge",
-        "Workflow instances per state in this instance's partitions, as of its last commit.",
+        "Workflow instances per version and state in this instance's partitions, as of its last commit.",
     );
-    for ((w, state), n) in status.instance_counts() {
-        let _ = writeln!(out, "keyflow_workflow_instances{{{app},workflow=\"{}\",state=\"{}\"}} {n}", esc(&w), esc(&state));
+    for ((w, version, state), n) in status.instance_counts_by_version() {
+        let _ = writeln!(
+            out,
+            "keyflow_workflow_instances{{{app},workflow=\"{}\",version=\"{version}\",state=\"{}\"}} {n}",
+            esc(&w),
+            esc(&state)
+        );
     }
 
     family(&mut out, "keyflow_workflow_transitions_total", "counter", "Workflow transitions by source and target state.");

@@ -2,6 +2,12 @@
 
 use serde_json::Value;
 
+/// Marks a control record: a command to keyflow itself (a workflow migration, see
+/// `workflow::migration`) written into an input topic, in order with the events of its key. Its
+/// value is JSON whatever the topic's format. keyflow writes it only into a workflow's inputs; a
+/// workflow drops a control record addressed to another workflow.
+pub const CONTROL_HEADER: &str = "keyflow.control";
+
 /// Record headers, in order; a header name may repeat (as in Kafka).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers(Vec<(String, Vec<u8>)>);

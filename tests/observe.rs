@@ -133,7 +133,8 @@ fn health_readiness_metrics_and_the_instance_query_are_served() {
     assert!(samples.iter().any(|s| s.starts_with("keyflow_consumer_lag{") && s.contains("topic=\"alfresco.node-events\"")), "{metrics}");
     assert!(samples.iter().any(|s| s.starts_with("keyflow_store_keys{") && s.contains("store=\"instances\"")), "{metrics}");
     // One document, in `scanning`: the exact count, from the counts store, not a scan.
-    let scanning = format!("keyflow_workflow_instances{{application=\"{app}\",workflow=\"document-approval\",state=\"scanning\"}} 1");
+    let scanning =
+        format!("keyflow_workflow_instances{{application=\"{app}\",workflow=\"document-approval\",version=\"1\",state=\"scanning\"}} 1");
     assert!(metrics.lines().any(|l| l == scanning), "{metrics}");
 
     instance.stop();

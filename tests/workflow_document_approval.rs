@@ -205,8 +205,8 @@ fn counts(d: &TopologyTestDriver) -> std::collections::BTreeMap<String, i64> {
         .into_iter()
         .map(|(k, v)| (workflow::parse_count_key(&k).unwrap(), serde_json::from_slice::<i64>(&v).unwrap()))
         .filter(|(_, n)| *n != 0)
-        .map(|((w, state), n)| {
-            assert_eq!(w, "document-approval");
+        .map(|((w, version, state), n)| {
+            assert_eq!((w.as_str(), version), ("document-approval", 1));
             (state, n)
         })
         .collect()

@@ -9,6 +9,7 @@ mod schemas;
 mod send;
 mod tasks;
 mod topology;
+mod workflow;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,9 @@ pub enum Command {
     /// List and complete embedded human tasks (no Camunda).
     #[command(subcommand)]
     Tasks(tasks::Command),
+    /// A running workflow's instances per version and state, and their migration to a version.
+    #[command(subcommand)]
+    Workflow(workflow::Command),
 }
 
 /// Runs a parsed command line.
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(a) => send::run(a),
         Command::Dlq(c) => dlq::run(c),
         Command::Replay(a) => replay::run(a),
+        Command::Workflow(c) => workflow::run(c),
     }
 }
 

@@ -14,7 +14,13 @@ pub enum Command {
     Validate {
         /// A definition, e.g. topologies/document-approval.toml.
         file: PathBuf,
+        /// The definition running now: refuse a change its instances in flight would notice
+        /// unless `file` is a new version of it.
+        #[arg(long)]
+        against: Option<PathBuf>,
     },
+    /// What changed between two definitions of a workflow, and what instances in flight notice.
+    Diff { old: PathBuf, new: PathBuf },
     /// Print a workflow's states and transitions and the topology it compiles to (or a built-in's).
     Describe {
         /// A definition file; without it, the built-in topology.
@@ -74,22 +80,42 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
             println!("topics ready: {}", names.join(", "));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { file } => match crate::workflow::load(&file) {
-            Ok(def) => {
-                println!(
-                    "{}: ok ({} states, {} transitions, reads {} topics)",
-                    file.display(),
-                    def.states.len(),
-                    def.transitions.len(),
-                    def.inputs.len()
-                );
-                Ok(ExitCode::SUCCESS)
+        Command::Validate { file, against } => {
+            let def = match crate::workflow::load(&file) {
+                Ok(def) => def,
+                Err(e) => {
+                    println!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            println!(
+                "{}: ok (version {}, {} states, {} transitions, reads {} topics)",
+                file.display(),
+                def.version,
+                def.states.len(),
+                def.transitions.len(),
+                def.inputs.len()
+            );
+            let Some(against) = against else { return Ok(ExitCode::SUCCESS) };
+            let old = crate::workflow::load(&against)?;
+            match compatibility(&old, &def) {
+                Ok(verdict) => {
+                    println!("{verdict}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(refusal) => {
+                    print!("{refusal}");
+                    Ok(ExitCode::FAILURE)
+                }
             }
-            Err(e) => {
-                println!("{e}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        }
+        Command::Diff { old, new } => {
+            let (old, new) = (crate::workflow::load(&old)?, crate::workflow::load(&new)?);
+            anyhow::ensure!(old.name == new.name, "these are two workflows (`{}` and `{}`), not two versions of one", old.name, new.name);
+            println!("{} version {} -> version {}", new.name, old.version, new.version);
+            print!("{}", crate::workflow::diff::diff(&old, &new));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Describe { file: Some(file), format, graph, .. } => {
             let def = crate::workflow::load(&file)?;
             if format == Format::Text || graph == Graph::Workflow {
@@ -121,5 +147,35 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Whether `new` may replace `old`: as the same version only if instances in flight would not
+/// notice; else as a later version (the instances stay on `old`'s, which must keep running).
+fn compatibility(old: &crate::workflow::Definition, new: &crate::workflow::Definition) -> Result<String, String> {
+    use crate::workflow::diff::{diff, Impact};
+    if old.name != new.name {
+        return Err(format!("refused: `{}` is another workflow than `{}`\n", new.name, old.name));
+    }
+    let d = diff(old, new);
+    match (new.version.cmp(&old.version), d.impact()) {
+        (std::cmp::Ordering::Less, _) => {
+            Err(format!("refused: version {} is older than the running version {}\n", new.version, old.version))
+        }
+        (std::cmp::Ordering::Equal, Impact::None) => {
+            Ok(format!("compatible with version {}: instances in flight notice nothing", old.version))
+        }
+        (std::cmp::Ordering::Equal, _) => Err(format!(
+            "refused: instances in flight of version {} would notice this change:\n{d}\
+             deploy it as version {} (set `version = {}`), keep the old file in [topology] versions, \
+             and migrate the instances you want moved\n",
+            old.version,
+            old.version + 1,
+            old.version + 1
+        )),
+        (std::cmp::Ordering::Greater, _) => Ok(format!(
+            "a new version ({} after {}): instances of version {} keep running by it, so keep its file in [topology] versions\n{d}",
+            new.version, old.version, old.version
+        )),
     }
 }

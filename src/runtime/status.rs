@@ -31,8 +31,9 @@ pub struct Status {
     store_keys: Mutex<BTreeMap<(String, i32), u64>>,
     /// Workflow transitions per (workflow, from, to) this instance's stream thread made.
     transitions: Mutex<BTreeMap<(String, String, String), u64>>,
-    /// Workflow instances per (workflow, state) in this instance's tasks, refreshed at each commit.
-    instance_counts: Mutex<BTreeMap<(String, String), i64>>,
+    /// Workflow instances per (workflow, version, state) in this instance's tasks, refreshed at
+    /// each commit.
+    instance_counts: Mutex<BTreeMap<(String, u32, String), i64>>,
     /// Interactive queries waiting for the stream thread (it owns the stores).
     queries: Mutex<Vec<Query>>,
 }
@@ -138,13 +139,21 @@ impl Status {
         self.transitions.lock().expect("status lock").clone()
     }
 
-    pub(crate) fn set_instance_counts(&self, counts: BTreeMap<(String, String), i64>) {
+    pub(crate) fn set_instance_counts(&self, counts: BTreeMap<(String, u32, String), i64>) {
         *self.instance_counts.lock().expect("status lock") = counts;
     }
 
-    /// Workflow instances per (workflow, state) in the partitions this instance owns, as of its
-    /// last commit.
+    /// Workflow instances per (workflow, state), every version together.
     pub fn instance_counts(&self) -> BTreeMap<(String, String), i64> {
+        let mut counts = BTreeMap::new();
+        for ((w, _, s), n) in self.instance_counts_by_version() {
+            *counts.entry((w, s)).or_default() += n;
+        }
+        counts
+    }
+
+    /// Workflow instances per (workflow, version, state).
+    pub fn instance_counts_by_version(&self) -> BTreeMap<(String, u32, String), i64> {
         self.instance_counts.lock().expect("status lock").clone()
     }
 

@@ -95,10 +95,10 @@ impl Tasks {
         self.tasks.iter().flat_map(|(&p, t)| t.store_sizes().into_iter().map(move |(s, n)| ((s, p), n))).collect()
     }
 
-    /// Workflow instances per (workflow, state), summed over this instance's tasks, from each
+    /// Workflow instances per (workflow, version, state), summed over this instance's tasks, from each
     /// task's [`crate::workflow::COUNTS`] store (a handful of keys per task, not a scan of the
     /// instances). Read after a commit, it is the committed count.
-    pub fn instance_counts(&self) -> std::collections::BTreeMap<(String, String), i64> {
+    pub fn instance_counts(&self) -> std::collections::BTreeMap<(String, u32, String), i64> {
         let mut counts = std::collections::BTreeMap::new();
         for t in self.tasks.values() {
             for (k, v) in t.scan(crate::workflow::COUNTS, usize::MAX).unwrap_or_default() {

@@ -303,6 +303,31 @@ impl TopologyTestDriver {
         self.start();
     }
 
+    /// A clean restart on another topology over the same topics and state, as a rolling deploy
+    /// of a new version does: commits, closes the tasks, and opens them again from their stores
+    /// and the committed offsets.
+    pub fn redeploy(&mut self, topology: Topology) {
+        self.commit();
+        let s = self.tasks.stats();
+        self.restarted_stats += s;
+        for p in 0..self.config.partitions {
+            self.tasks.close(p);
+        }
+        for t in topology.source_topics() {
+            self.broker.borrow_mut().create_topic(&t, self.config.partitions);
+        }
+        self.topology = topology;
+        self.log = None;
+        self.start();
+    }
+
+    /// Appends a record with headers (a control record, for example) and processes what is
+    /// available.
+    pub fn pipe_with_headers(&mut self, topic: &str, partition: Option<i32>, key: &str, value: &[u8], timestamp: i64, headers: Headers) {
+        self.broker.borrow_mut().append(topic, partition, Some(key.as_bytes().to_vec()), Some(value.to_vec()), timestamp, headers);
+        self.run_until_idle();
+    }
+
     /// Appends an input record to `topic` (partitioned by key) and processes what is available.
     pub fn pipe_input(&mut self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) {
         self.broker.borrow_mut().append(topic, None, key.map(<[u8]>::to_vec), value.map(<[u8]>::to_vec), timestamp, Headers::new());

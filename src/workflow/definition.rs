@@ -54,6 +54,11 @@ pub enum Unmatched {
 #[serde(deny_unknown_fields)]
 pub struct Definition {
     pub name: String,
+    /// The version of this definition, from 1. An instance keeps the version it started on, and
+    /// a change that instances in flight would notice is deployed as a new version (see
+    /// `workflow::versions`). Default 1.
+    #[serde(default = "first_version")]
+    pub version: u32,
     #[serde(default)]
     pub description: String,
     /// How an event names its instance. Only `record.key` (the Kafka record key) for now:
@@ -78,6 +83,9 @@ pub struct Definition {
     pub channels: Channels,
 }
 
+fn first_version() -> u32 {
+    1
+}
 fn default_id_field() -> String {
     "id".into()
 }
@@ -295,6 +303,9 @@ impl Definition {
                 def.key.span(),
                 format!("key `{}` is not supported: use `record.key` (producers key events by the instance id)", def.key.get_ref()),
             ));
+        }
+        if def.version == 0 {
+            return Err(Error { file: file.into(), line: 1, message: "version 0: versions count from 1".into() });
         }
         if def.inputs.is_empty() {
             return Err(Error { file: file.into(), line: 1, message: "no [[inputs]]: the workflow reads no topic".into() });

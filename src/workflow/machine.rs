@@ -22,13 +22,17 @@ use serde_json::{json, Map, Value};
 use super::definition::{parse_duration, ActionSpec, Definition, RetrySpec};
 
 /// How many recent event ids an instance remembers to drop duplicates.
-const REMEMBERED_EVENTS: usize = 64;
+pub(super) const REMEMBERED_EVENTS: usize = 64;
 
 /// One workflow instance, as stored (and as `GET /workflows/{id}` will show it).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
     pub workflow: String,
+    /// The version of the workflow the instance runs by: the one it started on, or the one a
+    /// migration moved it to. Instances stored before versions existed are on version 1.
+    #[serde(default = "first_version")]
+    pub version: u32,
     pub state: String,
     /// Transitions taken; part of every idempotency key.
     pub step: u64,
@@ -38,6 +42,10 @@ pub struct Instance {
     pub finished: bool,
     /// Ids of the latest events, newest last.
     pub recent_events: Vec<String>,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,6 +135,7 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
     let mut inst = instance.cloned().unwrap_or_else(|| Instance {
         id: key.into(),
         workflow: def.name.clone(),
+        version: def.version,
         state: def.initial.get_ref().clone(),
         ..Default::default()
     });

@@ -3,8 +3,11 @@
 
 pub mod definition;
 pub mod diagram;
+pub mod diff;
 pub mod machine;
+pub mod migration;
 pub mod processor;
+pub mod versions;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,6 +16,7 @@ use std::sync::Arc;
 pub use definition::{Definition, Error};
 pub use machine::{apply, Action, Event, Instance, Outcome};
 pub use processor::{count_key, parse_count_key, COUNTS, STORE};
+pub use versions::Versions;
 
 use crate::serde::{AvroSerde, Registry, Serde, SubjectStrategy};
 use crate::state::StoreSpec;
@@ -67,7 +71,16 @@ pub fn output_topics(def: &Definition) -> Vec<String> {
 /// # Errors
 /// An Avro input without a registry.
 pub fn compile(def: Definition, registry: Option<&Arc<Registry>>) -> Result<Topology, Error> {
-    Ok(builder(def, registry)?.build().expect("a validated definition compiles to a valid topology"))
+    compile_versions(Versions::single(def), registry)
+}
+
+/// As [`compile`], for several versions of a workflow run side by side: the sources and sinks of
+/// them all, and one processor that runs each instance by its own version.
+///
+/// # Errors
+/// As [`compile`].
+pub fn compile_versions(versions: Versions, registry: Option<&Arc<Registry>>) -> Result<Topology, Error> {
+    Ok(builder_versions(versions, registry)?.build().expect("a validated definition compiles to a valid topology"))
 }
 
 /// The topology of a definition, not yet built: add Rust processors for custom steps (for
@@ -76,38 +89,52 @@ pub fn compile(def: Definition, registry: Option<&Arc<Registry>>) -> Result<Topo
 ///
 /// # Errors
 /// As [`compile`].
-pub fn builder(mut def: Definition, registry: Option<&Arc<Registry>>) -> Result<TopologyBuilder, Error> {
-    let mut serdes = Vec::new();
-    for input in &mut def.inputs {
-        let i = input.get_mut();
-        serdes.push(match i.format {
-            Format::Json => Serde::Json,
-            Format::Avro => {
-                let Some(r) = registry else {
-                    return Err(Error {
-                        file: def.name.clone(),
-                        line: 0,
-                        message: format!("input `{}` is Avro: set schema.registry.url", i.topic),
-                    });
-                };
-                Serde::Avro(AvroSerde::new(r.clone(), i.reader_schema.take(), SubjectStrategy::TopicName))
+pub fn builder(def: Definition, registry: Option<&Arc<Registry>>) -> Result<TopologyBuilder, Error> {
+    builder_versions(Versions::single(def), registry)
+}
+
+/// As [`builder`], for several versions.
+///
+/// # Errors
+/// As [`compile`].
+pub fn builder_versions(versions: Versions, registry: Option<&Arc<Registry>>) -> Result<TopologyBuilder, Error> {
+    // One source per topic any version reads, with the newest reader schema of it.
+    let mut sources: Vec<(String, Serde)> = Vec::new();
+    for def in versions.all().rev() {
+        for i in def.inputs.iter().map(|i| i.get_ref()) {
+            if sources.iter().any(|(t, _)| *t == i.topic) {
+                continue;
             }
-        });
+            let serde = match i.format {
+                Format::Json => Serde::Json,
+                Format::Avro => {
+                    let Some(r) = registry else {
+                        return Err(Error {
+                            file: def.name.clone(),
+                            line: 0,
+                            message: format!("input `{}` is Avro: set schema.registry.url", i.topic),
+                        });
+                    };
+                    Serde::Avro(AvroSerde::new(r.clone(), i.reader_schema.clone(), SubjectStrategy::TopicName))
+                }
+            };
+            sources.push((i.topic.clone(), serde));
+        }
     }
-    let def = Arc::new(def);
-    let name = def.name.clone();
+    let outputs: BTreeSet<String> = versions.all().flat_map(|d| output_topics(d)).collect();
+    let name = versions.name().to_owned();
+    let versions = Arc::new(versions);
     let mut b = TopologyBuilder::new();
-    let sources: Vec<String> = def.inputs.iter().map(|i| format!("in:{}", i.get_ref().topic)).collect();
-    for ((i, s), serde) in def.inputs.iter().zip(&sources).zip(serdes) {
-        b = b.source(s, &[&i.get_ref().topic], Serde::String, serde);
+    let names: Vec<String> = sources.iter().map(|(t, _)| format!("in:{t}")).collect();
+    for ((topic, serde), s) in sources.into_iter().zip(&names) {
+        b = b.source(s, &[&topic], Serde::String, serde);
     }
-    let parents: Vec<&str> = sources.iter().map(String::as_str).collect();
-    let d = def.clone();
+    let parents: Vec<&str> = names.iter().map(String::as_str).collect();
     b = b
-        .processor(&name, move || WorkflowProcessor::new(d.clone()), &parents)
+        .processor(&name, move || WorkflowProcessor::new(versions.clone()), &parents)
         .store(StoreSpec::new(STORE), &[&name])
         .store(StoreSpec::new(COUNTS), &[&name]);
-    for topic in output_topics(&def) {
+    for topic in outputs {
         b = b.sink(&sink_name(&topic), &topic, Serde::String, Serde::Json, &[&name]);
     }
     Ok(b)
@@ -116,7 +143,7 @@ pub fn builder(mut def: Definition, registry: Option<&Arc<Registry>>) -> Result<
 /// A definition's own summary (states, transitions), then its topology.
 pub fn describe(def: &Definition) -> String {
     use std::fmt::Write;
-    let mut out = format!("Workflow: {} (initial: {})\n", def.name, def.initial.get_ref());
+    let mut out = format!("Workflow: {} version {} (initial: {})\n", def.name, def.version, def.initial.get_ref());
     for (name, s) in &def.states {
         let s = s.get_ref();
         let mut notes = Vec::new();

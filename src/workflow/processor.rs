@@ -2,17 +2,18 @@
 //! into events for the machine, and performs the actions it returns through the processor
 //! context (so they commit with the state, exactly once).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use crate::processor::{Context, Error, Processor};
-use crate::record::Record;
+use crate::record::{Record, CONTROL_HEADER};
 use crate::state::{TimeKind, Timer};
 
 use super::definition::{Definition, Unmatched};
 use super::machine::{self, Action, Event, Guards, Instance, Outcome};
+use super::migration::{self, Migration};
+use super::versions::Versions;
 
 /// How long a timer of an instance this binary cannot read waits before it is tried again.
 const UNREADABLE_TIMER_RETRY_MS: i64 = 60_000;
@@ -20,20 +21,32 @@ const UNREADABLE_TIMER_RETRY_MS: i64 = 60_000;
 /// The store every workflow keeps its instances in.
 pub const STORE: &str = "instances";
 
-/// The number of instances in each state, per task: written in the same transaction as the
-/// instances, so it is exact at every commit and restored like any store, and the
-/// `keyflow_workflow_instances` gauge and the console read it instead of scanning `instances`.
-/// Keys are `[workflow, state]` as JSON (see [`count_key`]), values counts.
+/// The number of instances in each state of each version, per task: written in the same
+/// transaction as the instances, so it is exact at every commit and restored like any store, and
+/// the `keyflow_workflow_instances` gauge and the console read it instead of scanning
+/// `instances`. Keys are JSON: `[workflow, state]` for version 1 (the form from before versions,
+/// so counts kept then stay right) and `[workflow, state, version]` for later ones; values counts.
 pub const COUNTS: &str = "instances-per-state";
 
 /// The key of a state's count in [`COUNTS`].
-pub fn count_key(workflow: &str, state: &str) -> String {
-    json!([workflow, state]).to_string()
+pub fn count_key(workflow: &str, version: u32, state: &str) -> String {
+    if version == 1 {
+        json!([workflow, state]).to_string()
+    } else {
+        json!([workflow, state, version]).to_string()
+    }
 }
 
-/// The workflow and state of a [`COUNTS`] key.
-pub fn parse_count_key(key: &[u8]) -> Option<(String, String)> {
-    serde_json::from_slice(key).ok()
+/// The workflow, version and state of a [`COUNTS`] key.
+pub fn parse_count_key(key: &[u8]) -> Option<(String, u32, String)> {
+    match serde_json::from_slice::<Value>(key).ok()? {
+        Value::Array(a) => match a.as_slice() {
+            [Value::String(w), Value::String(s)] => Some((w.clone(), 1, s.clone())),
+            [Value::String(w), Value::String(s), v] => Some((w.clone(), u32::try_from(v.as_u64()?).ok()?, s.clone())),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 pub(crate) fn sink_name(topic: &str) -> String {
@@ -41,26 +54,41 @@ pub(crate) fn sink_name(topic: &str) -> String {
 }
 
 pub struct WorkflowProcessor {
-    def: Arc<Definition>,
-    /// Timer name -> the event it fires.
-    timer_events: HashMap<String, String>,
+    versions: Arc<Versions>,
     guards: Guards,
 }
 
+/// How long a partition waits before trying again an instance of a version this member does
+/// not have (a member started with it takes the partition over in a rolling deploy).
+const UNKNOWN_VERSION_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl WorkflowProcessor {
-    pub fn new(def: Arc<Definition>) -> Self {
-        let timer_events = def.timers().into_iter().map(|(name, fire)| (name.to_owned(), fire.to_owned())).collect();
-        Self { def, timer_events, guards: Guards::default() }
+    pub fn new(versions: Arc<Versions>) -> Self {
+        Self { versions, guards: Guards::default() }
     }
 
-    fn event_of(&self, topic: &str, record: &Record) -> Result<Event, Error> {
-        let input = self
-            .def
-            .inputs
-            .iter()
-            .map(|i| i.get_ref())
-            .find(|i| i.topic == topic)
-            .ok_or_else(|| Error::Topology(format!("no input for topic `{topic}`")))?;
+    fn name(&self) -> &str {
+        self.versions.name()
+    }
+
+    /// The definition `instance` runs by (the newest for a new one), or why there is none here.
+    fn definition_of(&self, key: &str, instance: Option<&Instance>) -> Result<Arc<Definition>, String> {
+        let Some(i) = instance else { return Ok(self.versions.newest().clone()) };
+        self.versions.get(i.version).cloned().ok_or_else(|| {
+            format!(
+                "instance `{key}` runs version {} of workflow `{}`, which this member does not have (it has {:?}); \
+                 the partition waits for a member that has it (add the file to [topology] versions)",
+                i.version,
+                self.name(),
+                self.versions.numbers()
+            )
+        })
+    }
+
+    fn event_of(def: &Definition, topic: &str, record: &Record) -> Result<Result<Event, String>, Error> {
+        let Some(input) = def.inputs.iter().map(|i| i.get_ref()).find(|i| i.topic == topic) else {
+            return Ok(Err(format!("version {} of workflow `{}` does not read topic `{topic}`", def.version, def.name)));
+        };
         let v = &record.value;
         let name = match (&input.event, &input.event_field) {
             (Some(fixed), _) => fixed.clone(),
@@ -72,11 +100,23 @@ impl WorkflowProcessor {
             (None, None) => unreachable!("validated: inputs name their events"),
         };
         let text = |field: &str| v.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
-        Ok(Event { name, error: text(&self.def.error_field), id: text(&self.def.event_id_field), payload: v.clone(), at: record.timestamp })
+        Ok(Ok(Event { name, error: text(&def.error_field), id: text(&def.event_id_field), payload: v.clone(), at: record.timestamp }))
     }
 
-    fn count(&self, ctx: &mut Context<'_>, state: &str, delta: i64) -> Result<(), Error> {
-        let key = count_key(&self.def.name, state);
+    /// Moves an instance's count from `(before's version, state)` to `(after's)`.
+    fn recount(&self, ctx: &mut Context<'_>, before: Option<&Instance>, after: &Instance) -> Result<(), Error> {
+        let at = |i: &Instance| (i.version, i.state.clone());
+        if before.map(at) == Some(at(after)) {
+            return Ok(());
+        }
+        if let Some(b) = before {
+            self.count(ctx, b.version, &b.state, -1)?;
+        }
+        self.count(ctx, after.version, &after.state, 1)
+    }
+
+    fn count(&self, ctx: &mut Context<'_>, version: u32, state: &str, delta: i64) -> Result<(), Error> {
+        let key = count_key(self.name(), version, state);
         let n: i64 = ctx.get_json(COUNTS, &key)?.unwrap_or(0);
         ctx.put_json(COUNTS, &key, &(n + delta))
     }
@@ -91,27 +131,29 @@ impl WorkflowProcessor {
             let shown: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
             Error::BadRecord(format!(
                 "the stored instance `{key}` of workflow `{}` cannot be read ({e}); it is left as it is, and this event not applied: {shown}",
-                self.def.name
+                self.name()
             ))
         })
     }
 
-    fn handle(&mut self, ctx: &mut Context<'_>, key: &str, event: Event) -> Result<(), Error> {
-        let _span = tracing::info_span!("workflow", workflow = %self.def.name, instance = key, event = %event.name).entered();
-        let before = self.stored(ctx, key)?;
-        match machine::apply_with(&self.def, key, before.as_ref(), &event, &mut self.guards) {
+    /// Keeps what `outcome` says: the instance, its count, its actions.
+    fn perform(
+        &self,
+        ctx: &mut Context<'_>,
+        key: &str,
+        before: Option<&Instance>,
+        outcome: Outcome,
+        def: &Definition,
+        at: i64,
+    ) -> Result<(), Error> {
+        match outcome {
             Outcome::Transitioned { instance, actions } => {
-                let from = before.as_ref().map_or(self.def.initial.get_ref().as_str(), |b| b.state.as_str());
-                crate::metrics::transition(&self.def.name, from, &instance.state);
-                if before.as_ref().map(|b| b.state.as_str()) != Some(instance.state.as_str()) {
-                    if let Some(b) = &before {
-                        self.count(ctx, &b.state, -1)?;
-                    }
-                    self.count(ctx, &instance.state, 1)?;
-                }
+                let from = before.map_or(def.initial.get_ref().as_str(), |b| b.state.as_str());
+                crate::metrics::transition(&def.name, from, &instance.state);
+                self.recount(ctx, before, &instance)?;
                 for a in actions {
                     match a {
-                        Action::Emit { topic, value } => ctx.forward_to(&sink_name(&topic), Record::new(key.to_owned(), value, event.at)),
+                        Action::Emit { topic, value } => ctx.forward_to(&sink_name(&topic), Record::new(key.to_owned(), value, at)),
                         Action::SetTimer { name, due, .. } => ctx.schedule(&name, key, TimeKind::WallClock, due)?,
                         Action::CancelTimer { name } => ctx.cancel_timer(&name, key)?,
                     }
@@ -119,17 +161,64 @@ impl WorkflowProcessor {
                 ctx.put_json(STORE, key, &instance)
             }
             Outcome::Duplicate | Outcome::Ignored => {
-                tracing::debug!(key, event = %event.name, "event dropped (duplicate or ignored by the state)");
+                tracing::debug!(key, "dropped (duplicate or ignored by the state)");
                 Ok(())
             }
-            Outcome::Unmatched(reason) => match self.def.unmatched {
-                Unmatched::DeadLetter => Err(Error::BadRecord(reason)),
-                Unmatched::Ignore => {
-                    tracing::info!(key, reason, "event fits no transition; ignored as the definition says");
-                    Ok(())
-                }
-            },
+            Outcome::Unmatched(reason) => Self::unmatched(def, key, reason),
         }
+    }
+
+    fn unmatched(def: &Definition, key: &str, reason: String) -> Result<(), Error> {
+        match def.unmatched {
+            Unmatched::DeadLetter => Err(Error::BadRecord(reason)),
+            Unmatched::Ignore => {
+                tracing::info!(key, reason, "event fits no transition; ignored as the definition says");
+                Ok(())
+            }
+        }
+    }
+
+    fn handle(&mut self, ctx: &mut Context<'_>, key: &str, record: &Record) -> Result<(), Error> {
+        let before = self.stored(ctx, key)?;
+        let def = self.definition_of(key, before.as_ref()).map_err(|reason| Error::Backoff { reason, after: UNKNOWN_VERSION_RETRY })?;
+        let event = match Self::event_of(&def, &ctx.metadata().topic.clone(), record)? {
+            Ok(e) => e,
+            Err(reason) => return Self::unmatched(&def, key, reason),
+        };
+        let _span =
+            tracing::info_span!("workflow", workflow = %def.name, version = def.version, instance = key, event = %event.name).entered();
+        let outcome = machine::apply_with(&def, key, before.as_ref(), &event, &mut self.guards);
+        self.perform(ctx, key, before.as_ref(), outcome, &def, event.at)
+    }
+
+    /// A control record: a migration command for this workflow (another's is dropped).
+    fn control(&mut self, ctx: &mut Context<'_>, key: &str, record: &Record) -> Result<(), Error> {
+        let kind = record.headers.last(CONTROL_HEADER).map(String::from_utf8_lossy).unwrap_or_default();
+        if kind != migration::CONTROL {
+            return Err(Error::BadRecord(format!("unknown control record `{kind}` (a newer keyflow's?)")));
+        }
+        let m: Migration = serde_json::from_value(record.value.clone())
+            .map_err(|e| Error::BadRecord(format!("a migration command that cannot be read: {e}")))?;
+        if m.workflow != self.name() {
+            tracing::debug!(key, workflow = m.workflow, "a migration of another workflow; dropped");
+            return Ok(());
+        }
+        let Some(before) = self.stored(ctx, key)? else {
+            return Err(Error::BadRecord(format!("migration `{}`: there is no instance `{key}`", m.migration)));
+        };
+        let wait = |reason| Error::Backoff { reason, after: UNKNOWN_VERSION_RETRY };
+        let from = self.definition_of(key, Some(&before)).map_err(wait)?;
+        let to = self.versions.get(m.to_version).cloned().ok_or_else(|| {
+            wait(format!(
+                "migration `{}` moves `{key}` to version {} of `{}`, which this member does not have",
+                m.migration,
+                m.to_version,
+                self.name()
+            ))
+        })?;
+        let _span = tracing::info_span!("migration", workflow = %to.name, instance = key, to = to.version).entered();
+        let outcome = migration::apply(&from, &to, &before, &m, record.timestamp);
+        self.perform(ctx, key, Some(&before), outcome, &to, record.timestamp)
     }
 }
 
@@ -139,21 +228,31 @@ impl Processor for WorkflowProcessor {
         if key.is_empty() || record.key.is_null() {
             return Err(Error::BadRecord("record has no key: the key is the workflow instance".into()));
         }
-        let event = self.event_of(&ctx.metadata().topic.clone(), &record)?;
-        self.handle(ctx, &key, event)
+        if record.headers.last(CONTROL_HEADER).is_some() {
+            return self.control(ctx, &key, &record);
+        }
+        self.handle(ctx, &key, &record)
     }
 
     fn on_timer(&mut self, ctx: &mut Context<'_>, timer: Timer) -> Result<(), Error> {
-        let Some(fire) = self.timer_events.get(&timer.name).cloned() else {
-            return Err(Error::BadRecord(format!("timer `{}` is not in the definition any more", timer.name)));
+        // A timer of an instance this member cannot read, or whose version it does not have,
+        // waits for one that can (a rolling deploy or a rollback), checked again every minute:
+        // dead-lettered, it could not be redriven, and the escalation would be lost.
+        let postpone = |ctx: &mut Context<'_>, reason: String| {
+            tracing::warn!(timer = %timer.name, instance = %timer.key, reason, "timer postponed");
+            ctx.schedule(&timer.name, &timer.key, TimeKind::WallClock, ctx.wall_clock_time() + UNREADABLE_TIMER_RETRY_MS)
         };
-        if let Err(Error::BadRecord(reason)) = self.stored(ctx, &timer.key) {
-            // A timer of an instance this binary cannot read waits for one that can (a rolling
-            // deploy or a rollback), checked again every minute: dead-lettered, it could not be
-            // redriven, and the escalation would be lost.
-            tracing::warn!(timer = %timer.name, instance = %timer.key, reason, "timer of an unreadable instance postponed");
-            return ctx.schedule(&timer.name, &timer.key, TimeKind::WallClock, ctx.wall_clock_time() + UNREADABLE_TIMER_RETRY_MS);
-        }
+        let before = match self.stored(ctx, &timer.key) {
+            Err(Error::BadRecord(reason)) => return postpone(ctx, reason),
+            other => other?,
+        };
+        let def = match self.definition_of(&timer.key, before.as_ref()) {
+            Ok(d) => d,
+            Err(reason) => return postpone(ctx, reason),
+        };
+        let Some(fire) = def.timers().get(timer.name.as_str()).map(|f| f.to_string()) else {
+            return Err(Error::BadRecord(format!("timer `{}` is not in version {} of `{}` any more", timer.name, def.version, def.name)));
+        };
         let event = Event {
             name: fire,
             error: None,
@@ -161,6 +260,10 @@ impl Processor for WorkflowProcessor {
             payload: json!({"timer": timer.name, "due": timer.due}),
             at: timer.due,
         };
-        self.handle(ctx, &timer.key, event)
+        let _span =
+            tracing::info_span!("workflow", workflow = %def.name, version = def.version, instance = %timer.key, event = %event.name)
+                .entered();
+        let outcome = machine::apply_with(&def, &timer.key, before.as_ref(), &event, &mut self.guards);
+        self.perform(ctx, &timer.key, before.as_ref(), outcome, &def, event.at)
     }
 }

@@ -21,6 +21,7 @@ use std::path::Path;
 use crate::dlq::{self, ErrorClass};
 use crate::processor::{self, Context, Processor};
 use crate::record::{InputRecord, OutputRecord, Record, RecordMetadata};
+use crate::serde::Serde;
 use crate::state::{self, changelog_topic, ChangelogEntry, Position, Store, StoreMemory, Timer, TimerStore, TIMER_STORE};
 use crate::topology::{NodeKind, Topology};
 
@@ -352,6 +353,8 @@ impl Task {
         let NodeKind::Source { key_serde, value_serde, .. } = &topology.nodes()[source].kind else {
             unreachable!("source_for returns source nodes")
         };
+        // A control record (a migration command) is JSON on any topic.
+        let value_serde = if input.headers.last(crate::record::CONTROL_HEADER).is_some() { &Serde::Json } else { value_serde };
         let decoded = key_serde
             .deserialize("key", input.key.as_deref())
             .and_then(|key| Ok((key, value_serde.deserialize("value", input.value.as_deref())?)));

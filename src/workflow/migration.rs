@@ -1,0 +1,192 @@
+//! Moving instances to another version of their workflow (`keyflow workflow migrate`).
+//!
+//! A migration is a command per instance, produced to the partition of one of the workflow's
+//! input topics that holds the instance's events, keyed by the instance and marked by the
+//! [`crate::record::CONTROL_HEADER`] header. So it is applied by the task that owns the
+//! instance, between two of its events, in the same transaction as its state: exactly once,
+//! and in order with everything else the instance sees. Like an event, it is deterministic:
+//!
+//! ```text
+//!   command seen before (its id)?           -> Duplicate
+//!   instance finished, or not on the
+//!   command's source version?               -> Ignored (a second run changes nothing)
+//!   state mapped (or kept, if the target
+//!   version has a state of that name)?  no  -> Unmatched (dead letter naming the state)
+//!   cancel the old state's timers, and those the target version does not know; move the
+//!   instance; set the new state's timers; record the migration in the history
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::definition::{parse_duration, Definition};
+use super::machine::{Action, HistoryEntry, Instance, Outcome};
+
+/// The value of a migration command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Migration {
+    /// Names this migration; with the instance, it makes the command's event id, so a command
+    /// delivered twice applies once.
+    pub migration: String,
+    pub workflow: String,
+    /// Only instances still on this version move (a command for an instance that was moved
+    /// since is ignored).
+    pub from_version: u32,
+    pub to_version: u32,
+    /// Source state -> target state. A state not named here keeps its name, if the target
+    /// version has it.
+    #[serde(default)]
+    pub mapping: BTreeMap<String, String>,
+}
+
+/// The value of [`crate::record::CONTROL_HEADER`] on a migration command.
+pub const CONTROL: &str = "migrate";
+
+impl Migration {
+    /// Where a state of the source version goes in the target version, if anywhere.
+    pub fn target_of<'a>(&'a self, state: &'a str, to: &Definition) -> Option<&'a str> {
+        match self.mapping.get(state) {
+            Some(t) => to.states.contains_key(t).then_some(t.as_str()),
+            None => to.states.contains_key(state).then_some(state),
+        }
+    }
+
+    fn event_id(&self) -> String {
+        format!("migration:{}", self.migration)
+    }
+}
+
+/// Applies a migration command to `inst`, which runs by `from`, at `at` (the command's time).
+pub fn apply(from: &Definition, to: &Definition, inst: &Instance, m: &Migration, at: i64) -> Outcome {
+    let id = m.event_id();
+    if inst.recent_events.contains(&id) {
+        return Outcome::Duplicate;
+    }
+    if inst.finished || inst.version != m.from_version || inst.version == m.to_version {
+        return Outcome::Ignored;
+    }
+    let Some(target) = m.target_of(&inst.state, to) else {
+        return Outcome::Unmatched(format!(
+            "migration `{}` cannot move instance `{}`: its state `{}` has no place in version {} of `{}` (map it with --map {}=<state>)",
+            m.migration, inst.id, inst.state, to.version, to.name, inst.state
+        ));
+    };
+    let mut next = inst.clone();
+    let mut actions = Vec::new();
+    let old_state = from.states.get(&inst.state).map(|s| s.get_ref());
+    let target_timers = &to.states[target].get_ref().timers;
+    let known_to_target = to.timers();
+    // The old state's timers go (the new state sets its own), and so does any timer the target
+    // version would not know what to do with when it fires.
+    for name in old_state.iter().flat_map(|s| s.timers.iter().map(|t| t.name.as_str())).chain(from.timers().into_keys()) {
+        let cancel = Action::CancelTimer { name: name.to_owned() };
+        let keep = known_to_target.contains_key(name) && old_state.is_none_or(|s| s.timers.iter().all(|t| t.name != name));
+        if !keep && !actions.contains(&cancel) {
+            actions.push(cancel);
+        }
+    }
+    for t in target_timers {
+        let after = parse_duration(&t.after).expect("validated").as_millis() as i64;
+        actions.push(Action::SetTimer { name: t.name.clone(), due: at + after, fire: t.fire.clone() });
+    }
+    next.version = to.version;
+    next.state = target.to_owned();
+    next.finished = to.states[target].get_ref().terminal;
+    next.step += 1;
+    let event = format!("migration:v{}->v{}", from.version, to.version);
+    next.history.push(HistoryEntry { from: inst.state.clone(), to: target.to_owned(), event: event.clone(), at, step: next.step });
+    next.recent_events.push(id);
+    if next.recent_events.len() > super::machine::REMEMBERED_EVENTS {
+        next.recent_events.remove(0);
+    }
+    actions.push(Action::Emit {
+        topic: to.channel("transitions"),
+        value: json!({"instanceId": next.id, "workflow": to.name, "from": inst.state, "to": target, "event": event,
+                      "step": next.step, "final": next.finished, "at": at, "fromVersion": from.version, "toVersion": to.version}),
+    });
+    Outcome::Transitioned { instance: next, actions }
+}
+
+/// Which instances a migration moves: unfinished ones of the workflow, on `from_version` (every
+/// version but the target if `None`), in one of `states` (any if empty), with one of `ids` (any
+/// if empty).
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub from_version: Option<u32>,
+    pub states: Vec<String>,
+    pub ids: Vec<String>,
+}
+
+/// What a migration will do: per (version, state) the target state and how many instances, and
+/// the command of each, with the partition its instance lives in.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub moves: BTreeMap<(u32, String), (String, usize)>,
+    pub commands: Vec<(i32, String, Migration)>,
+}
+
+/// Plans moving the selected `instances` (with the partition each is stored in) to version `to`
+/// with `mapping`.
+///
+/// # Errors
+/// An unknown version, or an incomplete mapping: a state of a source version, unfinished
+/// instances could be in when their command arrives, with no place in the target (listed), or a
+/// mapping to a state the target lacks.
+pub fn plan(
+    versions: &super::Versions,
+    instances: &[(i32, Instance)],
+    select: &Selection,
+    to: u32,
+    mapping: &BTreeMap<String, String>,
+    migration: &str,
+) -> Result<Plan, String> {
+    let target = versions.get(to).ok_or_else(|| format!("version {to} of `{}` is not among {:?}", versions.name(), versions.numbers()))?;
+    if let Some((from, bad)) = mapping.iter().find(|(_, t)| !target.states.contains_key(*t)) {
+        return Err(format!("--map {from}={bad}: version {to} has no state `{bad}`"));
+    }
+    let chosen: Vec<&(i32, Instance)> = instances
+        .iter()
+        .filter(|(_, i)| i.workflow == versions.name() && !i.finished && i.version != to)
+        .filter(|(_, i)| select.from_version.is_none_or(|v| i.version == v))
+        .filter(|(_, i)| select.states.is_empty() || select.states.contains(&i.state))
+        .filter(|(_, i)| select.ids.is_empty() || select.ids.contains(&i.id))
+        .collect();
+    // Complete over every state an instance of a source version could be in when its command
+    // arrives (it may move between this plan and then), not only the states seen now.
+    let mut missing = BTreeSet::new();
+    for v in chosen.iter().map(|(_, i)| i.version).collect::<BTreeSet<u32>>() {
+        let Some(from) = versions.get(v) else {
+            return Err(format!("instances are on version {v}, which is not among the definitions given ({:?})", versions.numbers()));
+        };
+        let probe =
+            Migration { migration: String::new(), workflow: String::new(), from_version: v, to_version: to, mapping: mapping.clone() };
+        for (name, s) in &from.states {
+            if !s.get_ref().terminal && probe.target_of(name, target).is_none() {
+                missing.insert(format!("version {v} state `{name}`"));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "the mapping is incomplete: no place in version {to} for {} (add --map <old>=<new> for each)",
+            missing.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let mut p = Plan::default();
+    for (partition, i) in chosen {
+        let m = Migration {
+            migration: migration.to_owned(),
+            workflow: i.workflow.clone(),
+            from_version: i.version,
+            to_version: to,
+            mapping: mapping.clone(),
+        };
+        let t = m.target_of(&i.state, target).expect("checked complete above").to_owned();
+        p.moves.entry((i.version, i.state.clone())).or_insert((t, 0)).1 += 1;
+        p.commands.push((*partition, i.id.clone(), m));
+    }
+    Ok(p)
+}
