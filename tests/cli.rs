@@ -64,3 +64,28 @@ fn topology_describe_prints_nodes_and_changelogs() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("Processor: tracker (stores: [documents])") && out.contains("<application.id>-documents-changelog"), "{out}");
 }
+
+/// `topology validate --against` (issue 21): a change that instances in flight would notice is
+/// refused under the running version's number, and accepted as a new version with its diff;
+/// `topology diff` names the rename.
+#[test]
+fn validate_against_refuses_a_stranding_change_under_the_same_version_and_diff_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = "tests/workflows/orders.v1.toml";
+    let v2 = "tests/workflows/orders.v2.toml";
+    // v2's content under version 1's number: what the issue's user did (a file edited in place).
+    let same = dir.path().join("orders.toml");
+    std::fs::write(&same, std::fs::read_to_string(v2).unwrap().replace("version = 2", "version = 1")).unwrap();
+    let (code, out) = keyflow(&["topology", "validate", same.to_str().unwrap(), "--against", v1]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("refused") && out.contains("state renamed: paid -> payment-received") && out.contains("version = 2"), "{out}");
+    let (code, out) = keyflow(&["topology", "validate", v2, "--against", v1]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("a new version (2 after 1)"), "{out}");
+    let (code, out) = keyflow(&["topology", "validate", v1, "--against", v2]);
+    assert_eq!(code, 1, "an older version replaces nothing: {out}");
+    let (code, out) = keyflow(&["topology", "diff", v1, v2]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("! state renamed: paid -> payment-received"), "{out}");
+    assert!(out.contains("! transition removed: payment-received --shipped--> shipped"), "{out}");
+}
