@@ -96,6 +96,15 @@ pub fn render(application: &str, status: &Status) -> String {
     for ((topic, partition), lag) in status.lag() {
         let _ = writeln!(out, "keyflow_consumer_lag{{{app},topic=\"{}\",partition=\"{partition}\"}} {lag}", esc(&topic));
     }
+    family(
+        &mut out,
+        "keyflow_input_waiting",
+        "gauge",
+        "1 for each owned input partition waiting after a transient failure (see /ready for why).",
+    );
+    for (topic, partition) in status.waiting().into_keys() {
+        let _ = writeln!(out, "keyflow_input_waiting{{{app},topic=\"{}\",partition=\"{partition}\"}} 1", esc(&topic));
+    }
     family(&mut out, "keyflow_store_keys", "gauge", "Estimated keys per state store and partition.");
     for ((store, partition), n) in status.store_keys() {
         let _ = writeln!(out, "keyflow_store_keys{{{app},store=\"{}\",partition=\"{partition}\"}} {n}", esc(&store));

@@ -281,7 +281,12 @@ fn route(method: &str, path: &str, application: &str, status: &Status) -> (u16, 
             (503, TEXT, format!("the stream thread stopped: {}\n", s.failure.as_deref().unwrap_or_default()))
         }
         "/health" => (503, TEXT, "the stream thread is not running\n".into()),
-        "/ready" if s.running && !s.restoring => (200, TEXT, "ready\n".into()),
+        // Ready, and saying which partitions wait and why: the member is fine, a service or a
+        // member with another workflow version is what they wait for.
+        "/ready" if s.running && !s.restoring => {
+            let waiting: String = status.waiting().iter().map(|((t, p), why)| format!("waiting: {t}/{p}: {why}\n")).collect();
+            (200, TEXT, format!("ready\n{waiting}"))
+        }
         "/ready" if s.restoring => (503, TEXT, "restoring state\n".into()),
         "/ready" => (503, TEXT, "not running\n".into()),
         _ => match path.strip_prefix("/workflows/").filter(|id| !id.is_empty() && !id.contains('/')) {

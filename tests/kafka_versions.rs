@@ -212,3 +212,32 @@ fn a_rolling_deploy_of_a_new_version_and_a_migration_while_events_flow_lose_and_
     let dlq = read_all(&kafka.bootstrap, &format!("{}-dlq", app.app));
     assert!(dlq.is_empty(), "no dead letter: {} of them", dlq.len());
 }
+
+/// A member that lacks an instance's version (a rollback, or a member not yet deployed) waits on
+/// that partition and says so on `/ready` and `/metrics`, dead-letters nothing, still stops on
+/// SIGTERM; a member with the version then applies what waited.
+#[test]
+fn a_member_without_an_instances_version_says_its_partition_waits_and_a_member_with_it_applies_the_event() {
+    let kafka = common::kafka_broker::shared();
+    let app = App::new(&kafka.bootstrap);
+    let (m, _) = app.member("v2", 1);
+    app.send(&[("o-1", "paid")]);
+    wait_until("o-1 paid", Duration::from_secs(60), || app.transitions().len() == 1);
+    stop(m);
+    assert_eq!(app.instances()["o-1"].version, 2);
+
+    let (m, port) = app.member("v1", 2);
+    app.send(&[("o-1", "packed")]);
+    let get = |path: &str| reqwest::blocking::get(format!("http://127.0.0.1:{port}{path}")).unwrap().text().unwrap();
+    wait_until("/ready names the waiting partition", Duration::from_secs(60), || get("/ready").contains("runs version 2 of workflow"));
+    let ready = reqwest::blocking::get(format!("http://127.0.0.1:{port}/ready")).unwrap();
+    assert_eq!(ready.status().as_u16(), 200, "the member itself is fine");
+    assert!(get("/metrics").lines().any(|l| l.starts_with("keyflow_input_waiting{") && l.contains(&app.input) && l.ends_with(" 1")));
+    stop(m);
+    assert_eq!(app.instances()["o-1"].state, "payment-received", "nothing guessed");
+
+    let (m, _) = app.member("v2", 3);
+    wait_until("o-1 packed by a member with version 2", Duration::from_secs(60), || app.instances()["o-1"].state == "packed");
+    stop(m);
+    assert!(read_all(&kafka.bootstrap, &format!("{}-dlq", app.app)).is_empty());
+}

@@ -36,6 +36,9 @@ pub struct Status {
     instance_counts: Mutex<BTreeMap<(String, u32, String), i64>>,
     /// Interactive queries waiting for the stream thread (it owns the stores).
     queries: Mutex<Vec<Query>>,
+    /// Owned input partitions waiting after a transient failure (a service down, an instance of
+    /// a workflow version this member lacks), and why.
+    waiting: Mutex<BTreeMap<(String, i32), String>>,
 }
 
 /// A read of one key of a store, answered by the stream thread between polls.
@@ -141,6 +144,15 @@ impl Status {
 
     pub(crate) fn set_instance_counts(&self, counts: BTreeMap<(String, u32, String), i64>) {
         *self.instance_counts.lock().expect("status lock") = counts;
+    }
+
+    pub(crate) fn set_waiting(&self, waiting: BTreeMap<(String, i32), String>) {
+        *self.waiting.lock().expect("status lock") = waiting;
+    }
+
+    /// Owned input partitions waiting after a transient failure, and why.
+    pub fn waiting(&self) -> BTreeMap<(String, i32), String> {
+        self.waiting.lock().expect("status lock").clone()
     }
 
     /// Workflow instances per (workflow, state), every version together.

@@ -35,7 +35,8 @@ pub(crate) struct TaskManager {
     timeout: Duration,
     status: Arc<Status>,
     /// Partitions paused after a transient input failure: when to resume, and failures in a row.
-    backoff: BTreeMap<(String, i32), (Instant, u32)>,
+    /// Partitions waiting after a transient failure: (when to resume, attempts, why).
+    backoff: BTreeMap<(String, i32), (Instant, u32, String)>,
     /// A failure found inside a rebalance callback that must stop the instance; the stream loop
     /// raises it (see [`TaskManager::take_fatal`]).
     fatal: Option<Error>,
@@ -128,8 +129,8 @@ impl TaskManager {
         let result = self.tasks.process(&input, now, &mut log);
         match result {
             Ok(_) => {
-                if !self.backoff.is_empty() {
-                    self.backoff.remove(&(input.topic.clone(), input.partition));
+                if !self.backoff.is_empty() && self.backoff.remove(&(input.topic.clone(), input.partition)).is_some() {
+                    self.publish_waiting();
                 }
                 Ok(true)
             }
@@ -166,7 +167,7 @@ impl TaskManager {
     /// Resumes the partitions whose backoff is over (unless their task is still restoring).
     pub fn resume_backed_off<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) {
         let now = Instant::now();
-        for ((topic, partition), (at, _)) in &mut self.backoff {
+        for ((topic, partition), (at, _, _)) in &mut self.backoff {
             if *at <= now
                 && !self.restorer.is_restoring_partition(*partition)
                 && !self.awaiting_offsets.contains_key(partition)
@@ -178,9 +179,19 @@ impl TaskManager {
         }
     }
 
+    /// The owned partitions waiting after a transient failure, and why, for `/ready` and
+    /// `/metrics`.
+    fn publish_waiting(&self) {
+        let owned = self.tasks.partitions();
+        self.status.set_waiting(
+            self.backoff.iter().filter(|((_, p), _)| owned.contains(p)).map(|(k, (_, _, why))| (k.clone(), why.clone())).collect(),
+        );
+    }
+
     /// The assignment, restoring flag and instance counts the status shows, after the tasks
     /// changed (a count of a partition given up must go with it).
     fn publish_assignment(&self) {
+        self.publish_waiting();
         self.status.set_assignment(self.tasks.partitions(), self.is_restoring());
         self.status.set_instance_counts(self.tasks.instance_counts());
     }
@@ -218,7 +229,8 @@ impl TaskManager {
                 self.rollback_and_rewind(consumer)
             }
             Error::InputRetriable { topic, partition, offset, reason, after } => {
-                let entry = self.backoff.entry((topic.clone(), partition)).or_insert((Instant::now(), 0));
+                let entry = self.backoff.entry((topic.clone(), partition)).or_insert((Instant::now(), 0, String::new()));
+                entry.2.clone_from(&reason);
                 entry.1 += 1;
                 // The processor's own delay if it named one (a retry policy, a circuit breaker);
                 // else 100 ms, doubling, at most 10 s. Either way only this partition waits.
@@ -235,6 +247,7 @@ impl TaskManager {
                     reason,
                     "input failed for a transient reason; retrying after a backoff"
                 );
+                self.publish_waiting();
                 pause(consumer, partition, &BTreeSet::from([topic.clone()]));
                 if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(offset), self.timeout) {
                     tracing::warn!(topic, partition, error = %e, "seek back for a retry failed");
