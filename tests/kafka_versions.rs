@@ -16,6 +16,18 @@ use keyflow::kafka::TopicSpec;
 use keyflow::workflow::Instance;
 use serde_json::{json, Value};
 
+const TOKEN: &str = "versions-test-token";
+
+/// `POST /api/workflows/migrate` on a member's console, with the token or without.
+fn console_migrate(port: u16, body: &Value, token: bool) -> (u16, Value) {
+    let mut r = reqwest::blocking::Client::new().post(format!("http://127.0.0.1:{port}/api/workflows/migrate")).json(body);
+    if token {
+        r = r.bearer_auth(TOKEN);
+    }
+    let r = r.send().unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
 struct App {
     dir: tempfile::TempDir,
     bootstrap: String,
@@ -66,6 +78,7 @@ impl App {
             .arg(self.config(which))
             .env("KEYFLOW_STATE_DIR", self.dir.path().join(format!("state-{n}-{which}")))
             .env("KEYFLOW_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .env("KEYFLOW_HTTP_AUTH_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -140,7 +153,7 @@ fn a_rolling_deploy_of_a_new_version_and_a_migration_while_events_flow_lose_and_
 
     // The rolling deploy, member by member, while orders keep arriving.
     stop(a);
-    let (a, _) = app.member("v2", 1);
+    let (a, console) = app.member("v2", 1);
     app.send(&paid(&early));
     stop(b);
     let (b, _) = app.member("v2", 2);
@@ -164,6 +177,14 @@ fn a_rolling_deploy_of_a_new_version_and_a_migration_while_events_flow_lose_and_
         events.extend([(k.as_str(), "packed"), (k.as_str(), "shipped")]);
     }
     app.send(&events);
+
+    // The console's dry run, behind the token: refused without a mapping for `paid`.
+    let (code, _) = console_migrate(console, &json!({"dryRun": true}), false);
+    assert_eq!(code, 401, "a change needs the token");
+    let (code, refused) = console_migrate(console, &json!({"dryRun": true}), true);
+    assert!(code == 422 && refused["error"].as_str().unwrap().contains("version 1 state `paid`"), "{code} {refused}");
+    let (code, dry) = console_migrate(console, &json!({"dryRun": true, "mapping": {"paid": "payment-received"}}), true);
+    assert!(code == 200 && dry["sent"] == false && dry["instances"].as_u64().unwrap() >= 100, "{code} {dry}");
 
     // The migration of the version-1 orders left: refused without a mapping for `paid`; the
     // dry run counts them; then they move while the shipments above are still being applied.

@@ -5,8 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use std::sync::Arc;
-
 use crate::config::Config;
 use crate::console::{Console, DeadLetters};
 use crate::kafka::{self, Provisioner as _};
@@ -97,7 +95,16 @@ pub fn console(config: &Config) -> anyhow::Result<Console> {
         .token(config.http_auth_token.clone())
         .allowed_hosts(config.http_allowed_hosts.clone());
     if let Some(file) = &config.topology.file {
-        console = console.workflow(Arc::new(crate::workflow::load(file)?));
+        // Every version this member runs, the newest first.
+        let versions = std::sync::Arc::new(crate::workflow::versions::load(file, &config.topology.versions)?);
+        for def in versions.all().rev() {
+            console = console.workflow(def.clone());
+        }
+        console = console.migrations(crate::console::Migrations {
+            kafka: config.clients(),
+            application_id: config.application_id.clone(),
+            versions,
+        });
     }
     Ok(console)
 }

@@ -4,16 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 
 use crate::config::Config;
-use crate::workflow::migration::{self, Selection};
-use crate::workflow::{Instance, Versions};
+use crate::ops::migrate;
+use crate::workflow::Versions;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -57,14 +54,12 @@ fn parse_mapping(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned())).ok_or_else(|| format!("`{s}` is not old=new"))
 }
 
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub fn run(c: Command) -> anyhow::Result<ExitCode> {
     match c {
         Command::Instances { config } => {
             let (config, versions) = load(&config)?;
             let mut counts: BTreeMap<(u32, String, bool), usize> = BTreeMap::new();
-            for (_, i) in instances(&config, &versions)? {
+            for (_, i) in migrate::instances(&config.clients(), &config.application_id, &versions)? {
                 *counts.entry((i.version, i.state, i.finished)).or_default() += 1;
             }
             println!("{} (versions here: {:?})", versions.name(), versions.numbers());
@@ -75,31 +70,33 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate { config, to, from, states, ids, mapping, name, dry_run } => {
             let (config, versions) = load(&config)?;
-            let to = to.unwrap_or(versions.newest().version);
-            let mapping: BTreeMap<String, String> = mapping.into_iter().collect();
-            let name = name.unwrap_or_else(|| format!("m{}", crate::runtime::now_ms()));
-            let all = instances(&config, &versions)?;
-            let plan = match migration::plan(&versions, &all, &Selection { from_version: from, states, ids }, to, &mapping, &name) {
-                Ok(p) => p,
-                Err(refusal) => {
-                    println!("refused: {refusal}; nothing was moved");
+            let request = migrate::Request { to, from, states, ids, mapping: mapping.into_iter().collect(), name, dry_run };
+            let outcome = match migrate::migrate(&config.clients(), &config.application_id, &versions, request) {
+                Ok(o) => o,
+                Err(e @ migrate::Error::Refused(_)) => {
+                    println!("{e}");
                     return Ok(ExitCode::FAILURE);
                 }
+                Err(e) => return Err(e.into()),
             };
-            if plan.commands.is_empty() {
-                println!("nothing to migrate: no unfinished instance of `{}` matches (already on version {to}?)", versions.name());
+            let n = outcome.plan.commands.len();
+            if n == 0 {
+                println!(
+                    "nothing to migrate: no unfinished instance of `{}` matches (already on version {}?)",
+                    versions.name(),
+                    outcome.to
+                );
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("migration {name}: {} instance(s) of `{}` to version {to}", plan.commands.len(), versions.name());
-            for ((v, s), (t, n)) in &plan.moves {
-                println!("  version {v} {s} -> {t}: {n}");
+            println!("migration {}: {n} instance(s) of `{}` to version {}", outcome.name, versions.name(), outcome.to);
+            for ((v, s), (t, count)) in &outcome.plan.moves {
+                println!("  version {v} {s} -> {t}: {count}");
             }
-            if dry_run {
+            if outcome.sent {
+                println!("sent {n} migration command(s); each instance moves when its partition reaches it");
+            } else {
                 println!("dry run: nothing was moved");
-                return Ok(ExitCode::SUCCESS);
             }
-            send(&config, &versions, &plan.commands)?;
-            println!("sent {} migration command(s); each instance moves when its partition reaches it", plan.commands.len());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -111,46 +108,4 @@ fn load(path: &std::path::Path) -> anyhow::Result<(Config, Versions)> {
     let file = config.topology.file.as_ref().context("[topology] file: the configuration runs no workflow")?;
     let versions = crate::workflow::versions::load(file, &config.topology.versions)?;
     Ok((config, versions))
-}
-
-/// Every instance in the `instances` changelog as of now, with its partition (that of its
-/// events too: a task owns partition p of every input and of every changelog).
-fn instances(config: &Config, versions: &Versions) -> anyhow::Result<Vec<(i32, Instance)>> {
-    let topic = crate::state::changelog_topic(&config.application_id, crate::workflow::STORE);
-    let mut latest: BTreeMap<Vec<u8>, (i32, Option<Vec<u8>>)> = BTreeMap::new();
-    for m in crate::kafka::read::read_to_end(config.clients(), &topic, READ_TIMEOUT).with_context(|| format!("reading {topic}"))? {
-        if let Some(k) = m.key {
-            latest.insert(k, (m.partition, m.value));
-        }
-    }
-    let mut out = Vec::new();
-    let mut unreadable = 0;
-    for (_, (partition, value)) in latest {
-        match value.as_deref().map(serde_json::from_slice::<Instance>) {
-            Some(Ok(i)) if i.workflow == versions.name() => out.push((partition, i)),
-            Some(Err(_)) => unreadable += 1,
-            _ => {}
-        }
-    }
-    if unreadable > 0 {
-        eprintln!("warning: {unreadable} stored value(s) of {topic} are not instances this keyflow can read; left out");
-    }
-    Ok(out)
-}
-
-/// The commands, in one transaction: all are sent or none.
-fn send(config: &Config, versions: &Versions, commands: &[(i32, String, migration::Migration)]) -> anyhow::Result<()> {
-    let topic = &versions.newest().inputs[0].get_ref().topic;
-    let producer: BaseProducer =
-        config.clients().transactional_producer(&format!("{}-migrate", config.application_id)).create().context("producer")?;
-    producer.init_transactions(READ_TIMEOUT).context("init transactions")?;
-    producer.begin_transaction().context("begin transaction")?;
-    for (partition, key, m) in commands {
-        let value = serde_json::to_vec(m)?;
-        let headers = OwnedHeaders::new().insert(Header { key: crate::record::CONTROL_HEADER, value: Some(migration::CONTROL) });
-        let record = BaseRecord::<str, [u8]>::to(topic).partition(*partition).key(key.as_str()).payload(&value).headers(headers);
-        crate::kafka::send_waiting(&producer, record).with_context(|| format!("sending to {topic}"))?;
-    }
-    producer.commit_transaction(READ_TIMEOUT).context("commit")?;
-    Ok(())
 }

@@ -34,6 +34,14 @@ pub struct DeadLetters {
     pub registry: Option<RegistryConfig>,
 }
 
+/// What the console migrates instances with (`POST /api/workflows/migrate`): the application's
+/// clients and every version of its workflow this member runs.
+pub struct Migrations {
+    pub kafka: crate::kafka::Clients,
+    pub application_id: String,
+    pub versions: Arc<crate::workflow::Versions>,
+}
+
 /// A request as the console sees it.
 pub struct Request<'a> {
     pub method: &'a str,
@@ -56,9 +64,10 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Transition totals per (workflow, from, to).
 type Totals = BTreeMap<(String, String, String), u64>;
 
-/// Group-wide instances per (workflow, state) and transitions per minute per (workflow, from, to).
+/// Group-wide instances per (workflow, version, state) and transitions per minute per
+/// (workflow, from, to).
 struct GroupLive {
-    counts: BTreeMap<(String, String), i64>,
+    counts: BTreeMap<(String, u32, String), i64>,
     rates: BTreeMap<(String, String, String), f64>,
 }
 
@@ -66,6 +75,7 @@ pub struct Console {
     application: String,
     workflows: Vec<Arc<Definition>>,
     dead_letters: Option<DeadLetters>,
+    migrations: Option<Migrations>,
     token: Option<Secret>,
     allowed_hosts: Vec<String>,
     peers: Vec<String>,
@@ -80,6 +90,7 @@ impl Console {
             application: application.to_owned(),
             workflows: Vec::new(),
             dead_letters: None,
+            migrations: None,
             token: None,
             allowed_hosts: Vec::new(),
             peers,
@@ -91,6 +102,12 @@ impl Console {
     #[must_use]
     pub fn workflow(mut self, def: Arc<Definition>) -> Self {
         self.workflows.push(def);
+        self
+    }
+
+    #[must_use]
+    pub fn migrations(mut self, m: Migrations) -> Self {
+        self.migrations = Some(m);
         self
     }
 
@@ -142,10 +159,12 @@ impl Console {
             ("GET", "/api/local") => json(200, local_figures(status)),
             ("GET", "/api/health") => json(200, self.health(status, r.forwarded)),
             ("GET", "/api/dlq") => Some(self.dead_letter_list(r.query)),
+            ("POST", "/api/workflows/migrate") => Some(self.migrate(r)),
             ("POST", p) if is_change(p) => Some(self.dead_letter_action(r)),
             ("GET", p) => {
                 if let Some(name) = p.strip_prefix("/api/workflows/").and_then(|p| p.strip_suffix("/diagram.svg")) {
-                    return Some(self.diagram(&percent_decode(name), status));
+                    let version = url_query(r.query).get("version").and_then(|v| v.parse().ok());
+                    return Some(self.diagram(&percent_decode(name), version, status));
                 }
                 if let Some(id) = p.strip_prefix("/api/instances/").filter(|id| !id.is_empty() && !id.contains('/')) {
                     return Some(self.instance(&percent_decode(id), status, r.forwarded));
@@ -157,13 +176,15 @@ impl Console {
     }
 
     /// Group-wide instances per state and transition totals: this instance's and its peers'.
-    fn group_figures(&self, status: &Status) -> (BTreeMap<(String, String), i64>, Totals) {
-        let mut counts = status.instance_counts();
+    fn group_figures(&self, status: &Status) -> (BTreeMap<(String, u32, String), i64>, Totals) {
+        let mut counts = status.instance_counts_by_version();
         let mut totals = status.transitions();
         for peer in self.ask_peers("/api/local") {
             for c in peer["instances"].as_array().into_iter().flatten() {
+                // [workflow, state, count, version]; a peer from before versions sends no version.
                 if let (Some(w), Some(s), Some(n)) = (c[0].as_str(), c[1].as_str(), c[2].as_i64()) {
-                    *counts.entry((w.to_owned(), s.to_owned())).or_default() += n;
+                    let v = c.get(3).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).unwrap_or(1);
+                    *counts.entry((w.to_owned(), v, s.to_owned())).or_default() += n;
                 }
             }
             for t in peer["transitions"].as_array().into_iter().flatten() {
@@ -207,7 +228,11 @@ impl Console {
     fn live(def: &Definition, group: &GroupLive) -> Live {
         let GroupLive { counts, rates } = group;
         Live {
-            counts: def.states.keys().map(|s| (s.clone(), counts.get(&(def.name.clone(), s.clone())).copied().unwrap_or(0))).collect(),
+            counts: def
+                .states
+                .keys()
+                .map(|s| (s.clone(), counts.get(&(def.name.clone(), def.version, s.clone())).copied().unwrap_or(0)))
+                .collect(),
             rates: rates.iter().filter(|((w, ..), _)| *w == def.name).map(|((_, f, t), r)| ((f.clone(), t.clone()), *r)).collect(),
         }
     }
@@ -232,16 +257,19 @@ impl Console {
                     .iter()
                     .map(|(name, s)| json!({"name": name, "terminal": s.get_ref().terminal, "instances": live.counts.get(name).copied().unwrap_or(0)}))
                     .collect();
-                json!({"name": def.name, "description": def.description, "initial": def.initial.get_ref(), "states": states, "transitions": edges})
+                let versions = self.workflows.iter().filter(|d| d.name == def.name).count();
+                json!({"name": def.name, "version": def.version, "versions": versions, "description": def.description,
+                       "initial": def.initial.get_ref(), "states": states, "transitions": edges})
             })
             .collect();
         json!({"application": self.application, "workflows": workflows, "changes": self.token.is_some(),
                "deadLetters": self.dead_letters.as_ref().map(|d| d.topic.clone())})
     }
 
-    fn diagram(&self, name: &str, status: &Status) -> Reply {
-        let Some(def) = self.workflows.iter().find(|d| d.name == name) else {
-            return (404, JSON, json!({"error": format!("no workflow `{name}` here")}).to_string().into_bytes());
+    /// A version's diagram with its live counts (the first, newest, version if none is named).
+    fn diagram(&self, name: &str, version: Option<u32>, status: &Status) -> Reply {
+        let Some(def) = self.workflows.iter().find(|d| d.name == name && version.is_none_or(|v| d.version == v)) else {
+            return (404, JSON, json!({"error": format!("no workflow `{name}` {version:?} here")}).to_string().into_bytes());
         };
         match diagram::svg(&diagram::workflow_dot(def, Some(&Self::live(def, &self.group_live(status))), true)) {
             Ok(svg) => (200, "image/svg+xml", svg.into_bytes()),
@@ -272,7 +300,10 @@ impl Console {
     }
 
     fn pending_timers(&self, instance: &Value, id: &str, status: &Status) -> Vec<Value> {
-        let Some(def) = self.workflows.iter().find(|d| instance["workflow"] == d.name.as_str()) else { return Vec::new() };
+        let version = instance["version"].as_u64().unwrap_or(1);
+        let Some(def) = self.workflows.iter().find(|d| instance["workflow"] == d.name.as_str() && u64::from(d.version) == version) else {
+            return Vec::new();
+        };
         def.timers()
             .into_keys()
             .filter_map(|name| {
@@ -377,6 +408,36 @@ impl Console {
         }
     }
 
+    /// Migrates instances as `keyflow workflow migrate` does; the body is its options as JSON
+    /// (`{"to": 2, "mapping": {"review": "in-review"}, "dryRun": true}`).
+    fn migrate(&self, r: &Request<'_>) -> Reply {
+        let answer = |code: u16, v: Value| (code, JSON, v.to_string().into_bytes());
+        if let Err(refusal) = guard::allow_change(self.token.as_ref(), &r.headers) {
+            tracing::warn!(path = r.path, status = refusal.status, reason = refusal.message, "console change refused");
+            return answer(refusal.status, json!({"error": refusal.message}));
+        }
+        let Some(m) = &self.migrations else { return answer(404, json!({"error": "this instance runs no workflow definition"})) };
+        let request: crate::ops::migrate::Request = match serde_json::from_slice(r.body) {
+            Ok(q) => q,
+            Err(e) => return answer(400, json!({"error": format!("the body is not a migration: {e}")})),
+        };
+        match crate::ops::migrate::migrate(&m.kafka, &m.application_id, &m.versions, request) {
+            Ok(o) => {
+                tracing::info!(
+                    migration = o.name,
+                    to = o.to,
+                    instances = o.plan.commands.len(),
+                    sent = o.sent,
+                    "migration from the console"
+                );
+                let moves: Vec<Value> = o.plan.moves.iter().map(|((v, s), (t, n))| json!([v, s, t, n])).collect();
+                answer(200, json!({"name": o.name, "to": o.to, "moves": moves, "instances": o.plan.commands.len(), "sent": o.sent}))
+            }
+            Err(e @ crate::ops::migrate::Error::Refused(_)) => answer(422, json!({"error": e.to_string()})),
+            Err(e) => answer(500, json!({"error": e.to_string()})),
+        }
+    }
+
     /// Each peer's JSON answer to `path` (asked once, marked forwarded), in `peers` order.
     fn ask_each_peer(&self, path: &str) -> Vec<Option<Value>> {
         let Some(http) = &self.http else { return vec![None; self.peers.len()] };
@@ -402,7 +463,7 @@ impl Console {
 
 /// Whether `path` is one of the console's changes (a POST with a body).
 pub fn is_change(path: &str) -> bool {
-    matches!(path, "/api/dlq/redrive" | "/api/dlq/purge")
+    matches!(path, "/api/dlq/redrive" | "/api/dlq/purge" | "/api/workflows/migrate")
 }
 
 fn no_dead_letters() -> Reply {
@@ -411,7 +472,7 @@ fn no_dead_letters() -> Reply {
 
 /// This instance's own instances per state and transition totals, for a peer's console.
 fn local_figures(status: &Status) -> Value {
-    let instances: Vec<Value> = status.instance_counts().into_iter().map(|((w, s), n)| json!([w, s, n])).collect();
+    let instances: Vec<Value> = status.instance_counts_by_version().into_iter().map(|((w, v, s), n)| json!([w, s, n, v])).collect();
     let transitions: Vec<Value> = status.transitions().into_iter().map(|((w, f, t), n)| json!([w, f, t, n])).collect();
     json!({"instances": instances, "transitions": transitions})
 }

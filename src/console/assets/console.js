@@ -65,18 +65,22 @@ async function workflows() {
   $("#workflows-empty").hidden = overview.workflows.length > 0;
   const root = $("#workflows");
   for (const w of overview.workflows) {
-    let box = root.querySelector(`[data-workflow="${CSS.escape(w.name)}"]`);
+    // One box per version running; a workflow that never changed shows no version.
+    let box = root.querySelector(`[data-workflow="${CSS.escape(w.name)}"][data-version="${w.version}"]`);
     if (!box) {
-      box = el("div", { class: "workflow", "data-workflow": w.name },
-        el("h2", {}, w.name), el("p", { class: "muted" }, w.description),
+      box = el("div", { class: "workflow", "data-workflow": w.name, "data-version": w.version },
+        el("h2", {}, w.versions > 1 ? `${w.name} · version ${w.version}` : w.name), el("p", { class: "muted" }, w.description),
         el("div", { class: "bar" }, el("label", {}, "Zoom ", zoomPicker())),
         el("div", { class: "diagram" }),
         el("div", { class: "columns" },
           el("table", { class: "states" }, el("thead", {}, el("tr", {}, el("th", {}, "State"), el("th", {}, "Instances"))), el("tbody")),
           el("table", { class: "transitions" }, el("thead", {}, el("tr", {}, el("th", {}, "From"), el("th", {}, "To"), el("th", {}, "On"), el("th", {}, "Actions"), el("th", {}, "Per minute"))), el("tbody"))));
+      // Several versions run: the newest one's box moves instances to it (with the token).
+      const newest = Math.max(...overview.workflows.filter((x) => x.name === w.name).map((x) => x.version));
+      if (w.versions > 1 && w.version === newest) box.append(migrateForm(w));
       root.append(box);
     }
-    const svg = await api(`/api/workflows/${encodeURIComponent(w.name)}/diagram.svg`);
+    const svg = await api(`/api/workflows/${encodeURIComponent(w.name)}/diagram.svg?version=${w.version}`);
     const diagram = box.querySelector(".diagram");
     diagram.innerHTML = svg.replace(/^<\?xml[^>]*>/, "");
     zoom(diagram);
@@ -86,6 +90,31 @@ async function workflows() {
       el("tr", { class: `kind-${t.kind}` }, el("td", {}, t.from), el("td", {}, t.to), el("td", {}, t.label), el("td", {}, t.actions),
         el("td", { class: "num" }, t.perMinute == null ? "–" : t.perMinute.toFixed(1)))));
   }
+}
+
+// Migration to this version, as `keyflow workflow migrate`: a dry run first shows the counts; a
+// mapping names where the states the version lacks go (`review=in-review, ...`).
+function migrateForm(w) {
+  const mapping = el("input", { class: "mapping", placeholder: "old=new, ...", autocomplete: "off" });
+  const from = el("input", { class: "from", placeholder: "any", size: 4, autocomplete: "off" });
+  const msg = el("p", { class: "message migrate-message" });
+  const run = async (dryRun) => {
+    const map = Object.fromEntries(mapping.value.split(",").map((p) => p.split("=").map((x) => x.trim())).filter((p) => p.length === 2 && p[0]));
+    const body = { to: w.version, mapping: map, dryRun, ...(from.value.trim() ? { from: Number(from.value) } : {}) };
+    if (!dryRun && !confirm(`Move the instances to version ${w.version} of ${w.name}?`)) return;
+    try {
+      const r = await api("/api/workflows/migrate", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      const moves = r.moves.map(([v, s, t, n]) => `version ${v} ${s} → ${t}: ${n}`).join("; ");
+      msg.className = "message migrate-message";
+      msg.textContent = r.instances === 0 ? "nothing to migrate" : `${r.sent ? "sent" : "dry run"}: ${r.instances} instance(s) (${moves}) as ${r.name}`;
+    } catch (e) {
+      msg.textContent = e.message; msg.className = "message error migrate-message";
+    }
+  };
+  return el("div", { class: "migrate bar" },
+    el("label", {}, "Migrate from version ", from), el("label", {}, " mapping ", mapping),
+    el("button", { type: "button", class: "dry-run", onclick: () => run(true) }, "Dry run"),
+    el("button", { type: "button", class: "migrate-now", onclick: () => run(false) }, `Migrate to version ${w.version}`), msg);
 }
 
 // The laid-out diagram is wide; it is shown at a chosen share of its natural size (or fitted).
@@ -116,7 +145,7 @@ async function instance(id) {
     const { instance: i, timers } = await api(`/api/instances/${encodeURIComponent(id)}`);
     $("#instance-title").textContent = i.id;
     $("#instance-state").textContent = i.state;
-    $("#instance-workflow").textContent = i.workflow;
+    $("#instance-workflow").textContent = `${i.workflow} · version ${i.version ?? 1}`;
     $("#instance-step").textContent = i.step;
     $("#timeline").replaceChildren(...i.history.map((h) =>
       el("li", { "data-step": h.step }, el("span", { class: "when" }, `${time(h.at)} · step ${h.step}`), `${h.from} → ${h.to} on ${h.event}`)));
