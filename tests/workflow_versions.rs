@@ -227,7 +227,14 @@ fn a_migration_command_that_cannot_place_an_instance_is_a_dead_letter_naming_the
     event(&mut d, "o-1", "paid");
     d.redeploy(topology(&[1, 2]));
     let (p, _) = partitions(&d)["o-1"].clone();
-    let m = Migration { migration: "bad".into(), workflow: "orders".into(), from_version: 1, to_version: 2, mapping: BTreeMap::new() };
+    let m = Migration {
+        migration: "bad".into(),
+        workflow: "orders".into(),
+        from_version: 1,
+        to_version: 2,
+        mapping: BTreeMap::new(),
+        states: vec![],
+    };
     send(&mut d, &[(p, "o-1".into(), m)]);
     d.commit();
     let letters = d.committed_records("orders-dlq");
@@ -328,4 +335,85 @@ fn the_diff_names_every_class_of_change_and_what_instances_in_flight_notice() {
     let d = diff(&def(1), &def(2));
     assert_eq!(d.renames(), BTreeMap::from([("paid".to_owned(), "payment-received".to_owned())]));
     assert_eq!(d.impact(), Impact::Strands);
+}
+
+#[test]
+fn hostile_and_stale_migration_commands_neither_stall_nor_move_anything_wrongly() {
+    let mut d = driver(&[1]);
+    event(&mut d, "o-1", "paid");
+    event(&mut d, "o-2", "paid");
+    d.redeploy(topology(&[1, 2]));
+    let (p1, _) = partitions(&d)["o-1"].clone();
+    let command = |to: u32| Migration {
+        migration: format!("to-{to}"),
+        workflow: "orders".into(),
+        from_version: 1,
+        to_version: to,
+        mapping: BTreeMap::from([("paid".into(), "payment-received".into())]),
+        states: vec![],
+    };
+    // A version that does not exist, below the newest: a dead letter, not a wait.
+    send(&mut d, &[(p1, "o-1".into(), command(0))]);
+    d.commit();
+    assert_eq!(dead_letters(&d), 1);
+    // Another workflow's command, and a command for a finished or already moved instance: no
+    // effect, no dead letter, no wait.
+    let retries = d.retries();
+    let mut other = command(2);
+    other.workflow = "claims".into();
+    send(&mut d, &[(p1, "o-1".into(), other)]);
+    send(&mut d, &[(p1, "o-1".into(), command(2))]);
+    let moved = instance(&d, "o-1");
+    assert_eq!((moved.version, moved.state.as_str()), (2, "payment-received"));
+    let mut stale = command(2);
+    stale.migration = "again".into();
+    send(&mut d, &[(p1, "o-1".into(), stale)]);
+    d.commit();
+    assert_eq!(instance(&d, "o-1"), moved, "an instance already on the target stays as it is");
+    assert_eq!((dead_letters(&d), d.retries()), (1, retries));
+    // A version above the newest: the partition waits for a member that has it.
+    let (p2, _) = partitions(&d)["o-2"].clone();
+    send(&mut d, &[(p2, "o-2".into(), command(3))]);
+    assert!(d.retries() > retries, "waits");
+    assert_eq!(dead_letters(&d), 1);
+}
+
+#[test]
+fn a_command_leaves_an_instance_that_left_the_chosen_states_and_timers_count_from_entering_the_state() {
+    let mut d = driver(&[1]);
+    event(&mut d, "o-1", "paid");
+    let paid_at = d.wall_clock();
+    d.advance_wall_clock(30 * 60_000);
+    event(&mut d, "o-2", "paid");
+    d.redeploy(topology(&[1, 2]));
+    let p =
+        plan(&d, &[1, 2], Selection { states: vec!["paid".into()], ..Selection::default() }, &[("paid", "payment-received")], "m").unwrap();
+    assert_eq!(p.commands.len(), 2);
+    // o-2 ships between the plan and its command; o-1 moves 30 min after it was paid.
+    event(&mut d, "o-2", "shipped");
+    send(&mut d, &p.commands);
+    d.commit();
+    assert_eq!((instance(&d, "o-2").version, instance(&d, "o-2").state.as_str()), (1, "shipped"));
+    assert_eq!(instance(&d, "o-1").version, 2);
+    // v2's 2 h deadline counts from when o-1 was paid, not from the migration.
+    d.advance_wall_clock(paid_at + 2 * HOUR - d.wall_clock() - 60_000);
+    assert_eq!(instance(&d, "o-1").state, "payment-received");
+    d.advance_wall_clock(2 * 60_000);
+    assert_eq!(instance(&d, "o-1").state, "late", "due 2 h after it was paid");
+}
+
+#[test]
+fn a_finished_instance_of_a_version_no_member_keeps_takes_late_events_as_any_finished_one() {
+    let mut d = driver(&[1]);
+    event(&mut d, "o-1", "paid");
+    event(&mut d, "o-1", "shipped");
+    // Version 1 dropped from the files once its instances finished.
+    d.redeploy(topology(&[2]));
+    let retries = d.retries();
+    event(&mut d, "o-1", "shipped-again");
+    d.commit();
+    assert_eq!(d.retries(), retries, "no wait for a version a finished instance no longer needs");
+    let letters = d.committed_records("orders-dlq");
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].1.headers.last_str(keyflow::dlq::ERROR_MESSAGE).unwrap_or_default().contains("arrived late"));
 }

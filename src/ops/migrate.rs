@@ -85,9 +85,14 @@ pub fn instances(kafka: &Clients, application_id: &str, versions: &Versions) -> 
     let topic = crate::state::changelog_topic(application_id, crate::workflow::STORE);
     let records =
         crate::kafka::read::read_to_end(kafka.clone(), &topic, TIMEOUT).map_err(|e| Error::Kafka(format!("reading {topic}: {e}")))?;
+    // As a restore reads it: the last value per key, nothing before a partition's reset marker
+    // (`replay --wipe-state`), and keyflow's own markers (keys from 0xff, never UTF-8) left out.
     let mut latest: BTreeMap<Vec<u8>, (i32, Option<Vec<u8>>)> = BTreeMap::new();
     for m in records {
-        if let Some(k) = m.key {
+        let Some(k) = m.key else { continue };
+        if k == crate::state::RESET_KEY {
+            latest.retain(|_, (p, _)| *p != m.partition);
+        } else if k.first() != Some(&0xff) {
             latest.insert(k, (m.partition, m.value));
         }
     }
@@ -106,10 +111,16 @@ pub fn instances(kafka: &Clients, application_id: &str, versions: &Versions) -> 
     Ok(out)
 }
 
-/// The commands, in one transaction: all are sent or none. They go to the newest version's
-/// first input, which every member of the group reads.
+/// The commands, in one transaction: all are sent or none. They go to an input every version
+/// reads, so every member of the group has it in its subscription.
 fn send(kafka: &Clients, application_id: &str, versions: &Versions, commands: &[(i32, String, migration::Migration)]) -> Result<(), Error> {
-    let topic = &versions.newest().inputs[0].get_ref().topic;
+    let newest = versions.newest();
+    let topic = newest
+        .inputs
+        .iter()
+        .map(|i| &i.get_ref().topic)
+        .find(|t| versions.all().all(|d| d.inputs.iter().any(|i| i.get_ref().topic == **t)))
+        .ok_or_else(|| Error::Refused("no input topic is read by every version, so no topic reaches every member".into()))?;
     fn k(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> Error + '_ {
         move |e| Error::Kafka(format!("{what}: {e}"))
     }

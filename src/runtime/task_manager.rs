@@ -34,8 +34,8 @@ pub(crate) struct TaskManager {
     assigned: BTreeMap<i32, BTreeSet<String>>,
     timeout: Duration,
     status: Arc<Status>,
-    /// Partitions paused after a transient input failure: when to resume, and failures in a row.
-    /// Partitions waiting after a transient failure: (when to resume, attempts, why).
+    /// Partitions paused after a transient input failure: when to resume, failures in a row, and
+    /// why (shown on `/ready`).
     backoff: BTreeMap<(String, i32), (Instant, u32, String)>,
     /// A failure found inside a rebalance callback that must stop the instance; the stream loop
     /// raises it (see [`TaskManager::take_fatal`]).
@@ -509,6 +509,8 @@ impl TaskManager {
             self.fatal.get_or_insert(e);
         }
         for e in tpl.elements() {
+            // A partition assigned again starts unpaused, with nothing to wait for yet.
+            self.backoff.remove(&(e.topic().to_owned(), e.partition()));
             if let Some(topics) = self.assigned.get_mut(&e.partition()) {
                 topics.remove(e.topic());
                 if topics.is_empty() {

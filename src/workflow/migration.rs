@@ -40,6 +40,10 @@ pub struct Migration {
     /// version has it.
     #[serde(default)]
     pub mapping: BTreeMap<String, String>,
+    /// Only instances in one of these states move (any, if empty): an instance that left the
+    /// chosen states between the plan and its command stays where it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<String>,
 }
 
 /// The value of [`crate::record::CONTROL_HEADER`] on a migration command.
@@ -54,19 +58,37 @@ impl Migration {
         }
     }
 
+    /// With the versions, so a name used again for another migration is not taken for this one.
     fn event_id(&self) -> String {
-        format!("migration:{}", self.migration)
+        format!("migration:{}:v{}->v{}", self.migration, self.from_version, self.to_version)
     }
 }
+
+/// Why `m` leaves `inst` as it is, if it does: seen before, finished, on another version than
+/// the command's source, or no longer in the chosen states.
+pub fn skip(inst: &Instance, m: &Migration) -> Option<&'static str> {
+    if inst.recent_events.contains(&m.event_id()) {
+        Some(APPLIED_BEFORE)
+    } else if inst.finished {
+        Some("the instance finished")
+    } else if inst.version != m.from_version || inst.version == m.to_version {
+        Some("the instance is on another version")
+    } else if !m.states.is_empty() && !m.states.contains(&inst.state) {
+        Some("the instance left the chosen states")
+    } else {
+        None
+    }
+}
+
+const APPLIED_BEFORE: &str = "applied before";
 
 /// Applies a migration command to `inst`, which runs by `from`, at `at` (the command's time).
 pub fn apply(from: &Definition, to: &Definition, inst: &Instance, m: &Migration, at: i64) -> Outcome {
     let id = m.event_id();
-    if inst.recent_events.contains(&id) {
-        return Outcome::Duplicate;
-    }
-    if inst.finished || inst.version != m.from_version || inst.version == m.to_version {
-        return Outcome::Ignored;
+    match skip(inst, m) {
+        Some(APPLIED_BEFORE) => return Outcome::Duplicate,
+        Some(_) => return Outcome::Ignored,
+        None => {}
     }
     let Some(target) = m.target_of(&inst.state, to) else {
         return Outcome::Unmatched(format!(
@@ -77,24 +99,30 @@ pub fn apply(from: &Definition, to: &Definition, inst: &Instance, m: &Migration,
     let mut next = inst.clone();
     let mut actions = Vec::new();
     let old_state = from.states.get(&inst.state).map(|s| s.get_ref());
-    let target_timers = &to.states[target].get_ref().timers;
+    let target_state = to.states[target].get_ref();
     let known_to_target = to.timers();
     // The old state's timers go (the new state sets its own), and so does any timer the target
-    // version would not know what to do with when it fires.
+    // version would not know what to do with when it fires, or every timer if it ends there.
     for name in old_state.iter().flat_map(|s| s.timers.iter().map(|t| t.name.as_str())).chain(from.timers().into_keys()) {
         let cancel = Action::CancelTimer { name: name.to_owned() };
-        let keep = known_to_target.contains_key(name) && old_state.is_none_or(|s| s.timers.iter().all(|t| t.name != name));
+        let keep = !target_state.terminal
+            && known_to_target.contains_key(name)
+            && old_state.is_none_or(|s| s.timers.iter().all(|t| t.name != name));
         if !keep && !actions.contains(&cancel) {
             actions.push(cancel);
         }
     }
-    for t in target_timers {
+    // The new state's timers count from when the instance entered the state it is moved from,
+    // as if it had been in the new state all along: a review 47 h old meets a 24 h escalation
+    // at once, not 24 h later.
+    let entered = inst.history.iter().rev().find(|h| h.to == inst.state).map_or(at, |h| h.at);
+    for t in target_state.timers.iter().filter(|_| !target_state.terminal) {
         let after = parse_duration(&t.after).expect("validated").as_millis() as i64;
-        actions.push(Action::SetTimer { name: t.name.clone(), due: at + after, fire: t.fire.clone() });
+        actions.push(Action::SetTimer { name: t.name.clone(), due: entered + after, fire: t.fire.clone() });
     }
     next.version = to.version;
     next.state = target.to_owned();
-    next.finished = to.states[target].get_ref().terminal;
+    next.finished = target_state.terminal;
     next.step += 1;
     let event = format!("migration:v{}->v{}", from.version, to.version);
     next.history.push(HistoryEntry { from: inst.state.clone(), to: target.to_owned(), event: event.clone(), at, step: next.step });
@@ -156,18 +184,37 @@ pub fn plan(
         .collect();
     // Complete over every state an instance of a source version could be in when its command
     // arrives (it may move between this plan and then), not only the states seen now.
+    // ... and over the states instances are in that their version does not define (a file
+    // edited in place).
+    let probe = |v: u32| Migration {
+        migration: String::new(),
+        workflow: String::new(),
+        from_version: v,
+        to_version: to,
+        mapping: mapping.clone(),
+        states: Vec::new(),
+    };
     let mut missing = BTreeSet::new();
+    let mut source_states = BTreeSet::new();
     for v in chosen.iter().map(|(_, i)| i.version).collect::<BTreeSet<u32>>() {
         let Some(from) = versions.get(v) else {
             return Err(format!("instances are on version {v}, which is not among the definitions given ({:?})", versions.numbers()));
         };
-        let probe =
-            Migration { migration: String::new(), workflow: String::new(), from_version: v, to_version: to, mapping: mapping.clone() };
         for (name, s) in &from.states {
-            if !s.get_ref().terminal && probe.target_of(name, target).is_none() {
+            source_states.insert(name.as_str());
+            if !s.get_ref().terminal && probe(v).target_of(name, target).is_none() {
                 missing.insert(format!("version {v} state `{name}`"));
             }
         }
+    }
+    for (_, i) in &chosen {
+        source_states.insert(i.state.as_str());
+        if probe(i.version).target_of(&i.state, target).is_none() {
+            missing.insert(format!("version {} state `{}`", i.version, i.state));
+        }
+    }
+    if let Some(typo) = mapping.keys().find(|k| !chosen.is_empty() && !source_states.contains(k.as_str())) {
+        return Err(format!("--map {typo}=...: the instances chosen have no state `{typo}` in their versions"));
     }
     if !missing.is_empty() {
         return Err(format!(
@@ -183,8 +230,11 @@ pub fn plan(
             from_version: i.version,
             to_version: to,
             mapping: mapping.clone(),
+            states: select.states.clone(),
         };
-        let t = m.target_of(&i.state, target).expect("checked complete above").to_owned();
+        let Some(t) = m.target_of(&i.state, target).map(str::to_owned) else {
+            return Err(format!("instance `{}` in `{}` has no place in version {to}", i.id, i.state));
+        };
         p.moves.entry((i.version, i.state.clone())).or_insert((t, 0)).1 += 1;
         p.commands.push((*partition, i.id.clone(), m));
     }

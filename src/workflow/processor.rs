@@ -15,8 +15,13 @@ use super::machine::{self, Action, Event, Guards, Instance, Outcome};
 use super::migration::{self, Migration};
 use super::versions::Versions;
 
-/// How long a timer of an instance this binary cannot read waits before it is tried again.
+/// How long a timer of an instance this binary cannot read, or of a version it does not have,
+/// waits before it is tried again.
 const UNREADABLE_TIMER_RETRY_MS: i64 = 60_000;
+
+/// How long a partition waits before trying again an instance of a version this member does
+/// not have (a member started with it takes the partition over in a rolling deploy).
+const UNKNOWN_VERSION_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The store every workflow keeps its instances in.
 pub const STORE: &str = "instances";
@@ -58,9 +63,16 @@ pub struct WorkflowProcessor {
     guards: Guards,
 }
 
-/// How long a partition waits before trying again an instance of a version this member does
-/// not have (a member started with it takes the partition over in a rolling deploy).
-const UNKNOWN_VERSION_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+/// What a member knows of the version an instance runs by.
+enum VersionOf {
+    Known(Arc<Definition>),
+    /// The instance finished on a version this member does not have (removed from
+    /// `[topology] versions` after its instances finished): nothing it receives applies, and it
+    /// needs no rules to say so.
+    Finished(String),
+    /// An unfinished instance on a version this member does not have: wait for one that has it.
+    Missing(String),
+}
 
 impl WorkflowProcessor {
     pub fn new(versions: Arc<Versions>) -> Self {
@@ -72,17 +84,24 @@ impl WorkflowProcessor {
     }
 
     /// The definition `instance` runs by (the newest for a new one), or why there is none here.
-    fn definition_of(&self, key: &str, instance: Option<&Instance>) -> Result<Arc<Definition>, String> {
-        let Some(i) = instance else { return Ok(self.versions.newest().clone()) };
-        self.versions.get(i.version).cloned().ok_or_else(|| {
-            format!(
-                "instance `{key}` runs version {} of workflow `{}`, which this member does not have (it has {:?}); \
+    fn definition_of(&self, key: &str, instance: Option<&Instance>) -> VersionOf {
+        let Some(i) = instance else { return VersionOf::Known(self.versions.newest().clone()) };
+        if let Some(d) = self.versions.get(i.version) {
+            return VersionOf::Known(d.clone());
+        }
+        let (name, have) = (self.name(), self.versions.numbers());
+        if i.finished {
+            VersionOf::Finished(format!(
+                "instance `{key}` finished in `{}` on version {} of `{name}` (this member has {have:?})",
+                i.state, i.version
+            ))
+        } else {
+            VersionOf::Missing(format!(
+                "instance `{key}` runs version {} of workflow `{name}`, which this member does not have (it has {have:?}); \
                  the partition waits for a member that has it (add the file to [topology] versions)",
-                i.version,
-                self.name(),
-                self.versions.numbers()
-            )
-        })
+                i.version
+            ))
+        }
     }
 
     fn event_of(def: &Definition, topic: &str, record: &Record) -> Result<Result<Event, String>, Error> {
@@ -180,7 +199,12 @@ impl WorkflowProcessor {
 
     fn handle(&mut self, ctx: &mut Context<'_>, key: &str, record: &Record) -> Result<(), Error> {
         let before = self.stored(ctx, key)?;
-        let def = self.definition_of(key, before.as_ref()).map_err(|reason| Error::Backoff { reason, after: UNKNOWN_VERSION_RETRY })?;
+        let def = match self.definition_of(key, before.as_ref()) {
+            VersionOf::Known(d) => d,
+            // Late for a finished instance, as for any finished one: the newest version's policy.
+            VersionOf::Finished(why) => return Self::unmatched(self.versions.newest(), key, format!("{why}; an event arrived late")),
+            VersionOf::Missing(reason) => return Err(Error::Backoff { reason, after: UNKNOWN_VERSION_RETRY }),
+        };
         let event = match Self::event_of(&def, &ctx.metadata().topic.clone(), record)? {
             Ok(e) => e,
             Err(reason) => return Self::unmatched(&def, key, reason),
@@ -206,19 +230,34 @@ impl WorkflowProcessor {
         let Some(before) = self.stored(ctx, key)? else {
             return Err(Error::BadRecord(format!("migration `{}`: there is no instance `{key}`", m.migration)));
         };
+        // Seen, finished, or moved since the plan: nothing to do, whatever the versions named.
+        if let Some(why) = migration::skip(&before, &m) {
+            tracing::debug!(key, migration = m.migration, why, "migration command left without effect");
+            return Ok(());
+        }
         let wait = |reason| Error::Backoff { reason, after: UNKNOWN_VERSION_RETRY };
-        let from = self.definition_of(key, Some(&before)).map_err(wait)?;
-        let to = self.versions.get(m.to_version).cloned().ok_or_else(|| {
-            wait(format!(
-                "migration `{}` moves `{key}` to version {} of `{}`, which this member does not have",
-                m.migration,
-                m.to_version,
-                self.name()
-            ))
-        })?;
+        let from = match self.definition_of(key, Some(&before)) {
+            VersionOf::Known(d) => d,
+            VersionOf::Finished(_) => unreachable!("skip() leaves finished instances"),
+            VersionOf::Missing(reason) => return Err(wait(reason)),
+        };
+        let Some(to) = self.versions.get(m.to_version).cloned() else {
+            let why = format!("migration `{}` moves `{key}` to version {} of `{}`", m.migration, m.to_version, self.name());
+            // A later version than any here is on its way with a member that has it; an earlier
+            // one that is not here does not exist.
+            return if m.to_version > self.versions.newest().version {
+                Err(wait(format!("{why}, which this member does not have yet")))
+            } else {
+                Err(Error::BadRecord(format!("{why}, which does not exist (versions: {:?})", self.versions.numbers())))
+            };
+        };
         let _span = tracing::info_span!("migration", workflow = %to.name, instance = key, to = to.version).entered();
-        let outcome = migration::apply(&from, &to, &before, &m, record.timestamp);
-        self.perform(ctx, key, Some(&before), outcome, &to, record.timestamp)
+        match migration::apply(&from, &to, &before, &m, record.timestamp) {
+            // A migration that cannot place its instance is always a dead letter, whatever the
+            // target's `unmatched`: an operator asked for it.
+            Outcome::Unmatched(reason) => Err(Error::BadRecord(reason)),
+            outcome => self.perform(ctx, key, Some(&before), outcome, &to, record.timestamp),
+        }
     }
 }
 
@@ -247,8 +286,12 @@ impl Processor for WorkflowProcessor {
             other => other?,
         };
         let def = match self.definition_of(&timer.key, before.as_ref()) {
-            Ok(d) => d,
-            Err(reason) => return postpone(ctx, reason),
+            VersionOf::Known(d) => d,
+            VersionOf::Finished(why) => {
+                tracing::info!(timer = %timer.name, why, "timer of a finished instance dropped");
+                return Ok(());
+            }
+            VersionOf::Missing(reason) => return postpone(ctx, reason),
         };
         let Some(fire) = def.timers().get(timer.name.as_str()).map(|f| f.to_string()) else {
             return Err(Error::BadRecord(format!("timer `{}` is not in version {} of `{}` any more", timer.name, def.version, def.name)));
