@@ -78,12 +78,27 @@ async fn text_becomes(c: &Client, css: &str, want: &str) {
     panic!("`{css}` shows `{last}`, not `{want}`");
 }
 
+/// The texts of every element `css` matches. The page redraws its tables every 2 s, so an element
+/// found may be replaced before it is read: then the whole read is made again.
 async fn texts(c: &Client, css: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in c.find_all(Locator::Css(css)).await.unwrap() {
-        out.push(e.text().await.unwrap());
+    for _ in 0..20 {
+        let mut out = Vec::new();
+        let mut stale = false;
+        for e in c.find_all(Locator::Css(css)).await.unwrap() {
+            match e.text().await {
+                Ok(t) => out.push(t),
+                Err(_) => {
+                    stale = true;
+                    break;
+                }
+            }
+        }
+        if !stale {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    out
+    panic!("`{css}` kept being redrawn while read");
 }
 
 async fn screenshot(c: &Client, name: &str) {
@@ -190,6 +205,11 @@ fn the_console_shows_counts_an_audit_trail_and_redrives_a_dead_letter_in_a_real_
         assert_eq!(after("quarantined").as_deref(), Some("1"), "{drawn:?}");
         assert_eq!(after("approved").as_deref(), Some("0"), "{drawn:?}");
         screenshot(&c, "workflows").await;
+
+        // A click on a state's count lists its instances, each a link to its page.
+        let count = c.wait().for_element(Locator::Css("td.count[data-state=\"quarantined\"] a")).await.unwrap();
+        count.click().await.unwrap();
+        text_becomes(&c, ".instance-list[data-state=\"quarantined\"] tbody tr td a", "doc-b").await;
 
         // One document's page: its state and its audit trail.
         c.goto(&format!("{base}/#/instance/doc-b")).await.unwrap();

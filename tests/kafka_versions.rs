@@ -1,5 +1,5 @@
 //! Workflow versions on Apache Kafka with the `keyflow run` binary (issue 21): a rolling deploy
-//! of a version that renames a state and adds a step, member by member, while events flow; then
+//! of a version that renames a state and adds a step across three members, one by one, while events flow; then
 //! `keyflow workflow migrate` of the version-1 instances left, while events still flow. Every
 //! instance ends where its version's rules (or the migration's mapping) and its events say:
 //! none lost, none doubled, no dead letter, every process stops cleanly.
@@ -145,18 +145,22 @@ fn a_rolling_deploy_of_a_new_version_and_a_migration_while_events_flow_lose_and_
     let app = App::new(&kafka.bootstrap);
     let (old, early, late) = (keys("old", 200), keys("early", 100), keys("late", 100));
 
-    // Two members on version 1; 200 orders paid.
+    // Three members on version 1; 200 orders paid.
     let (a, _) = app.member("v1", 1);
     let (b, _) = app.member("v1", 2);
+    let (c, _) = app.member("v1", 3);
     app.send(&paid(&old));
     wait_until("200 orders paid", Duration::from_secs(120), || app.transitions().len() >= 200);
 
     // The rolling deploy, member by member, while orders keep arriving.
     stop(a);
     let (a, console) = app.member("v2", 1);
-    app.send(&paid(&early));
+    app.send(&paid(&early[..50]));
     stop(b);
-    let (b, _) = app.member("v2", 2);
+    let (b, b_console) = app.member("v2", 2);
+    app.send(&paid(&early[50..]));
+    stop(c);
+    let (c, c_console) = app.member("v2", 3);
     app.send(&paid(&late));
     wait_until("every order paid", Duration::from_secs(120), || app.transitions().len() >= 400);
     let now = app.instances();
@@ -170,6 +174,27 @@ fn a_rolling_deploy_of_a_new_version_and_a_migration_while_events_flow_lose_and_
     for k in &early {
         assert!(matches!((now[k].version, now[k].state.as_str()), (1, "paid") | (2, "payment-received")), "{k}: {:?}", now[k]);
     }
+
+    // The console lists the instances in a state of a version, 50 a page: the three members'
+    // lists together are exactly the version-1 orders still in `paid`.
+    let in_paid: std::collections::BTreeSet<String> =
+        app.instances().into_iter().filter(|(_, i)| i.version == 1 && i.state == "paid").map(|(k, _)| k).collect();
+    let mut listed = std::collections::BTreeSet::new();
+    for port in [console, b_console, c_console] {
+        let mut after = String::new();
+        loop {
+            let url = format!("http://127.0.0.1:{port}/api/workflows/{}/instances?state=paid&version=1&limit=50&after={after}", app.name);
+            let page: Value = reqwest::blocking::Client::new().get(url).bearer_auth(TOKEN).send().unwrap().json().unwrap();
+            for i in page["instances"].as_array().unwrap() {
+                assert!(listed.insert(i["id"].as_str().unwrap().to_owned()), "listed twice: {i}");
+            }
+            match page["next"].as_str() {
+                Some(next) => after = next.to_owned(),
+                None => break,
+            }
+        }
+    }
+    assert_eq!(listed, in_paid);
 
     // Half the old orders ship by version 1's rule; the v2 ones are packed and shipped.
     let mut events: Vec<(&str, &str)> = old[..100].iter().map(|k| (k.as_str(), "shipped")).collect();
@@ -213,6 +238,7 @@ fn a_rolling_deploy_of_a_new_version_and_a_migration_while_events_flow_lose_and_
     });
     stop(a);
     stop(b);
+    stop(c);
 
     let end = app.instances();
     for k in &old[..100] {

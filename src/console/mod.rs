@@ -9,6 +9,7 @@
 //! redrive from the page is the same exactly-once redrive. See [`guard`] for who may change data.
 
 pub mod guard;
+mod lists;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -162,6 +163,9 @@ impl Console {
             ("POST", "/api/workflows/migrate") => Some(self.migrate(r)),
             ("POST", p) if is_change(p) => Some(self.dead_letter_action(r)),
             ("GET", p) => {
+                if let Some(name) = p.strip_prefix("/api/workflows/").and_then(|p| p.strip_suffix("/instances")) {
+                    return Some(self.instances_in_state(&percent_decode(name), r.query, status, r.forwarded));
+                }
                 if let Some(name) = p.strip_prefix("/api/workflows/").and_then(|p| p.strip_suffix("/diagram.svg")) {
                     let version = url_query(r.query).get("version").and_then(|v| v.parse().ok());
                     return Some(self.diagram(&percent_decode(name), version, status));

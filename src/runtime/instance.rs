@@ -309,6 +309,9 @@ fn stream_thread(
         for q in status.take_queries() {
             let _ = q.reply.send(tm.query(&q.store, &q.key));
         }
+        for q in status.take_ranges() {
+            let _ = q.reply.send(tm.range(&q.store, &q.after, q.limit));
+        }
         tm.poll_producer();
         if let Some(e) = tm.take_fatal() {
             return Err(e);

@@ -36,6 +36,8 @@ pub struct Status {
     instance_counts: Mutex<BTreeMap<(String, u32, String), i64>>,
     /// Interactive queries waiting for the stream thread (it owns the stores).
     queries: Mutex<Vec<Query>>,
+    /// Range reads waiting for the stream thread.
+    ranges: Mutex<Vec<RangeQuery>>,
     /// Owned input partitions waiting after a transient failure (a service down, an instance of
     /// a workflow version this member lacks), and why.
     waiting: Mutex<BTreeMap<(String, i32), String>>,
@@ -47,6 +49,15 @@ pub struct Query {
     pub store: String,
     pub key: Vec<u8>,
     pub reply: std::sync::mpsc::Sender<Option<Vec<u8>>>,
+}
+
+/// A read of up to `limit` entries of a store after `after`, over the instance's tasks.
+#[derive(Debug)]
+pub struct RangeQuery {
+    pub store: String,
+    pub after: Vec<u8>,
+    pub limit: usize,
+    pub reply: std::sync::mpsc::Sender<crate::state::Entries>,
 }
 
 /// A consistent-enough copy of the counters.
@@ -182,6 +193,24 @@ impl Status {
         let (reply, answer) = std::sync::mpsc::channel();
         self.queries.lock().expect("status lock").push(Query { store: store.to_owned(), key: key.to_vec(), reply });
         answer.recv_timeout(timeout).map_err(|_| format!("no answer within {timeout:?}"))
+    }
+
+    /// Up to `limit` entries of `store` after the key `after` (from the start if empty), in key
+    /// order, over this instance's tasks.
+    ///
+    /// # Errors
+    /// As [`Status::query`].
+    pub fn range(&self, store: &str, after: &[u8], limit: usize, timeout: Duration) -> Result<crate::state::Entries, String> {
+        if !self.running.load(Relaxed) {
+            return Err("the instance is not running".into());
+        }
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.ranges.lock().expect("status lock").push(RangeQuery { store: store.to_owned(), after: after.to_vec(), limit, reply });
+        answer.recv_timeout(timeout).map_err(|_| format!("no answer within {timeout:?}"))
+    }
+
+    pub(crate) fn take_ranges(&self) -> Vec<RangeQuery> {
+        std::mem::take(&mut *self.ranges.lock().expect("status lock"))
     }
 
     pub(crate) fn take_queries(&self) -> Vec<Query> {

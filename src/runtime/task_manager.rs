@@ -160,6 +160,21 @@ impl TaskManager {
         self.tasks.partitions().into_iter().find_map(|p| self.tasks.get(p).and_then(|t| t.get(store, key).ok().flatten()))
     }
 
+    /// Up to `limit` entries of a user store after `after`, in key order, over every task.
+    pub fn range(&self, store: &str, after: &[u8], limit: usize) -> crate::state::Entries {
+        let from: Vec<u8> = if after.is_empty() { Vec::new() } else { after.iter().copied().chain([0]).collect() };
+        let mut all: crate::state::Entries = self
+            .tasks
+            .partitions()
+            .into_iter()
+            .filter_map(|p| self.tasks.get(p).and_then(|t| t.range_from(store, &from, limit).ok()))
+            .flatten()
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.truncate(limit);
+        all
+    }
+
     pub fn commit_needed(&self) -> bool {
         self.tasks.commit_needed()
     }

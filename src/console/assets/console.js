@@ -85,11 +85,33 @@ async function workflows() {
     diagram.innerHTML = svg.replace(/^<\?xml[^>]*>/, "");
     zoom(diagram);
     box.querySelector(".states tbody").replaceChildren(...w.states.map((s) =>
-      el("tr", {}, el("td", {}, s.terminal ? `${s.name} (end)` : s.name), el("td", { class: "num count", "data-state": s.name }, s.instances))));
+      el("tr", {}, el("td", {}, s.terminal ? `${s.name} (end)` : s.name),
+        el("td", { class: "num count", "data-state": s.name }, s.instances > 0
+          ? el("a", { href: "#", title: "list them", onclick: (e) => { e.preventDefault(); listInstances(box, w, s.name, ""); } }, s.instances)
+          : s.instances))));
     box.querySelector(".transitions tbody").replaceChildren(...w.transitions.map((t) =>
       el("tr", { class: `kind-${t.kind}` }, el("td", {}, t.from), el("td", {}, t.to), el("td", {}, t.label), el("td", {}, t.actions),
         el("td", { class: "num" }, t.perMinute == null ? "–" : t.perMinute.toFixed(1)))));
   }
+}
+
+// The instances in a state of a version, a page at a time (by instance id, over the group).
+async function listInstances(box, w, state, after) {
+  let list = box.querySelector(".instance-list");
+  if (!list || after === "") {
+    list?.remove();
+    list = el("div", { class: "instance-list", "data-state": state },
+      el("h3", {}, `In ${state}`), el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Instance"), el("th", {}, "Step"), el("th", {}, "Since"))), el("tbody")),
+      el("button", { type: "button", class: "more", hidden: true }, "More"));
+    box.append(list);
+  }
+  const q = new URLSearchParams({ state, version: w.version, limit: 50, ...(after ? { after } : {}) });
+  const page = await api(`/api/workflows/${encodeURIComponent(w.name)}/instances?${q}`);
+  list.querySelector("tbody").append(...page.instances.map((i) =>
+    el("tr", {}, el("td", {}, el("a", { href: `#/instance/${encodeURIComponent(i.id)}` }, i.id)), el("td", { class: "num" }, i.step), el("td", {}, time(i.since)))));
+  const more = list.querySelector(".more");
+  more.hidden = !page.next;
+  more.onclick = () => listInstances(box, w, state, page.next);
 }
 
 // Migration to this version, as `keyflow workflow migrate`: a dry run first shows the counts; a

@@ -234,6 +234,17 @@ impl Task {
         }
     }
 
+    /// Up to `limit` entries of a user store from `from` on, in key order.
+    ///
+    /// # Errors
+    /// State errors.
+    pub fn range_from(&self, store: &str, from: &[u8], limit: usize) -> Result<state::Entries, state::Error> {
+        match self.stores.get(store) {
+            Some(s) => s.range(from, b"\xff", limit),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Applies restored changelog records to `store`.
     ///
     /// # Errors
