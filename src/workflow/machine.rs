@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 use super::definition::{parse_duration, ActionSpec, Definition, RetrySpec};
 
 /// How many recent event ids an instance remembers to drop duplicates.
-pub(super) const REMEMBERED_EVENTS: usize = 64;
+const REMEMBERED_EVENTS: usize = 64;
 
 /// One workflow instance, as stored (and as `GET /workflows/{id}` will show it).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -46,6 +46,17 @@ pub struct Instance {
 
 fn first_version() -> u32 {
     1
+}
+
+impl Instance {
+    /// Remembers an event id to drop its duplicates, forgetting the oldest past
+    /// `REMEMBERED_EVENTS`.
+    pub(super) fn remember(&mut self, id: String) {
+        self.recent_events.push(id);
+        if self.recent_events.len() > REMEMBERED_EVENTS {
+            self.recent_events.remove(0);
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -221,10 +232,7 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
         step: inst.step,
     });
     if let Some(id) = &event.id {
-        inst.recent_events.push(id.clone());
-        if inst.recent_events.len() > REMEMBERED_EVENTS {
-            inst.recent_events.remove(0);
-        }
+        inst.remember(id.clone());
     }
     actions.push(Action::Emit {
         topic: def.channel("transitions"),

@@ -126,10 +126,7 @@ pub fn apply(from: &Definition, to: &Definition, inst: &Instance, m: &Migration,
     next.step += 1;
     let event = format!("migration:v{}->v{}", from.version, to.version);
     next.history.push(HistoryEntry { from: inst.state.clone(), to: target.to_owned(), event: event.clone(), at, step: next.step });
-    next.recent_events.push(id);
-    if next.recent_events.len() > super::machine::REMEMBERED_EVENTS {
-        next.recent_events.remove(0);
-    }
+    next.remember(id);
     actions.push(Action::Emit {
         topic: to.channel("transitions"),
         value: json!({"instanceId": next.id, "workflow": to.name, "from": inst.state, "to": target, "event": event,
