@@ -14,6 +14,7 @@ use crate::runtime::Status;
 const STEP: usize = 500;
 const STEPS: usize = 20;
 const MAX_LIMIT: usize = 200;
+const BUDGET: Duration = Duration::from_secs(2);
 
 impl Console {
     pub(super) fn instances_in_state(&self, name: &str, query: &str, status: &Status, forwarded: bool) -> Reply {
@@ -27,16 +28,26 @@ impl Console {
                 && state.as_ref().is_none_or(|s| i["state"] == s.as_str())
                 && version.is_none_or(|v| i["version"].as_u64().unwrap_or(1) == v)
         };
+        let unavailable = |e: String| (503, JSON, json!({"error": e}).to_string().into_bytes());
         let (mut found, mut scanned_to) = match local(status, &after, limit, filter) {
             Ok(f) => f,
-            Err(e) => return (503, JSON, json!({"error": e}).to_string().into_bytes()),
+            Err(e) => return unavailable(e),
         };
         if !forwarded {
             let path = format!(
                 "/api/workflows/{}/instances?{query}",
                 percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
             );
-            for peer in self.ask_peers(&path) {
+            // Every peer's page or none: a page without one would move the cursor past its
+            // instances.
+            let mut pages = Vec::new();
+            for (peer, page) in self.peers.iter().zip(self.ask_each_peer(&path)) {
+                match page {
+                    Some(p) if p["instances"].is_array() => pages.push(p),
+                    _ => return unavailable(format!("{peer} did not list its instances; ask again")),
+                }
+            }
+            for peer in pages {
                 found.extend(peer["instances"].as_array().into_iter().flatten().cloned());
                 // A peer that stopped early (see `local`) bounds how far the page is complete.
                 if let Some(to) = peer["scannedTo"].as_str() {
@@ -61,7 +72,12 @@ impl Console {
 fn local(status: &Status, after: &str, limit: usize, filter: impl Fn(&Value) -> bool) -> Result<(Vec<Value>, Option<String>), String> {
     let mut cursor = after.as_bytes().to_vec();
     let mut out = Vec::new();
+    // Well within a peer's 5 s patience.
+    let started = std::time::Instant::now();
     for _ in 0..STEPS {
+        if started.elapsed() > BUDGET {
+            break;
+        }
         let page = status.range(crate::workflow::STORE, &cursor, STEP, Duration::from_secs(5))?;
         let full = page.len() == STEP;
         for (k, v) in page {

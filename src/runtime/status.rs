@@ -57,7 +57,7 @@ pub struct RangeQuery {
     pub store: String,
     pub after: Vec<u8>,
     pub limit: usize,
-    pub reply: std::sync::mpsc::Sender<crate::state::Entries>,
+    pub reply: std::sync::mpsc::Sender<Result<crate::state::Entries, String>>,
 }
 
 /// A consistent-enough copy of the counters.
@@ -206,7 +206,7 @@ impl Status {
         }
         let (reply, answer) = std::sync::mpsc::channel();
         self.ranges.lock().expect("status lock").push(RangeQuery { store: store.to_owned(), after: after.to_vec(), limit, reply });
-        answer.recv_timeout(timeout).map_err(|_| format!("no answer within {timeout:?}"))
+        answer.recv_timeout(timeout).map_err(|_| format!("no answer within {timeout:?}"))?
     }
 
     pub(crate) fn take_ranges(&self) -> Vec<RangeQuery> {

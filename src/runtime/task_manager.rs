@@ -160,19 +160,22 @@ impl TaskManager {
         self.tasks.partitions().into_iter().find_map(|p| self.tasks.get(p).and_then(|t| t.get(store, key).ok().flatten()))
     }
 
-    /// Up to `limit` entries of a user store after `after`, in key order, over every task.
-    pub fn range(&self, store: &str, after: &[u8], limit: usize) -> crate::state::Entries {
+    /// Up to `limit` entries of a user store after `after`, in key order, over every task; an
+    /// error while a task restores (its store is partial) or fails to read, so a list is never
+    /// silently short.
+    pub fn range(&self, store: &str, after: &[u8], limit: usize) -> Result<crate::state::Entries, String> {
+        if self.is_restoring() {
+            return Err("restoring state: ask again shortly".into());
+        }
         let from: Vec<u8> = if after.is_empty() { Vec::new() } else { after.iter().copied().chain([0]).collect() };
-        let mut all: crate::state::Entries = self
-            .tasks
-            .partitions()
-            .into_iter()
-            .filter_map(|p| self.tasks.get(p).and_then(|t| t.range_from(store, &from, limit).ok()))
-            .flatten()
-            .collect();
+        let mut all = crate::state::Entries::new();
+        for p in self.tasks.partitions() {
+            let Some(t) = self.tasks.get(p) else { continue };
+            all.extend(t.range_from(store, &from, limit).map_err(|e| format!("partition {p}: {e}"))?);
+        }
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all.truncate(limit);
-        all
+        Ok(all)
     }
 
     pub fn commit_needed(&self) -> bool {

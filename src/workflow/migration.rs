@@ -115,7 +115,7 @@ pub fn apply(from: &Definition, to: &Definition, inst: &Instance, m: &Migration,
     // The new state's timers count from when the instance entered the state it is moved from,
     // as if it had been in the new state all along: a review 47 h old meets a 24 h escalation
     // at once, not 24 h later.
-    let entered = inst.history.iter().rev().find(|h| h.to == inst.state).map_or(at, |h| h.at);
+    let entered = entered_state(inst).unwrap_or(at);
     for t in target_state.timers.iter().filter(|_| !target_state.terminal) {
         let after = parse_duration(&t.after).expect("validated").as_millis() as i64;
         actions.push(Action::SetTimer { name: t.name.clone(), due: entered + after, fire: t.fire.clone() });
@@ -133,6 +133,23 @@ pub fn apply(from: &Definition, to: &Definition, inst: &Instance, m: &Migration,
                       "step": next.step, "final": next.finished, "at": at, "fromVersion": from.version, "toVersion": to.version}),
     });
     Outcome::Transitioned { instance: next, actions }
+}
+
+/// When `inst` entered the state it is in: its last transition into it that was not a
+/// self-loop (those keep the state's timers), followed back through earlier migrations (which
+/// moved it, not entered it).
+fn entered_state(inst: &Instance) -> Option<i64> {
+    let mut state = inst.state.as_str();
+    for h in inst.history.iter().rev() {
+        if h.to != state || h.from == h.to {
+            continue;
+        }
+        if !h.event.starts_with("migration:") {
+            return Some(h.at);
+        }
+        state = &h.from;
+    }
+    None
 }
 
 /// Which instances a migration moves: unfinished ones of the workflow, on `from_version` (every
@@ -236,4 +253,29 @@ pub fn plan(
         p.commands.push((*partition, i.id.clone(), m));
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(from: &str, to: &str, event: &str, at: i64) -> HistoryEntry {
+        HistoryEntry { from: from.into(), to: to.into(), event: event.into(), at, step: 0 }
+    }
+
+    #[test]
+    fn a_state_is_entered_by_its_last_real_transition_through_self_loops_and_migrations() {
+        let inst = Instance {
+            state: "in-review".into(),
+            history: vec![
+                entry("new", "review", "decision.made", 1),
+                entry("review", "review", "comment", 5),
+                entry("review", "in-review", "migration:v1->v2", 9),
+                entry("in-review", "in-review", "comment", 12),
+            ],
+            ..Instance::default()
+        };
+        assert_eq!(entered_state(&inst), Some(1));
+        assert_eq!(entered_state(&Instance { state: "new".into(), ..Instance::default() }), None);
+    }
 }

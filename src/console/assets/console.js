@@ -105,13 +105,21 @@ async function listInstances(box, w, state, after) {
       el("button", { type: "button", class: "more", hidden: true }, "More"));
     box.append(list);
   }
-  const q = new URLSearchParams({ state, version: w.version, limit: 50, ...(after ? { after } : {}) });
-  const page = await api(`/api/workflows/${encodeURIComponent(w.name)}/instances?${q}`);
-  list.querySelector("tbody").append(...page.instances.map((i) =>
-    el("tr", {}, el("td", {}, el("a", { href: `#/instance/${encodeURIComponent(i.id)}` }, i.id)), el("td", { class: "num" }, i.step), el("td", {}, time(i.since)))));
   const more = list.querySelector(".more");
-  more.hidden = !page.next;
-  more.onclick = () => listInstances(box, w, state, page.next);
+  more.disabled = true; // one page at a time: a second click would add the same rows again
+  const q = new URLSearchParams({ state, version: w.version, limit: 50, ...(after ? { after } : {}) });
+  try {
+    const page = await api(`/api/workflows/${encodeURIComponent(w.name)}/instances?${q}`);
+    list.querySelector("tbody").append(...page.instances.map((i) =>
+      el("tr", {}, el("td", {}, el("a", { href: `#/instance/${encodeURIComponent(i.id)}` }, i.id)), el("td", { class: "num" }, i.step), el("td", {}, time(i.since)))));
+    more.hidden = !page.next;
+    more.onclick = () => listInstances(box, w, state, page.next);
+    banner(null);
+  } catch (e) {
+    banner(e); // a peer did not answer: "More" asks again from the same place
+  } finally {
+    more.disabled = false;
+  }
 }
 
 // Migration to this version, as `keyflow workflow migrate`: a dry run first shows the counts; a
