@@ -421,3 +421,20 @@ fn a_finished_instance_of_a_version_no_member_keeps_takes_late_events_as_any_fin
     assert_eq!(letters.len(), 1);
     assert!(letters[0].1.headers.last_str(keyflow::dlq::ERROR_MESSAGE).unwrap_or_default().contains("arrived late"));
 }
+
+#[test]
+fn with_chosen_states_the_mapping_needs_a_place_only_for_them() {
+    let mut d = driver(&[1]);
+    event(&mut d, "o-1", "paid");
+    event(&mut d, "o-2", "paid");
+    d.advance_wall_clock(HOUR + 60_000); // both late by version 1's deadline
+    event(&mut d, "o-3", "paid");
+    d.redeploy(topology(&[1, 2]));
+    // `late` exists in version 2; `paid` (o-3's) is not chosen, so it needs no mapping.
+    let p = plan(&d, &[1, 2], Selection { states: vec!["late".into()], ..Selection::default() }, &[], "late-to-v2").unwrap();
+    assert_eq!(p.moves, BTreeMap::from([((1, "late".into()), ("late".into(), 2))]));
+    send(&mut d, &p.commands);
+    d.commit();
+    assert_eq!((instance(&d, "o-1").version, instance(&d, "o-3").version), (2, 1));
+    assert!(plan(&d, &[1, 2], Selection::default(), &[], "all").is_err(), "without --state, `paid` still needs a place");
+}

@@ -214,7 +214,9 @@ pub fn plan(
         let Some(from) = versions.get(v) else {
             return Err(format!("instances are on version {v}, which is not among the definitions given ({:?})", versions.numbers()));
         };
-        for (name, s) in &from.states {
+        // With `--state`, only the chosen states (a command leaves an instance that moved on).
+        let chosen_states = from.states.iter().filter(|(name, _)| select.states.is_empty() || select.states.contains(name));
+        for (name, s) in chosen_states {
             source_states.insert(name.as_str());
             if !s.get_ref().terminal && probe(v).target_of(name, target).is_none() {
                 missing.insert(format!("version {v} state `{name}`"));
