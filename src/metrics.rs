@@ -116,7 +116,7 @@ pub fn render(application: &str, status: &Status) -> String {
         "gauge",
         "Workflow instances per version and state in this instance's partitions, as of its last commit.",
     );
-    for ((w, version, state), n) in status.instance_counts_by_version() {
+    for ((w, version, state), n) in status.instance_counts() {
         let _ = writeln!(
             out,
             "keyflow_workflow_instances{{{app},workflow=\"{}\",version=\"{version}\",state=\"{}\"}} {n}",

@@ -181,7 +181,7 @@ impl Console {
 
     /// Group-wide instances per state and transition totals: this instance's and its peers'.
     fn group_figures(&self, status: &Status) -> (BTreeMap<(String, u32, String), i64>, Totals) {
-        let mut counts = status.instance_counts_by_version();
+        let mut counts = status.instance_counts();
         let mut totals = status.transitions();
         for peer in self.ask_peers("/api/local") {
             for c in peer["instances"].as_array().into_iter().flatten() {
@@ -476,7 +476,7 @@ fn no_dead_letters() -> Reply {
 
 /// This instance's own instances per state and transition totals, for a peer's console.
 fn local_figures(status: &Status) -> Value {
-    let instances: Vec<Value> = status.instance_counts_by_version().into_iter().map(|((w, v, s), n)| json!([w, s, n, v])).collect();
+    let instances: Vec<Value> = status.instance_counts().into_iter().map(|((w, v, s), n)| json!([w, s, n, v])).collect();
     let transitions: Vec<Value> = status.transitions().into_iter().map(|((w, f, t), n)| json!([w, f, t, n])).collect();
     json!({"instances": instances, "transitions": transitions})
 }

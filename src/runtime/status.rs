@@ -166,17 +166,9 @@ impl Status {
         self.waiting.lock().expect("status lock").clone()
     }
 
-    /// Workflow instances per (workflow, state), every version together.
-    pub fn instance_counts(&self) -> BTreeMap<(String, String), i64> {
-        let mut counts = BTreeMap::new();
-        for ((w, _, s), n) in self.instance_counts_by_version() {
-            *counts.entry((w, s)).or_default() += n;
-        }
-        counts
-    }
-
-    /// Workflow instances per (workflow, version, state).
-    pub fn instance_counts_by_version(&self) -> BTreeMap<(String, u32, String), i64> {
+    /// Workflow instances per (workflow, version, state) in the partitions this instance owns,
+    /// as of its last commit.
+    pub fn instance_counts(&self) -> BTreeMap<(String, u32, String), i64> {
         self.instance_counts.lock().expect("status lock").clone()
     }
 
