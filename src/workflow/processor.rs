@@ -2,6 +2,7 @@
 //! into events for the machine, and performs the actions it returns through the processor
 //! context (so they commit with the state, exactly once).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -60,6 +61,8 @@ pub(crate) fn sink_name(topic: &str) -> String {
 
 pub struct WorkflowProcessor {
     versions: Arc<Versions>,
+    /// Per version, timer name -> the event it fires (built once: timers fire by the thousand).
+    timer_events: HashMap<u32, HashMap<String, String>>,
     guards: Guards,
 }
 
@@ -76,7 +79,11 @@ enum VersionOf {
 
 impl WorkflowProcessor {
     pub fn new(versions: Arc<Versions>) -> Self {
-        Self { versions, guards: Guards::default() }
+        let timer_events = versions
+            .all()
+            .map(|d| (d.version, d.timers().into_iter().map(|(name, fire)| (name.to_owned(), fire.to_owned())).collect()))
+            .collect();
+        Self { versions, timer_events, guards: Guards::default() }
     }
 
     fn name(&self) -> &str {
@@ -309,7 +316,7 @@ impl Processor for WorkflowProcessor {
             }
             VersionOf::Missing(reason) => return postpone(ctx, reason),
         };
-        let Some(fire) = def.timers().get(timer.name.as_str()).map(|f| f.to_string()) else {
+        let Some(fire) = self.timer_events.get(&def.version).and_then(|t| t.get(&timer.name)).cloned() else {
             return Err(Error::BadRecord(format!("timer `{}` is not in version {} of `{}` any more", timer.name, def.version, def.name)));
         };
         let event = Event {
