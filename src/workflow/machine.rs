@@ -155,6 +155,14 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
             return Outcome::Duplicate;
         }
     }
+    // A finished instance takes nothing more; its end state, if this definition has it, may
+    // drop some late events quietly. (So a definition of another version serves too.)
+    if inst.finished {
+        if def.states.get(&inst.state).is_some_and(|s| s.get_ref().ignore.contains(&event.name)) {
+            return Outcome::Ignored;
+        }
+        return Outcome::Unmatched(format!("instance `{key}` already finished in `{}`; `{}` arrived late", inst.state, event.name));
+    }
     // A stored instance may be in a state this definition does not have (renamed or removed
     // since it got there): never a panic of the stream thread, a dead letter that says so.
     let Some(state) = def.states.get(&inst.state).map(|s| s.get_ref()) else {
@@ -163,12 +171,6 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
             inst.state, def.name, event.name
         ));
     };
-    if inst.finished {
-        if state.ignore.contains(&event.name) {
-            return Outcome::Ignored;
-        }
-        return Outcome::Unmatched(format!("instance `{key}` already finished in `{}`; `{}` arrived late", inst.state, event.name));
-    }
     let mut chosen = None;
     for t in &def.transitions {
         let tr = t.get_ref();

@@ -208,23 +208,11 @@ impl WorkflowProcessor {
         let before = self.stored(ctx, key)?;
         let def = match self.definition_of(key, before.as_ref()) {
             VersionOf::Known(d) => d,
-            // Late for a finished instance, as for any finished one: a duplicate or an event its
-            // end state ignores (as the newest version names them) is dropped, anything else
-            // goes by the newest version's `unmatched`.
+            // A finished instance needs no rules of its own: the machine drops duplicates and
+            // late events as for any finished instance, with the newest version's names.
             VersionOf::Finished(why) => {
-                let newest = self.versions.newest().clone();
-                let event = Self::event_of(&newest, &ctx.metadata().topic.clone(), record)?.ok();
-                let seen = event
-                    .as_ref()
-                    .and_then(|e| e.id.as_ref())
-                    .is_some_and(|id| before.as_ref().is_some_and(|b| b.recent_events.contains(id)));
-                let ignored = event.as_ref().is_some_and(|e| {
-                    before.as_ref().and_then(|b| newest.states.get(&b.state)).is_some_and(|s| s.get_ref().ignore.contains(&e.name))
-                });
-                if seen || ignored {
-                    return Ok(());
-                }
-                return Self::unmatched(&newest, key, format!("{why}; an event arrived late"));
+                tracing::debug!(key, why, "an event for a finished instance of a version not kept");
+                self.versions.newest().clone()
             }
             VersionOf::Missing(reason) => return Err(Error::Backoff { reason, after: UNKNOWN_VERSION_RETRY }),
         };
