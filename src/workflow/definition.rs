@@ -83,7 +83,7 @@ pub struct Definition {
     pub channels: Channels,
 }
 
-fn first_version() -> u32 {
+pub(super) fn first_version() -> u32 {
     1
 }
 fn default_id_field() -> String {

@@ -31,7 +31,7 @@ pub struct Instance {
     pub workflow: String,
     /// The version of the workflow the instance runs by: the one it started on, or the one a
     /// migration moved it to. Instances stored before versions existed are on version 1.
-    #[serde(default = "first_version")]
+    #[serde(default = "super::definition::first_version")]
     pub version: u32,
     pub state: String,
     /// Transitions taken; part of every idempotency key.
@@ -42,10 +42,6 @@ pub struct Instance {
     pub finished: bool,
     /// Ids of the latest events, newest last.
     pub recent_events: Vec<String>,
-}
-
-fn first_version() -> u32 {
-    1
 }
 
 impl Instance {
