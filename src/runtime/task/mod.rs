@@ -228,10 +228,7 @@ impl Task {
     /// # Errors
     /// State errors.
     pub fn scan(&self, store: &str, limit: usize) -> Result<state::Entries, state::Error> {
-        match self.stores.get(store) {
-            Some(s) => s.range(b"", b"\xff", limit),
-            None => Ok(Vec::new()),
-        }
+        self.range_from(store, b"", limit)
     }
 
     /// Up to `limit` entries of a user store from `from` on, in key order.
