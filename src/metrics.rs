@@ -18,6 +18,8 @@ const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 struct Counters {
     /// (service, outcome) -> calls.
     calls: BTreeMap<(String, String), u64>,
+    /// (workflow, topic) -> records an input's filter skipped.
+    skipped: BTreeMap<(String, String), u64>,
     /// service -> (bucket counts, sum of seconds, count).
     latency: BTreeMap<String, ([u64; BUCKETS.len()], f64, u64)>,
 }
@@ -45,6 +47,12 @@ pub fn transition(workflow: &str, from: &str, to: &str) {
             status.transitioned(workflow, from, to);
         }
     });
+}
+
+/// A record of `topic` that `workflow`'s input filter skipped (not the workflow's business).
+pub fn skipped(workflow: &str, topic: &str) {
+    let mut c = counters().lock().expect("metrics lock");
+    *c.skipped.entry((workflow.to_owned(), topic.to_owned())).or_default() += 1;
 }
 
 /// An outbound call to `service` ended with `outcome` (`ok`, `transient`, `back_pressure`,
@@ -136,6 +144,10 @@ pub fn render(application: &str, status: &Status) -> String {
         );
     }
     let c = counters().lock().expect("metrics lock");
+    family(&mut out, "keyflow_input_skipped_total", "counter", "Records an input's filter kept from the workflow's instances.");
+    for ((workflow, topic), n) in &c.skipped {
+        let _ = writeln!(out, "keyflow_input_skipped_total{{workflow=\"{}\",topic=\"{}\"}} {n}", esc(workflow), esc(topic));
+    }
     family(&mut out, "keyflow_outbound_calls_total", "counter", "Calls to services outside Kafka, by outcome.");
     for ((service, outcome), n) in &c.calls {
         let _ = writeln!(out, "keyflow_outbound_calls_total{{service=\"{}\",outcome=\"{}\"}} {n}", esc(service), esc(outcome));

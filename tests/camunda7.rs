@@ -75,6 +75,7 @@ fn review(idempotency_key: &str, assignee: Option<&str>) -> TaskRequest {
         assignee: assignee.map(str::to_owned),
         instance_id: "doc-1".into(),
         workflow: "document-approval".into(),
+        run: Some(1),
     }
 }
 

@@ -270,6 +270,7 @@ fn review_task() -> TaskRequest {
         name: "Review document".into(),
         candidate_groups: vec!["reviewers".into()],
         assignee: None,
+        run: Some(1),
     }
 }
 
@@ -527,6 +528,7 @@ fn alfresco_write_back_keeps_the_nodes_aspects_with_basic_auth() {
         "d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01",
         &vars(json!({"kf:status": "approved", "kf:route": "auto"})),
         &["kf:workflow".into()],
+        None,
     )
     .unwrap();
 }
@@ -551,11 +553,11 @@ fn alfresco_refuses_one_node_with_403_without_holding_back_the_others_and_a_401_
         http: http(),
         credentials: Credentials::new(&AuthConfig::Basic { user: "keyflow".into(), password: "pw".into() }, ""),
     };
-    match repo.update_node("locked", &vars(json!({"kf:status": "approved"})), &[]) {
+    match repo.update_node("locked", &vars(json!({"kf:status": "approved"})), &[], None) {
         Err(CallError::Rejected { status: 403, message, .. }) => assert!(message.contains("Permission was denied"), "{message}"),
         other => panic!("a 403 refuses this node's write-back: {other:?}"),
     }
-    repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &vars(json!({"kf:status": "approved"})), &[]).unwrap();
+    repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &vars(json!({"kf:status": "approved"})), &[], None).unwrap();
 
     let s = Recorded::start();
     let failed = alfresco_error(401, "framework.exception.ApiDefault", "10250001 Authentication failed");
@@ -565,7 +567,7 @@ fn alfresco_refuses_one_node_with_403_without_holding_back_the_others_and_a_401_
         http: http(),
         credentials: Credentials::new(&AuthConfig::Basic { user: "keyflow".into(), password: "wrong".into() }, ""),
     };
-    match repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &Map::new(), &[]) {
+    match repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &Map::new(), &[], None) {
         Err(CallError::Transient { message, .. }) => assert!(message.contains("credentials refused (401)"), "{message}"),
         other => panic!("refused credentials wait for an operator: {other:?}"),
     }
@@ -620,8 +622,8 @@ fn alfresco_ticket_auth_logs_in_again_when_the_ticket_expires_and_a_deleted_node
             &alfresco::ticket_url(&s.url()),
         ),
     };
-    repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &vars(json!({"kf:status": "rejected"})), &[]).unwrap();
-    match repo.update_node("missing", &Map::new(), &[]) {
+    repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &vars(json!({"kf:status": "rejected"})), &[], None).unwrap();
+    match repo.update_node("missing", &Map::new(), &[], None) {
         Err(CallError::Rejected { status: 404, message, .. }) => assert!(message.contains("was not found"), "{message}"),
         other => panic!("{other:?}"),
     }
@@ -718,7 +720,7 @@ fn refused_logins_wait_for_an_operator_instead_of_failing_the_command() {
             &alfresco::ticket_url(&s.url()),
         ),
     };
-    match repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &Map::new(), &[]) {
+    match repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &Map::new(), &[], None) {
         Err(CallError::Transient { message, .. }) => assert!(message.contains("credentials refused (403)"), "{message}"),
         other => panic!("a refused login is not this node's refusal: {other:?}"),
     }

@@ -22,28 +22,57 @@ pub fn ticket_url(base_url: &str) -> String {
     format!("{}/alfresco/api/-default-/public/authentication/versions/1/tickets", base_url.trim_end_matches('/'))
 }
 
-/// The `DocumentUploaded` event (v2 fields) for a repository event, `Ok(None)` for events that
-/// are not a document's content arriving: folders, and updates that did not change the content
-/// (metadata edits, keyflow's own write-back among them, which must not start a workflow again).
+/// What a repository event does to a document, as far as a review cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A document arrived (`node.Created` of a file).
+    Created,
+    /// Its content changed: a new version (`node.Updated` whose "before" image has content).
+    NewVersion,
+    /// It was deleted (`node.Deleted` of a file).
+    Deleted,
+}
+
+/// The one rule for which repository events matter to a document workflow, used by the
+/// connectors' ingest and by workflows reading repository events raw (`filter =
+/// "alfresco-content"` on an input). `Ok(None)` for everything else: folders, metadata edits
+/// (keyflow's own write-back among them: Alfresco's "before" image then holds only the changed
+/// properties), moves, associations, permissions.
 ///
 /// # Errors
-/// The event lacks what a document upload needs; the message names the field.
-pub fn document_uploaded(event: &Value) -> Result<Option<Value>, String> {
-    let text = |v: &Value, path: &str| v.pointer(path).and_then(Value::as_str).map(str::to_owned);
-    let kind = text(event, "/type").ok_or("event has no `type`")?;
-    let updated = match kind.as_str() {
-        "org.alfresco.event.node.Created" => false,
-        "org.alfresco.event.node.Updated" => true,
+/// The event lacks `type` or, for a node event, `data.resource`.
+pub fn content_change(event: &Value) -> Result<Option<Change>, String> {
+    let kind = event.pointer("/type").and_then(Value::as_str).ok_or("event has no `type`")?;
+    let change = match kind {
+        "org.alfresco.event.node.Created" => Change::Created,
+        "org.alfresco.event.node.Updated" => Change::NewVersion,
+        "org.alfresco.event.node.Deleted" => Change::Deleted,
         _ => return Ok(None),
     };
     let r = event.pointer("/data/resource").ok_or("event has no `data.resource`")?;
     if r.get("isFile").and_then(Value::as_bool) == Some(false) || r.get("isFolder").and_then(Value::as_bool) == Some(true) {
         return Ok(None);
     }
-    // An update changed the content only if the "before" image carries a content entry.
-    if updated && event.pointer("/data/resourceBefore/content").is_none() {
+    if change == Change::NewVersion && event.pointer("/data/resourceBefore/content").is_none() {
         return Ok(None);
     }
+    Ok(Some(change))
+}
+
+/// The `DocumentUploaded` event (v2 fields) for a repository event, `Ok(None)` for events that
+/// are not a document's content arriving ([`content_change`] says which: a new version is an
+/// upload too, a deletion or a metadata edit is not).
+///
+/// # Errors
+/// The event lacks what a document upload needs; the message names the field.
+pub fn document_uploaded(event: &Value) -> Result<Option<Value>, String> {
+    let text = |v: &Value, path: &str| v.pointer(path).and_then(Value::as_str).map(str::to_owned);
+    let updated = match content_change(event)? {
+        Some(Change::Created) => false,
+        Some(Change::NewVersion) => true,
+        Some(Change::Deleted) | None => return Ok(None),
+    };
+    let r = event.pointer("/data/resource").ok_or("event has no `data.resource`")?;
     let need = |path: &str| text(r, path).ok_or_else(|| format!("event has no `data.resource{}`", path.replace('/', ".")));
     let event_id = text(event, "/id").ok_or("event has no `id`")?;
     let created_at = text(r, "/modifiedAt")
@@ -85,31 +114,54 @@ impl Alfresco {
         format!("{}/{API}/nodes/{node_id}", self.base_url.trim_end_matches('/'))
     }
 
-    /// Sets `properties` and adds `aspects` on the node. `aspectNames` in a PUT replaces the
-    /// whole list, so the node's current aspects are read first and kept. Setting the same
-    /// values again is harmless: the call is idempotent.
+    /// Sets `properties` and adds `aspects` on the node, if it is still at `version` (when
+    /// given). `aspectNames` in a PUT replaces the whole list, so the node is read first and its
+    /// aspects kept; the same read tells its current version. Setting the same values again is
+    /// harmless: the call is idempotent.
     ///
     /// # Errors
-    /// [`CallError`]; a node that no longer exists is `Rejected` (404).
-    pub fn update_node(&self, node_id: &str, properties: &Map<String, Value>, aspects: &[String]) -> Result<(), CallError> {
+    /// [`CallError`]; a node that no longer exists is `Rejected` (404), and so (409) is a node
+    /// whose current version is not `version`: the outcome is about content it no longer has.
+    pub fn update_node(
+        &self,
+        node_id: &str,
+        properties: &Map<String, Value>,
+        aspects: &[String],
+        version: Option<&str>,
+    ) -> Result<(), CallError> {
         let url = self.node_url(node_id);
         let mut body = json!({"properties": properties});
-        if !aspects.is_empty() {
+        if !aspects.is_empty() || version.is_some() {
             let node = self.credentials.send_json(SERVICE, &self.http, || self.http.get(&url).query(&[("include", "aspectNames")]))?;
-            let mut names: Vec<String> = node
-                .pointer("/entry/aspectNames")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect();
-            for a in aspects {
-                if !names.contains(a) {
-                    names.push(a.clone());
+            let current = node.pointer("/entry/properties/cm:versionLabel").and_then(Value::as_str);
+            if let (Some(wanted), Some(current)) = (version, current) {
+                if wanted != current {
+                    let outcome = properties.get("kf:status").and_then(Value::as_str).unwrap_or("outcome");
+                    return Err(CallError::Rejected {
+                        service: SERVICE,
+                        status: 409,
+                        message: format!(
+                            "{outcome} of {wanted} superseded by {current}: node `{node_id}` is at version {current} now, so the outcome for {wanted} is not written to it"
+                        ),
+                    });
                 }
             }
-            body["aspectNames"] = json!(names);
+            if !aspects.is_empty() {
+                let mut names: Vec<String> = node
+                    .pointer("/entry/aspectNames")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect();
+                for a in aspects {
+                    if !names.contains(a) {
+                        names.push(a.clone());
+                    }
+                }
+                body["aspectNames"] = json!(names);
+            }
         }
         self.credentials.send(SERVICE, &self.http, || self.http.put(&url).json(&body)).map(drop)
     }

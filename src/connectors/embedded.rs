@@ -40,6 +40,8 @@ pub enum Error {
     Unknown(String),
     #[error("task `{id}` is already {state}")]
     NotOpen { id: String, state: String },
+    #[error("task `{id}` was withdrawn ({reason}): its workflow no longer waits for it, so it cannot be completed")]
+    Withdrawn { id: String, reason: String },
     #[error("task `{0}` names no result topic; it was not written by keyflow's connectors")]
     NoResultTopic(String),
 }
@@ -98,12 +100,17 @@ pub fn complete_with(
     for (task, variables) in tasks {
         let id = task["taskId"].as_str().unwrap_or_default();
         let state = task["state"].as_str().unwrap_or_default();
+        if state == "WITHDRAWN" {
+            let reason = task["reason"].as_str().unwrap_or("no reason given").to_owned();
+            return Err(Error::Withdrawn { id: id.to_owned(), reason });
+        }
         if state != "CREATED" {
             return Err(Error::NotOpen { id: id.to_owned(), state: state.to_lowercase() });
         }
         let results = task["resultTopic"].as_str().ok_or_else(|| Error::NoResultTopic(id.to_owned()))?;
         let instance = task["instanceId"].as_str().unwrap_or_default();
-        let event = json!({"id": format!("{}:completed", task["idempotencyKey"].as_str().unwrap_or(id)), "taskId": id, "name": task["name"],
+        let event = json!({"id": format!("{}:completed", task["idempotencyKey"].as_str().unwrap_or(id)), "idempotencyKey": task["idempotencyKey"],
+                           "run": task["run"], "taskId": id, "name": task["name"],
                            "completedBy": user, "completedAt": now, "variables": variables, "instanceId": instance});
         let mut done = task.clone();
         done["state"] = json!("COMPLETED");

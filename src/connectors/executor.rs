@@ -80,6 +80,9 @@ pub struct OpenTask {
     pub instance_id: String,
     pub idempotency_key: String,
     pub name: String,
+    /// The run of the instance that opened it (none from before runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -111,6 +114,9 @@ impl CommandProcessor {
         let text = |f: &str| cmd.get(f).and_then(Value::as_str).map(str::to_owned);
         let need = |f: &str| text(f).ok_or_else(|| Error::BadRecord(format!("{} command has no string field `{f}`", self.channel)));
         let object = |f: &str| cmd.get(f).and_then(Value::as_object).cloned().unwrap_or_default();
+        if cmd.get("command").and_then(Value::as_str) == Some("withdraw") {
+            return self.withdraw(ctx, key, cmd);
+        }
         Ok(match &*self.perform {
             Perform::Decision(service) => {
                 let decision = need("decisionKey")?;
@@ -132,7 +138,7 @@ impl CommandProcessor {
                 let r = task_request(key, idem, cmd)?;
                 let id = super::embedded::task_id(idem);
                 let task = json!({"taskId": id, "name": r.name, "candidateGroups": r.candidate_groups, "assignee": r.assignee, "instanceId": key,
-                                  "workflow": r.workflow, "idempotencyKey": idem, "state": "CREATED", "createdAt": ctx.wall_clock_time(),
+                                  "workflow": r.workflow, "idempotencyKey": idem, "run": r.run, "state": "CREATED", "createdAt": ctx.wall_clock_time(),
                                   "resultTopic": self.result_sink.as_deref().map(|s| s.trim_start_matches("out:"))});
                 ctx.forward_to(sink, Record::new(id, task, ctx.metadata().timestamp));
                 Ok(None)
@@ -147,8 +153,9 @@ impl CommandProcessor {
                     .filter_map(Value::as_str)
                     .map(str::to_owned)
                     .collect();
+                let version = cmd.get("version").and_then(Value::as_str);
                 alfresco
-                    .update_node(&node, &object("properties"), &aspects)
+                    .update_node(&node, &object("properties"), &aspects, version)
                     .map(|()| Some(json!({"id": idem, "nodeId": node, "status": "updated", "instanceId": key})))
             }
             Perform::Webhook { url, http, auth } => {
@@ -164,6 +171,68 @@ impl CommandProcessor {
         })
     }
 
+    /// Withdraws the human tasks a run left open (`{"command": "withdraw", "tasks":
+    /// [{"idempotencyKey", "name"}], "reason"}`): Camunda's by cancelling their process
+    /// instances (then forgotten by the poller), embedded ones by a `WITHDRAWN` record, which
+    /// `keyflow tasks complete` refuses to complete.
+    fn withdraw(&self, ctx: &mut Context<'_>, key: &str, cmd: &Value) -> Result<Result<Option<Value>, CallError>, Error> {
+        let listed: Vec<(&str, &str)> = cmd
+            .get("tasks")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Error::BadRecord("withdraw command has no array `tasks`".into()))?
+            .iter()
+            .filter_map(|t| Some((t.get("idempotencyKey")?.as_str()?, t.get("name").and_then(Value::as_str).unwrap_or_default())))
+            .collect();
+        let reason = cmd.get("reason").and_then(Value::as_str).unwrap_or("withdrawn by its workflow");
+        match &*self.perform {
+            Perform::EmbeddedTask { sink } => {
+                for (idem, name) in listed {
+                    let id = super::embedded::task_id(idem);
+                    let task = json!({"taskId": id, "name": name, "instanceId": key, "workflow": cmd.get("workflow"), "idempotencyKey": idem,
+                                      "run": cmd.get("run"), "state": "WITHDRAWN", "reason": reason, "withdrawnAt": ctx.wall_clock_time()});
+                    ctx.forward_to(sink, Record::new(id, task, ctx.metadata().timestamp));
+                }
+                Ok(Ok(None))
+            }
+            Perform::Task(service, _) => {
+                let keys: std::collections::BTreeSet<&str> = listed.iter().map(|(k, _)| *k).collect();
+                let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or_default();
+                for task_id in self.open_tasks_with(ctx, &keys)? {
+                    if let Err(e) = service.withdraw(&task_id) {
+                        return Ok(Err(e));
+                    }
+                    ctx.store(OPEN_TASKS)?.delete(task_id.as_bytes())?;
+                    p.open = p.open.saturating_sub(1);
+                }
+                ctx.put_json(POLLER, "state", &p)?;
+                Ok(Ok(None))
+            }
+            _ => Err(Error::BadRecord(format!("a withdraw command on the {} channel: only human tasks are withdrawn", self.channel))),
+        }
+    }
+
+    /// The ids of this partition's open tasks opened by the commands `keys`.
+    fn open_tasks_with(&self, ctx: &mut Context<'_>, keys: &std::collections::BTreeSet<&str>) -> Result<Vec<String>, Error> {
+        const PAGE: usize = 1000;
+        let mut found = Vec::new();
+        let mut from = Vec::new();
+        loop {
+            let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], PAGE)?;
+            for (id, value) in &page {
+                let task: OpenTask = serde_json::from_slice(value).map_err(|e| {
+                    Error::State(crate::state::Error::Corrupt { store: OPEN_TASKS.into(), what: "open task", detail: e.to_string() })
+                })?;
+                if keys.contains(task.idempotency_key.as_str()) {
+                    found.push(String::from_utf8_lossy(id).into_owned());
+                }
+            }
+            match page.last() {
+                Some((last, _)) if page.len() == PAGE => from = [last.as_slice(), b"\0"].concat(),
+                _ => return Ok(found),
+            }
+        }
+    }
+
     /// Remembers a remote task so the poller can answer its completion, and makes sure the
     /// poller runs.
     fn track(&self, ctx: &mut Context<'_>, task_id: &str, r: &TaskRequest, poll_every: Duration) -> Result<(), Error> {
@@ -173,7 +242,7 @@ impl CommandProcessor {
         ctx.put_json(
             OPEN_TASKS,
             task_id,
-            &OpenTask { instance_id: r.instance_id.clone(), idempotency_key: r.idempotency_key.clone(), name: r.name.clone() },
+            &OpenTask { instance_id: r.instance_id.clone(), idempotency_key: r.idempotency_key.clone(), name: r.name.clone(), run: r.run },
         )?;
         let now = ctx.wall_clock_time();
         let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or_default();
@@ -188,12 +257,13 @@ impl CommandProcessor {
 
     /// Gives up on a command: an error answer if the channel has a result topic, else the
     /// dead-letter topic.
-    fn give_up(&self, ctx: &mut Context<'_>, key: &str, idem: &str, reason: &str, attempts: u32) -> Result<(), Error> {
+    fn give_up(&self, ctx: &mut Context<'_>, key: &str, cmd: &Value, idem: &str, reason: &str, attempts: u32) -> Result<(), Error> {
         tracing::warn!(channel = self.channel, instance = key, idempotency_key = idem, attempts, reason, "command failed for good");
         match &self.result_sink {
             Some(sink) => {
                 let error = format!("{}_failed", self.channel.trim_end_matches('s'));
-                let answer = json!({"id": idem, "error": error, "reason": reason, "attempts": attempts, "instanceId": key});
+                let answer =
+                    json!({"id": idem, "error": error, "reason": reason, "attempts": attempts, "instanceId": key, "run": cmd.get("run")});
                 ctx.forward_to(sink, Record::new(key.to_owned(), answer, ctx.metadata().timestamp));
                 Ok(())
             }
@@ -221,6 +291,7 @@ fn task_request(key: &str, idem: &str, cmd: &Value) -> Result<TaskRequest, Error
             .map(str::to_owned)
             .collect(),
         assignee: cmd.get("assignee").and_then(Value::as_str).map(str::to_owned),
+        run: cmd.get("run").and_then(Value::as_u64),
     })
 }
 
@@ -256,7 +327,12 @@ impl Processor for CommandProcessor {
             Ok(answer) => {
                 self.breaker.record(true, now);
                 self.attempts.done(&idem);
-                if let (Some(sink), Some(answer)) = (&self.result_sink, answer) {
+                if let (Some(sink), Some(mut answer)) = (&self.result_sink, answer) {
+                    // The run the command was of: an answer that outlives its run is not applied
+                    // to the next one.
+                    if let Some(run) = cmd.get("run") {
+                        answer["run"] = run.clone();
+                    }
                     ctx.forward_to(sink, Record::new(key, answer, record.timestamp));
                 }
                 Ok(())
@@ -271,14 +347,14 @@ impl Processor for CommandProcessor {
                 let made = self.attempts.failures(&idem) + 1;
                 match self.attempts.failed(&idem, &policy, now) {
                     Some(after) => Err(Error::Backoff { reason: format!("attempt {made} of {}: {e}", policy.attempts), after }),
-                    None => self.give_up(ctx, &key, &idem, &e.to_string(), made),
+                    None => self.give_up(ctx, &key, &cmd, &idem, &e.to_string(), made),
                 }
             }
             Err(e @ CallError::Rejected { .. }) => {
                 self.breaker.record(true, now);
                 let made = self.attempts.failures(&idem) + 1;
                 self.attempts.done(&idem);
-                self.give_up(ctx, &key, &idem, &e.to_string(), made)
+                self.give_up(ctx, &key, &cmd, &idem, &e.to_string(), made)
             }
         }
     }
@@ -375,7 +451,7 @@ impl CommandProcessor {
         let Some(open) = ctx.get_json::<OpenTask>(OPEN_TASKS, &c.task_id)? else { return Ok(()) };
         ctx.store(OPEN_TASKS)?.delete(c.task_id.as_bytes())?;
         p.open = p.open.saturating_sub(1);
-        let answer = json!({"id": format!("{}:completed", open.idempotency_key), "taskId": c.task_id, "name": open.name,
+        let answer = json!({"id": format!("{}:completed", open.idempotency_key), "idempotencyKey": open.idempotency_key, "run": open.run, "taskId": c.task_id, "name": open.name,
                             "completedBy": c.completed_by, "completedAt": c.completed_at, "variables": Value::Object(stringly(&c.variables)), "instanceId": open.instance_id});
         if let Some(sink) = &self.result_sink {
             ctx.forward_to(sink, Record::new(open.instance_id, answer, c.completed_at));

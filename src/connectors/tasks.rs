@@ -31,6 +31,8 @@ pub struct TaskRequest {
     pub name: String,
     pub candidate_groups: Vec<String>,
     pub assignee: Option<String>,
+    /// The run of the instance the task is for.
+    pub run: Option<u64>,
 }
 
 /// A task keyflow opened: the id [`TaskService::create`] returned and the command's
@@ -75,6 +77,21 @@ pub trait TaskService: Send + Sync {
     /// # Errors
     /// [`CallError`].
     fn complete(&self, task_id: &str, variables: &Map<String, Value>) -> Result<(), CallError>;
+    /// Withdraws a task no run waits for any more: its process instance is cancelled, so
+    /// Tasklist no longer offers it and completing it is refused. A task already gone (ended,
+    /// cancelled before) is withdrawn too: the call is idempotent.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    fn withdraw(&self, task_id: &str) -> Result<(), CallError>;
+}
+
+/// A withdrawal the engine answers "no such (running) process instance": it is gone already.
+fn gone_already(r: Result<(), CallError>) -> Result<(), CallError> {
+    match r {
+        Err(CallError::Rejected { status: 404, .. }) => Ok(()),
+        other => other,
+    }
 }
 
 const C8: &str = "camunda8";
@@ -231,6 +248,13 @@ impl TaskService for Camunda8Tasks {
         let key = self.user_task_key(task_id)?;
         self.post(&format!("user-tasks/{key}/completion"), &json!({"variables": variables})).map(drop)
     }
+
+    /// `POST /v2/process-instances/{key}/cancellation`: 204, or 404 for an instance that has
+    /// ended or was cancelled before.
+    fn withdraw(&self, task_id: &str) -> Result<(), CallError> {
+        let url = self.url(&format!("process-instances/{task_id}/cancellation"));
+        gone_already(self.credentials.send(C8, &self.http, || self.http.post(&url).json(&json!({}))).map(drop))
+    }
 }
 
 /// Camunda 7 (`base_url` ends in `/engine-rest`). A task is a process instance of the
@@ -366,6 +390,13 @@ impl TaskService for Camunda7Tasks {
         let id = self.user_task_id(task_id)?;
         let typed: Map<String, Value> = variables.iter().map(|(k, v)| (k.clone(), typed_value(v))).collect();
         self.post(&format!("task/{id}/complete"), &json!({"variables": typed})).map(drop)
+    }
+
+    /// `DELETE /process-instance/{id}`: 204, or 404 for an instance no longer running. The
+    /// engine keeps it in the history as deleted, with the reason.
+    fn withdraw(&self, task_id: &str) -> Result<(), CallError> {
+        let url = self.url(&format!("process-instance/{task_id}"));
+        gone_already(self.credentials.send(C7, &self.http, || self.http.delete(&url)).map(drop))
     }
 }
 

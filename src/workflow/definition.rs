@@ -110,6 +110,33 @@ pub struct Input {
     /// The parsed reader schema (filled by `workflow::load`).
     #[serde(skip)]
     pub reader_schema: Option<apache_avro::Schema>,
+    /// Records of the topic the workflow does not want, skipped before they reach an
+    /// instance (never dead letters). Default: none skipped.
+    pub filter: Option<InputFilter>,
+}
+
+/// A rule for the records of an input that are not the workflow's business.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputFilter {
+    /// Alfresco repository events: only a document's content arriving, changing (a new
+    /// version) or being deleted; metadata edits (keyflow's own write-back among them),
+    /// folders, moves and the like are skipped. The same rule as the connectors' ingest
+    /// (`connectors::alfresco::content_change`).
+    AlfrescoContent,
+}
+
+impl InputFilter {
+    /// Why `value` is skipped, or `None` to keep it. A record the rule cannot read is kept: the
+    /// workflow then says what is wrong with it (a dead letter), instead of it vanishing.
+    pub fn skips(self, value: &Value) -> Option<&'static str> {
+        match self {
+            InputFilter::AlfrescoContent => match crate::connectors::alfresco::content_change(value) {
+                Ok(None) => Some("not a document content change"),
+                Ok(Some(_)) | Err(_) => None,
+            },
+        }
+    }
 }
 
 /// The wire format of an input's values.
@@ -132,6 +159,14 @@ pub struct State {
     /// Events this state drops silently (late or repeated service results).
     #[serde(default)]
     pub ignore: Vec<String>,
+    /// Events that start the instance again, in a new run from the initial state (taken by the
+    /// transition from `initial` that matches the event). On a terminal state this restarts a
+    /// finished instance (a new version of an approved document); on any other state it
+    /// supersedes the run in flight: the run's open human tasks are withdrawn, its timers
+    /// cancelled, and the answers still on their way to it are recognised by their run and
+    /// ignored.
+    #[serde(default)]
+    pub restart_on: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -209,6 +244,10 @@ pub enum ActionSpec {
         properties: BTreeMap<String, Value>,
         #[serde(default)]
         aspects: Vec<String>,
+        /// The document version the outcome is about (a template, e.g. `$vars.versionLabel`):
+        /// the connector writes it only while that version is still the node's current one,
+        /// and dead-letters the write-back, naming both versions, once a newer one exists.
+        version: Option<String>,
         retry: Option<RetrySpec>,
     },
     Notify {
@@ -329,6 +368,23 @@ impl Definition {
                     return Err(err(
                         state.span(),
                         format!("state `{name}`: timer `{}` has a bad duration `{}` (use 30s, 15m, 48h, 2d)", t.name, t.after),
+                    ));
+                }
+            }
+        }
+        for (name, state) in &def.states {
+            for event in &state.get_ref().restart_on {
+                let starts = def.transitions.iter().any(|t| {
+                    let tr = t.get_ref();
+                    tr.on.as_ref() == Some(event) && tr.from.states().contains(&def.initial.get_ref().as_str())
+                });
+                if !starts {
+                    return Err(err(
+                        state.span(),
+                        format!(
+                            "state `{name}`: restart_on `{event}` needs a transition from the initial state `{}` on `{event}` to start the new run with",
+                            def.initial.get_ref()
+                        ),
                     ));
                 }
             }

@@ -5,7 +5,10 @@
 //! ```text
 //!   event ──> duplicate id? ──yes──> Duplicate (no change)
 //!               │ no
-//!               v
+//!   answers an earlier run? ──yes──> Noted (in the audit trail, applied to nothing)
+//!               │ no
+//!   in the state's restart_on? ──yes──> a new run from `initial` (see `runs`)
+//!               │ no
 //!   state terminal? ──yes──> Finished (dead-letter or ignore)
 //!               │ no
 //!   first transition from the state whose `on`/`on_error` and guard match
@@ -19,7 +22,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::definition::{parse_duration, ActionSpec, Definition, RetrySpec};
+use super::definition::{parse_duration, ActionSpec, Definition, RetrySpec, Transition};
+use super::runs;
 
 /// How many recent event ids an instance remembers to drop duplicates.
 const REMEMBERED_EVENTS: usize = 64;
@@ -34,7 +38,13 @@ pub struct Instance {
     #[serde(default = "super::definition::first_version")]
     pub version: u32,
     pub state: String,
-    /// Transitions taken; part of every idempotency key.
+    /// The run, from 1: one more each time an event of the state's `restart_on` starts the
+    /// instance again. Every command carries it, and an answer that names an earlier run is
+    /// never applied to this one.
+    #[serde(default = "first_run")]
+    pub run: u32,
+    /// Transitions taken, counted across runs; part of every idempotency key, so the keys of
+    /// two runs never meet.
     pub step: u64,
     pub variables: BTreeMap<String, Value>,
     /// The audit trail.
@@ -42,6 +52,14 @@ pub struct Instance {
     pub finished: bool,
     /// Ids of the latest events, newest last.
     pub recent_events: Vec<String>,
+    /// Human tasks this run opened that no answer has closed yet: idempotency key -> task
+    /// name. Withdrawn when the run ends or is superseded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub open_tasks: BTreeMap<String, String>,
+}
+
+pub(super) fn first_run() -> u32 {
+    1
 }
 
 impl Instance {
@@ -62,6 +80,12 @@ pub struct HistoryEntry {
     pub event: String,
     pub at: i64,
     pub step: u64,
+    /// The run the entry belongs to.
+    #[serde(default = "first_run")]
+    pub run: u32,
+    /// What else happened: a run superseded, tasks withdrawn, a late answer ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// An event as the machine sees it.
@@ -103,6 +127,10 @@ pub enum Outcome {
     Duplicate,
     /// The state ignores this event.
     Ignored,
+    /// Nothing moves, but the audit trail records the event (a late answer of an earlier run).
+    Noted {
+        instance: Instance,
+    },
     /// Nothing fits; the reason says why. The definition's `unmatched` decides its fate.
     Unmatched(String),
 }
@@ -144,6 +172,7 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
         workflow: def.name.clone(),
         version: def.version,
         state: def.initial.get_ref().clone(),
+        run: 1,
         ..Default::default()
     });
     if let Some(id) = &event.id {
@@ -151,23 +180,51 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
             return Outcome::Duplicate;
         }
     }
+    // An answer to a command of an earlier run is never applied to this one.
+    if let Some(run) = runs::answered_run(event).filter(|r| *r < inst.run) {
+        return runs::late_answer(inst, event, run);
+    }
+    let state = def.states.get(&inst.state).map(|s| s.get_ref());
+    if state.is_some_and(|s| event.error.is_none() && s.restart_on.contains(&event.name)) {
+        if let Some(outcome) = runs::restart(def, &inst, event, guards) {
+            return outcome;
+        }
+    }
     // A finished instance takes nothing more; its end state, if this definition has it, may
     // drop some late events quietly. (So a definition of another version serves too.)
     if inst.finished {
-        if def.states.get(&inst.state).is_some_and(|s| s.get_ref().ignore.contains(&event.name)) {
+        if state.is_some_and(|s| s.ignore.contains(&event.name)) {
             return Outcome::Ignored;
         }
         return Outcome::Unmatched(format!("instance `{key}` already finished in `{}`; `{}` arrived late", inst.state, event.name));
     }
     // A stored instance may be in a state this definition does not have (renamed or removed
     // since it got there): never a panic of the stream thread, a dead letter that says so.
-    let Some(state) = def.states.get(&inst.state).map(|s| s.get_ref()) else {
+    let Some(state) = state else {
         return Outcome::Unmatched(format!(
             "instance `{key}` is in state `{}`, which workflow `{}` does not define (renamed or removed since?); `{}` cannot apply",
             inst.state, def.name, event.name
         ));
     };
-    let mut chosen = None;
+    let tr = match choose(def, &inst, event, guards) {
+        Ok(Some(tr)) => tr,
+        Ok(None) if state.ignore.contains(&event.name) => return Outcome::Ignored,
+        Ok(None) => {
+            let what = event.error.as_ref().map_or_else(|| format!("event `{}`", event.name), |e| format!("error `{e}`"));
+            return Outcome::Unmatched(format!("no transition from `{}` on {what}", inst.state));
+        }
+        Err(reason) => return Outcome::Unmatched(reason),
+    };
+    let mut actions = Vec::new();
+    take(def, &mut inst, tr, event, &mut actions);
+    Outcome::Transitioned { instance: inst, actions }
+}
+
+/// The first transition from the instance's state whose `on`/`on_error` and guard match.
+///
+/// # Errors
+/// A guard that fails to evaluate, with why.
+pub(super) fn choose<'d>(def: &'d Definition, inst: &Instance, event: &Event, guards: &mut Guards) -> Result<Option<&'d Transition>, String> {
     for t in &def.transitions {
         let tr = t.get_ref();
         let matches_event = match (&tr.on, &tr.on_error, &event.error) {
@@ -179,39 +236,44 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
             continue;
         }
         if let Some(when) = &tr.when {
-            match guards.eval(when, &inst, event) {
+            match guards.eval(when, inst, event) {
                 Ok(true) => {}
                 Ok(false) => continue,
-                Err(e) => return Outcome::Unmatched(format!("guard `{when}` failed on `{}`: {e}", event.name)),
+                Err(e) => return Err(format!("guard `{when}` failed on `{}`: {e}", event.name)),
             }
         }
-        chosen = Some(tr);
-        break;
+        return Ok(Some(tr));
     }
-    let Some(tr) = chosen else {
-        if state.ignore.contains(&event.name) {
-            return Outcome::Ignored;
-        }
-        let what = event.error.as_ref().map_or_else(|| format!("event `{}`", event.name), |e| format!("error `{e}`"));
-        return Outcome::Unmatched(format!("no transition from `{}` on {what}", inst.state));
-    };
+    Ok(None)
+}
 
+/// Takes `tr` from the instance's state: the step, the variables, the actions (the old state's
+/// timers cancelled, the new state's set), the audit entry, the transition record. A run that
+/// ends withdraws the human tasks it left open.
+pub(super) fn take(def: &Definition, inst: &mut Instance, tr: &Transition, event: &Event, actions: &mut Vec<Action>) {
     let from = inst.state.clone();
+    let leaving = def.states[&from].get_ref();
     let to = tr.to.as_ref().expect("validated: every transition has a target").get_ref().clone();
     inst.step += 1;
+    // The answer of a task this run opened closes it.
+    if let Some(answered) = event.payload.get("idempotencyKey").and_then(Value::as_str) {
+        inst.open_tasks.remove(answered);
+    }
     for (name, template) in &tr.set {
-        let v = render(template, &inst, event);
+        let v = render(template, inst, event);
         inst.variables.insert(name.clone(), v);
     }
-    let mut actions = Vec::new();
     if from != to {
-        for t in &state.timers {
+        for t in &leaving.timers {
             actions.push(Action::CancelTimer { name: t.name.clone() });
         }
     }
     for (n, spec) in tr.actions.iter().enumerate() {
         let idempotency = format!("{}:{}:{}", inst.id, inst.step, n);
-        actions.push(action(def, spec, &inst, event, &idempotency));
+        if let ActionSpec::OpenTask { name, .. } = spec {
+            inst.open_tasks.insert(idempotency.clone(), name.clone());
+        }
+        actions.push(action(def, spec, inst, event, &idempotency));
     }
     let target = def.states[&to].get_ref();
     if from != to {
@@ -222,12 +284,21 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
     }
     inst.state = to.clone();
     inst.finished = target.terminal;
+    let mut note = None;
+    if inst.finished && !inst.open_tasks.is_empty() {
+        let reason = format!("run {} ended in `{to}`", inst.run);
+        note = Some(format!("withdrew {} open task(s): {reason}", inst.open_tasks.len()));
+        actions.push(runs::withdraw(def, inst, &reason, event));
+        inst.open_tasks.clear();
+    }
     inst.history.push(HistoryEntry {
         from: from.clone(),
         to: to.clone(),
         event: event.error.clone().map_or(event.name.clone(), |e| format!("error:{e}")),
         at: event.at,
         step: inst.step,
+        run: inst.run,
+        note,
     });
     if let Some(id) = &event.id {
         inst.remember(id.clone());
@@ -235,12 +306,11 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
     actions.push(Action::Emit {
         topic: def.channel("transitions"),
         value: json!({"instanceId": inst.id, "workflow": def.name, "from": from, "to": to, "event": event.name,
-                      "step": inst.step, "final": inst.finished, "at": event.at}),
+                      "step": inst.step, "run": inst.run, "final": inst.finished, "at": event.at}),
     });
-    Outcome::Transitioned { instance: inst, actions }
 }
 
-fn action(def: &Definition, spec: &ActionSpec, inst: &Instance, event: &Event, idempotency: &str) -> Action {
+pub(super) fn action(def: &Definition, spec: &ActionSpec, inst: &Instance, event: &Event, idempotency: &str) -> Action {
     let fields =
         |m: &BTreeMap<String, Value>| -> Map<String, Value> { m.iter().map(|(k, v)| (k.clone(), render(v, inst, event))).collect() };
     let retry = |r: &Option<RetrySpec>| r.as_ref().map_or(Value::Null, |r| json!(r));
@@ -249,6 +319,7 @@ fn action(def: &Definition, spec: &ActionSpec, inst: &Instance, event: &Event, i
         v["workflow"] = json!(def.name);
         v["idempotencyKey"] = json!(idempotency);
         v["retry"] = retry(r);
+        v["run"] = json!(inst.run);
         v["at"] = json!(event.at);
         v
     };
@@ -267,9 +338,13 @@ fn action(def: &Definition, spec: &ActionSpec, inst: &Instance, event: &Event, i
                 r,
             ),
         },
-        ActionSpec::UpdateDocument { properties, aspects, retry: r } => Action::Emit {
+        ActionSpec::UpdateDocument { properties, aspects, version, retry: r } => Action::Emit {
             topic: def.channel("documents"),
-            value: common(json!({"nodeId": inst.id, "properties": fields(properties), "aspects": aspects}), r),
+            value: common(
+                json!({"nodeId": inst.id, "properties": fields(properties), "aspects": aspects,
+                       "version": version.as_ref().map(|v| render(&json!(v), inst, event))}),
+                r,
+            ),
         },
         ActionSpec::Notify { channel, recipient, subject, body, retry: r } => Action::Emit {
             topic: def.channel("notifications"),
@@ -288,7 +363,7 @@ fn action(def: &Definition, spec: &ActionSpec, inst: &Instance, event: &Event, i
 }
 
 /// A template: `$key`, `$state`, `$step`, `$event.<path>`, `$vars.<name>`; else the literal.
-fn render(template: &Value, inst: &Instance, event: &Event) -> Value {
+pub(super) fn render(template: &Value, inst: &Instance, event: &Event) -> Value {
     let Value::String(s) = template else { return template.clone() };
     let path = |root: &Value, p: &str| p.split('.').try_fold(root, |v, k| v.get(k)).cloned().unwrap_or(Value::Null);
     match s.as_str() {

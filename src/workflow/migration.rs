@@ -125,7 +125,15 @@ pub fn apply(from: &Definition, to: &Definition, inst: &Instance, m: &Migration,
     next.finished = target_state.terminal;
     next.step += 1;
     let event = format!("migration:v{}->v{}", from.version, to.version);
-    next.history.push(HistoryEntry { from: inst.state.clone(), to: target.to_owned(), event: event.clone(), at, step: next.step });
+    next.history.push(HistoryEntry {
+        from: inst.state.clone(),
+        to: target.to_owned(),
+        event: event.clone(),
+        at,
+        step: next.step,
+        run: next.run,
+        note: None,
+    });
     next.remember(id);
     actions.push(Action::Emit {
         topic: to.channel("transitions"),
@@ -262,7 +270,7 @@ mod tests {
     use super::*;
 
     fn entry(from: &str, to: &str, event: &str, at: i64) -> HistoryEntry {
-        HistoryEntry { from: from.into(), to: to.into(), event: event.into(), at, step: 0 }
+        HistoryEntry { from: from.into(), to: to.into(), event: event.into(), at, step: 0, run: 1, note: None }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod diff;
 pub mod machine;
 pub mod migration;
 pub mod processor;
+mod runs;
 pub mod versions;
 
 use std::collections::BTreeSet;

@@ -66,6 +66,14 @@ pub struct WorkflowProcessor {
     guards: Guards,
 }
 
+/// Why a record is no event for the machine.
+enum Read {
+    /// The input's filter skips it (not the workflow's business).
+    Skip(&'static str),
+    /// This version does not read the topic.
+    NotRead(String),
+}
+
 /// What a member knows of the version an instance runs by.
 enum VersionOf {
     Known(Arc<Definition>),
@@ -111,11 +119,16 @@ impl WorkflowProcessor {
         }
     }
 
-    fn event_of(def: &Definition, topic: &str, record: &Record) -> Result<Result<Event, String>, Error> {
+    /// The event `record` of `topic` is, or why it is none: skipped by the input's filter, or
+    /// not readable by this version.
+    fn event_of(def: &Definition, topic: &str, record: &Record) -> Result<Result<Event, Read>, Error> {
         let Some(input) = def.inputs.iter().map(|i| i.get_ref()).find(|i| i.topic == topic) else {
-            return Ok(Err(format!("version {} of workflow `{}` does not read topic `{topic}`", def.version, def.name)));
+            return Ok(Err(Read::NotRead(format!("version {} of workflow `{}` does not read topic `{topic}`", def.version, def.name))));
         };
         let v = &record.value;
+        if let Some(why) = input.filter.and_then(|f| f.skips(v)) {
+            return Ok(Err(Read::Skip(why)));
+        }
         let name = match (&input.event, &input.event_field) {
             (Some(fixed), _) => fixed.clone(),
             (None, Some(field)) => v
@@ -186,6 +199,10 @@ impl WorkflowProcessor {
                 }
                 ctx.put_json(STORE, key, &instance)
             }
+            Outcome::Noted { instance } => {
+                tracing::info!(key, run = instance.run, "a late answer of an earlier run, recorded and not applied");
+                ctx.put_json(STORE, key, &instance)
+            }
             Outcome::Duplicate | Outcome::Ignored => {
                 tracing::debug!(key, "dropped (duplicate or ignored by the state)");
                 Ok(())
@@ -207,18 +224,25 @@ impl WorkflowProcessor {
     fn handle(&mut self, ctx: &mut Context<'_>, key: &str, record: &Record) -> Result<(), Error> {
         let before = self.stored(ctx, key)?;
         let def = match self.definition_of(key, before.as_ref()) {
-            VersionOf::Known(d) => d,
-            // A finished instance needs no rules of its own: the machine drops duplicates and
-            // late events as for any finished instance, with the newest version's names.
-            VersionOf::Finished(why) => {
-                tracing::debug!(key, why, "an event for a finished instance of a version not kept");
+            // A finished instance needs no rules of its own version: the machine drops
+            // duplicates and late events with the newest version's names, and a new run of it
+            // (`restart_on`) starts on the newest version, as a new instance would.
+            VersionOf::Known(_) | VersionOf::Finished(_) if before.as_ref().is_some_and(|b| b.finished) => {
                 self.versions.newest().clone()
             }
+            VersionOf::Known(d) => d,
+            VersionOf::Finished(why) => unreachable!("only a finished instance is Finished: {why}"),
             VersionOf::Missing(reason) => return Err(Error::Backoff { reason, after: UNKNOWN_VERSION_RETRY }),
         };
-        let event = match Self::event_of(&def, &ctx.metadata().topic.clone(), record)? {
+        let topic = ctx.metadata().topic.clone();
+        let event = match Self::event_of(&def, &topic, record)? {
             Ok(e) => e,
-            Err(reason) => return Self::unmatched(&def, key, reason),
+            Err(Read::Skip(why)) => {
+                tracing::debug!(key, topic, why, "skipped by the input's filter");
+                crate::metrics::skipped(&def.name, &topic);
+                return Ok(());
+            }
+            Err(Read::NotRead(reason)) => return Self::unmatched(&def, key, reason),
         };
         let _span =
             tracing::info_span!("workflow", workflow = %def.name, version = def.version, instance = key, event = %event.name).entered();
