@@ -154,6 +154,10 @@ pub fn describe(def: &Definition) -> String {
         for t in &s.timers {
             notes.push(format!("timer {} after {} fires {}", t.name, t.after, t.fire));
         }
+        if !s.restart_on.is_empty() {
+            let kind = if s.terminal { "restarts" } else { "a new run supersedes this one" };
+            notes.push(format!("{kind} on {}", s.restart_on.join(", ")));
+        }
         let _ = writeln!(out, "  state {name}{}", if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) });
     }
     for t in &def.transitions {
