@@ -353,3 +353,73 @@ fn five_hundred_tasks_completed_within_a_minute_are_each_answered_once_with_boun
     );
     assert!(calls <= bound, "{calls} history calls for {docs} completions over {polls} partition polls, over the bound of {bound}");
 }
+
+/// A new version of the document supersedes the run whose review task is open in Camunda: the
+/// connectors cancel the task's process instance on the real engine, which then shows it
+/// terminated and refuses to complete its task; the run-1 answer the poller could still bring is
+/// never applied to run 2.
+#[test]
+fn a_superseded_runs_task_is_withdrawn_from_the_engine_and_cannot_be_completed() {
+    use keyflow::testing::{DriverConfig, TopologyTestDriver};
+    let engine = Camunda7::start();
+    let c7 = tasks(&engine);
+    let definition = root().join("topologies/document-approval.toml");
+    let mut wf = TopologyTestDriver::new(
+        keyflow::workflow::compile(keyflow::workflow::load(&definition).unwrap(), None).unwrap(),
+        DriverConfig { application_id: "docs".into(), ..DriverConfig::default() },
+    );
+    let text = format!(
+        "workflow = {:?}\n[tasks]\nbackend = \"camunda7\"\nurl = \"{}\"\npoll_interval_ms = 1000\n[tasks.auth]\ntype = \"basic\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
+        definition.display().to_string(),
+        engine.url
+    );
+    let config: keyflow::connectors::ConnectorsConfig = toml::from_str(&text).unwrap();
+    let mut conn = TopologyTestDriver::new(
+        connectors::topology(&config, None).unwrap(),
+        DriverConfig { application_id: "conn".into(), ..DriverConfig::default() },
+    );
+    let shuttle = |from: &mut TopologyTestDriver, topic: &str, to: &mut TopologyTestDriver| {
+        let records = from.read_output(topic);
+        for r in &records {
+            let now = to.wall_clock();
+            to.pipe_input(topic, r.key.as_deref(), r.value.as_deref(), now);
+        }
+        records.len()
+    };
+    let now = wf.wall_clock();
+    let event = |kind: &str, id: &str, version: &str, before: Value| {
+        json!({"id": id, "type": format!("org.alfresco.event.node.{kind}"), "data": {"resource": {"id": "doc-9", "nodeType": "cm:content", "isFile": true,
+               "name": "contract.pdf", "content": {"mimeType": "application/pdf", "sizeInBytes": 9}, "properties": {"cm:versionLabel": version},
+               "createdByUser": {"id": "jdoe"}, "modifiedByUser": {"id": "jdoe"}}, "resourceBefore": before}})
+    };
+    wf.pipe_json("alfresco.node-events", "doc-9", &event("Created", "up-1", "1.0", Value::Null), now);
+    wf.pipe_json("document-services.results", "doc-9", &json!({"id": "s-1", "service": "virus-scan", "status": "OK", "run": 1}), now);
+    wf.pipe_json("document-services.results", "doc-9", &json!({"id": "c-1", "service": "classification", "result": {"class": "contract"}, "run": 1}), now);
+    wf.pipe_json(DECISION_RESULTS, "doc-9", &json!({"id": "d-1", "outcome": {"route": "manual"}, "run": 1}), now);
+    assert_eq!(shuttle(&mut wf, TASKS, &mut conn), 1);
+    let key = "doc-9:4:0";
+    let started = engine.get("history/process-instance", &[("processInstanceBusinessKey", key)]).unwrap();
+    let process = started[0]["id"].as_str().expect("the review task's process instance").to_owned();
+    let user_task = engine.get("task", &[("processInstanceId", &process)]).unwrap()[0]["id"].as_str().unwrap().to_owned();
+
+    // Version 1.1 arrives while 1.0 is in review.
+    wf.pipe_json("alfresco.node-events", "doc-9", &event("Updated", "up-2", "1.1", json!({"content": {"sizeInBytes": 7}})), now);
+    assert_eq!(shuttle(&mut wf, TASKS, &mut conn), 1, "the withdraw command");
+    assert!(conn.read_output("conn-dlq").is_empty());
+
+    let ended = engine.get("history/process-instance", &[("processInstanceId", &process)]).unwrap();
+    assert_eq!(ended[0]["state"], "EXTERNALLY_TERMINATED", "{ended}");
+    assert!(engine.get("task", &[("processInstanceId", &process)]).unwrap().as_array().unwrap().is_empty(), "Tasklist no longer offers it");
+    let refused = engine.post(&format!("task/{user_task}/complete"), &json!({"variables": {"approved": {"value": true, "type": "Boolean"}}}));
+    assert!(refused.is_err(), "completing a withdrawn task is refused: {refused:?}");
+    c7.withdraw(&process).expect("withdrawing again is no error");
+
+    // The poller forgot the task: nothing of run 1 comes back, and run 2 goes on.
+    for _ in 0..3 {
+        conn.advance_wall_clock(1500);
+    }
+    assert_eq!(shuttle(&mut conn, TASK_RESULTS, &mut wf), 0);
+    assert!(conn.store_entries(connectors::executor::OPEN_TASKS).is_empty(), "no open task left to poll for");
+    let i: keyflow::workflow::Instance = serde_json::from_slice(&wf.store_get("instances", b"doc-9").unwrap()).unwrap();
+    assert_eq!((i.state.as_str(), i.run), ("scanning", 2));
+}

@@ -136,7 +136,12 @@ impl Alfresco {
             let current = node.pointer("/entry/properties/cm:versionLabel").and_then(Value::as_str);
             if let (Some(wanted), Some(current)) = (version, current) {
                 if wanted != current {
-                    let outcome = properties.get("kf:status").and_then(Value::as_str).unwrap_or("outcome");
+                    let outcome = match properties.get("kf:status").and_then(Value::as_str) {
+                        Some("approved") => "approval",
+                        Some("rejected") => "rejection",
+                        Some("quarantined") => "quarantine",
+                        _ => "outcome",
+                    };
                     return Err(CallError::Rejected {
                         service: SERVICE,
                         status: 409,
