@@ -394,7 +394,12 @@ fn a_superseded_runs_task_is_withdrawn_from_the_engine_and_cannot_be_completed()
     };
     wf.pipe_json("alfresco.node-events", "doc-9", &event("Created", "up-1", "1.0", Value::Null), now);
     wf.pipe_json("document-services.results", "doc-9", &json!({"id": "s-1", "service": "virus-scan", "status": "OK", "run": 1}), now);
-    wf.pipe_json("document-services.results", "doc-9", &json!({"id": "c-1", "service": "classification", "result": {"class": "contract"}, "run": 1}), now);
+    wf.pipe_json(
+        "document-services.results",
+        "doc-9",
+        &json!({"id": "c-1", "service": "classification", "result": {"class": "contract"}, "run": 1}),
+        now,
+    );
     wf.pipe_json(DECISION_RESULTS, "doc-9", &json!({"id": "d-1", "outcome": {"route": "manual"}, "run": 1}), now);
     assert_eq!(shuttle(&mut wf, TASKS, &mut conn), 1);
     let key = "doc-9:4:0";
@@ -410,7 +415,8 @@ fn a_superseded_runs_task_is_withdrawn_from_the_engine_and_cannot_be_completed()
     let ended = engine.get("history/process-instance", &[("processInstanceId", &process)]).unwrap();
     assert_eq!(ended[0]["state"], "EXTERNALLY_TERMINATED", "{ended}");
     assert!(engine.get("task", &[("processInstanceId", &process)]).unwrap().as_array().unwrap().is_empty(), "Tasklist no longer offers it");
-    let refused = engine.post(&format!("task/{user_task}/complete"), &json!({"variables": {"approved": {"value": true, "type": "Boolean"}}}));
+    let refused =
+        engine.post(&format!("task/{user_task}/complete"), &json!({"variables": {"approved": {"value": true, "type": "Boolean"}}}));
     assert!(refused.is_err(), "completing a withdrawn task is refused: {refused:?}");
     c7.withdraw(&process).expect("withdrawing again is no error");
 

@@ -61,7 +61,8 @@ fn camunda8_withdraws_a_task_by_cancelling_its_process_instance_once_or_finds_it
         "RESOURCE_EXHAUSTED",
         "Expected to handle REST API request, but the broker is out of resources",
     ))));
-    let c8 = Camunda8Tasks { base_url: s.server.uri(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
+    let c8 =
+        Camunda8Tasks { base_url: s.server.uri(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
     c8.withdraw("2251799813690001").unwrap();
     c8.withdraw("2251799813690001").expect("already cancelled: withdrawn all the same");
     assert_eq!(s.calls(cancel), ["POST", "POST"]);
@@ -162,12 +163,19 @@ fn file() -> Value {
 
 #[test]
 fn one_rule_tells_content_changes_from_everything_else_for_the_ingest_and_the_workflow_filter() {
-    let folder = json!({"@type": "NodeResource", "id": "f-1", "name": "Contracts", "nodeType": "cm:folder", "isFile": false, "isFolder": true});
+    let folder =
+        json!({"@type": "NodeResource", "id": "f-1", "name": "Contracts", "nodeType": "cm:folder", "isFile": false, "isFolder": true});
     let cases = [
         (event("node.Created", file(), Value::Null), Some(Change::Created)),
-        (event("node.Updated", file(), json!({"modifiedAt": "2026-11-25T10:00:00.000Z", "content": {"sizeInBytes": 100}})), Some(Change::NewVersion)),
+        (
+            event("node.Updated", file(), json!({"modifiedAt": "2026-11-25T10:00:00.000Z", "content": {"sizeInBytes": 100}})),
+            Some(Change::NewVersion),
+        ),
         (event("node.Updated", file(), json!({"@type": "NodeResource", "properties": {"cm:title": "old"}})), None),
-        (event("node.Updated", file(), json!({"properties": {"kf:status": null, "kf:route": null}, "aspectNames": ["cm:versionable"]})), None),
+        (
+            event("node.Updated", file(), json!({"properties": {"kf:status": null, "kf:route": null}, "aspectNames": ["cm:versionable"]})),
+            None,
+        ),
         (event("node.Updated", file(), json!({"primaryHierarchy": ["a", "b"]})), None),
         (event("node.Deleted", file(), Value::Null), Some(Change::Deleted)),
         (event("node.Created", folder.clone(), Value::Null), None),

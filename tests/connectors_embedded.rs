@@ -153,10 +153,20 @@ fn a_superseded_runs_embedded_task_is_withdrawn_and_completing_it_is_refused() {
             v["run"] = json!(run);
             v
         };
-        wf.pipe_json("document-services.results", "doc-8", &answer(json!({"id": format!("s-{run}"), "service": "virus-scan", "status": "OK"})), now);
+        wf.pipe_json(
+            "document-services.results",
+            "doc-8",
+            &answer(json!({"id": format!("s-{run}"), "service": "virus-scan", "status": "OK"})),
+            now,
+        );
         let class = json!({"id": format!("c-{run}"), "service": "classification", "result": {"class": "contract"}});
         wf.pipe_json("document-services.results", "doc-8", &answer(class), now);
-        wf.pipe_json("document-approval.decision-results", "doc-8", &answer(json!({"id": format!("d-{run}"), "outcome": {"route": "manual"}})), now);
+        wf.pipe_json(
+            "document-approval.decision-results",
+            "doc-8",
+            &answer(json!({"id": format!("d-{run}"), "outcome": {"route": "manual"}})),
+            now,
+        );
     };
     let to_connectors = |wf: &mut TopologyTestDriver, conn: &mut TopologyTestDriver| {
         for r in wf.read_output("document-approval.task-requests") {

@@ -100,7 +100,11 @@ fn a_new_version_restarts_a_finished_instance_after_each_end_state() {
 
         new_version(&mut d, "ev-2", "1.1");
         let i = instance(&d);
-        assert_eq!((i.state.as_str(), i.run, i.finished, i.variables["versionLabel"].as_str()), ("scanning", 2, false, Some("1.1")), "{end}");
+        assert_eq!(
+            (i.state.as_str(), i.run, i.finished, i.variables["versionLabel"].as_str()),
+            ("scanning", 2, false, Some("1.1")),
+            "{end}"
+        );
         assert_eq!(i.history.last().unwrap().run, 2);
         assert_eq!(i.history.last().unwrap().from, "new", "run 2 starts at the initial state");
         let scan = values(d.read_output("document-services.commands"));
@@ -121,7 +125,8 @@ fn a_new_version_restarts_a_finished_instance_after_each_end_state() {
 #[test]
 fn a_new_version_supersedes_the_run_in_flight_from_each_state() {
     // (state, how to get there)
-    let paths: [(&str, fn(&mut TopologyTestDriver)); 5] = [
+    type Reach = fn(&mut TopologyTestDriver);
+    let paths: [(&str, Reach); 5] = [
         ("scanning", |_| {}),
         ("classifying", |d| service(d, "scan-1", json!({"service": "virus-scan", "status": "OK", "run": 1}))),
         ("deciding", |d| {
@@ -139,8 +144,7 @@ fn a_new_version_supersedes_the_run_in_flight_from_each_state() {
         upload(&mut d);
         path(&mut d);
         assert_eq!(instance(&d).state, state);
-        let opened: Vec<String> =
-            values(d.read_output(TASKS)).iter().map(|t| t["idempotencyKey"].as_str().unwrap().to_owned()).collect();
+        let opened: Vec<String> = values(d.read_output(TASKS)).iter().map(|t| t["idempotencyKey"].as_str().unwrap().to_owned()).collect();
 
         new_version(&mut d, "ev-2", "1.1");
         let i = instance(&d);
@@ -244,7 +248,8 @@ fn repository_events_that_change_no_content_never_reach_an_instance() {
     let edit = json!({"@type": "NodeResource", "modifiedAt": "2026-12-01T10:00:00.000+0000", "properties": {"cm:title": "old"}});
     pipe(&mut d, "alfresco.node-events", node_event("Updated", "ev-m1", "1.0", Some(edit)));
     pipe(&mut d, "alfresco.node-events", node_event("Updated", "ev-m2", "1.0", Some(json!({"primaryHierarchy": ["a", "b"]}))));
-    let assoc = json!({"id": "ev-a", "type": "org.alfresco.event.assoc.child.Created", "data": {"resource": {"parentId": "p", "childId": NODE}}});
+    let assoc =
+        json!({"id": "ev-a", "type": "org.alfresco.event.assoc.child.Created", "data": {"resource": {"parentId": "p", "childId": NODE}}});
     pipe(&mut d, "alfresco.node-events", assoc);
     assert_eq!((instance(&d).state.as_str(), instance(&d).step), ("review", steps));
 

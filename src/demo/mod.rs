@@ -107,6 +107,10 @@ struct Outcome {
     decisions: usize,
     tasks_opened: usize,
     tasks_completed: usize,
+    tasks_withdrawn: usize,
+    /// Runs started after the first (a new version of the document).
+    new_runs: usize,
+    superseded: usize,
     write_backs: usize,
     notifications: usize,
     dead_letters: usize,
@@ -164,6 +168,10 @@ pub fn run(o: &Options) -> anyhow::Result<Summary> {
         let (b, s, slow) = (bootstrap.clone(), stop.clone(), o.escalate_after + Duration::from_secs(1));
         std::thread::spawn(move || simulated::reviewers(b, HUMAN_TASKS.into(), slow, s))
     };
+    let repository = {
+        let (b, s) = (bootstrap.clone(), stop.clone());
+        std::thread::spawn(move || simulated::repository(b, s))
+    };
     let start = |config: &Config, name: &str, topology: &crate::Topology| {
         let mut c = config.clone();
         c.state_dir = dir.path().join(name);
@@ -184,7 +192,8 @@ pub fn run(o: &Options) -> anyhow::Result<Summary> {
         sent += simulated::upload(&producer, i, now + i as i64, 50)?;
     }
     producer.flush(Duration::from_secs(30))?;
-    say(format!("uploaded {} documents ({sent} repository events, {} of them malformed)", o.documents, sent - o.documents));
+    let malformed = (0..o.documents).filter(|i| i % 50 == 49).count();
+    say(format!("uploaded {} documents ({sent} repository events, {malformed} of them malformed)", o.documents));
 
     // Progress until every document has reached a final state.
     let deadline = Instant::now() + Duration::from_secs(120 + o.documents as u64 / 20);
@@ -210,7 +219,7 @@ pub fn run(o: &Options) -> anyhow::Result<Summary> {
     let dead_letter_topics = [wf_config.dlq_topic(), conn_config.dlq_topic()];
     let mut served = None;
     if let Some(listen) = &o.serve {
-        let summary = report(o, &read_outcome(&bootstrap, &dead_letter_topics)?, &snapshots, sent, elapsed);
+        let summary = report(o, &read_outcome(&bootstrap, &dead_letter_topics)?, &snapshots, (sent, malformed), elapsed);
         serve(listen, &bootstrap, &wf_config, &def_path, [&instances[0].1, &instances[1].1], o.documents)?;
         served = Some(summary);
     }
@@ -220,13 +229,15 @@ pub fn run(o: &Options) -> anyhow::Result<Summary> {
         i.join()?;
     }
     services.join().map_err(|_| anyhow::anyhow!("the simulated services panicked"))??;
-    reviewers.join().map_err(|_| anyhow::anyhow!("the simulated reviewers panicked"))??;
+    let sent = sent
+        + reviewers.join().map_err(|_| anyhow::anyhow!("the simulated reviewers panicked"))??
+        + repository.join().map_err(|_| anyhow::anyhow!("the simulated repository panicked"))??;
 
     if let Some(summary) = served {
         return Ok(summary);
     }
     let outcome = read_outcome(&bootstrap, &dead_letter_topics)?;
-    Ok(report(o, &outcome, &snapshots, sent, elapsed))
+    Ok(report(o, &outcome, &snapshots, (sent, malformed), elapsed))
 }
 
 /// `--serve`: the console of both workflow instances (the first asks the second for its share),
@@ -288,6 +299,7 @@ fn app_config(app: &str, bootstrap: &str, dir: &std::path::Path, guarantee: Guar
 /// them), and cost more at every check. The summary reads everything once more at the end.
 struct Progress {
     consumer: BaseConsumer<QuietEof>,
+    /// Documents whose last run has ended.
     finished: BTreeSet<String>,
 }
 
@@ -307,32 +319,39 @@ impl Progress {
         Ok(Self { consumer, finished: BTreeSet::new() })
     }
 
-    /// Instances that have reached a final state, as far as read so far.
+    /// Documents whose last run has ended, as far as read so far.
     fn finished(&mut self) -> usize {
         while let Some(r) = self.consumer.poll(Duration::from_millis(50)) {
-            if let Some((instance, _)) = r.ok().and_then(|m| final_transition(m.payload())) {
-                self.finished.insert(instance);
+            if let Some((instance, run, _)) = r.ok().and_then(|m| final_transition(m.payload())) {
+                if simulated::index_of(&instance).is_some_and(|i| simulated::runs(i) == run) {
+                    self.finished.insert(instance);
+                }
             }
         }
         self.finished.len()
     }
 }
 
-/// (instance id, final state) when `value` is a transition record into a final state.
-fn final_transition(value: Option<&[u8]>) -> Option<(String, String)> {
+/// (instance id, run, final state) when `value` is a transition record into a final state (not
+/// the record of a superseded run, which ends where it was).
+fn final_transition(value: Option<&[u8]>) -> Option<(String, u32, String)> {
     let t = serde_json::from_slice::<Value>(value?).ok()?;
-    (t["final"] == true).then(|| (t["instanceId"].as_str().unwrap_or_default().to_owned(), t["to"].as_str().unwrap_or_default().to_owned()))
+    let run = t["run"].as_u64().unwrap_or(1) as u32;
+    (t["final"] == true && t["superseded"] != true)
+        .then(|| (t["instanceId"].as_str().unwrap_or_default().to_owned(), run, t["to"].as_str().unwrap_or_default().to_owned()))
 }
 
-/// Final state per finished instance, from the workflow's transition records.
+/// The final state of each instance's last run, from the workflow's transition records.
 fn finished(bootstrap: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut done = BTreeMap::new();
+    let mut done: BTreeMap<String, (u32, String)> = BTreeMap::new();
     for m in read_to_end(bootstrap, TRANSITIONS, Duration::from_secs(30))? {
-        if let Some((instance, state)) = final_transition(m.value.as_deref()) {
-            done.insert(instance, state);
+        if let Some((instance, run, state)) = final_transition(m.value.as_deref()) {
+            if done.get(&instance).is_none_or(|(r, _)| *r <= run) {
+                done.insert(instance, (run, state));
+            }
         }
     }
-    Ok(done)
+    Ok(done.into_iter().map(|(i, (_, s))| (i, s)).collect())
 }
 
 fn count(bootstrap: &str, topic: &str, keep: impl Fn(&Value) -> bool) -> anyhow::Result<usize> {
@@ -369,6 +388,9 @@ fn read_outcome(bootstrap: &str, dlqs: &[String]) -> anyhow::Result<Outcome> {
     o.decisions = count(bootstrap, DECISION_RESULTS, |_| true)?;
     o.tasks_opened = count(bootstrap, HUMAN_TASKS, |t| t["state"] == "CREATED")?;
     o.tasks_completed = count(bootstrap, TASK_RESULTS, |_| true)?;
+    o.tasks_withdrawn = count(bootstrap, HUMAN_TASKS, |t| t["state"] == "WITHDRAWN")?;
+    o.new_runs = count(bootstrap, TRANSITIONS, |t| t["from"] == "new" && t["run"].as_u64() > Some(1))?;
+    o.superseded = count(bootstrap, TRANSITIONS, |t| t["superseded"] == true)?;
     o.write_backs = count(bootstrap, DOCUMENT_UPDATES, |_| true)?;
     o.notifications = count(bootstrap, NOTIFICATIONS, |_| true)?;
     for d in dlqs {
@@ -381,16 +403,23 @@ fn read_outcome(bootstrap: &str, dlqs: &[String]) -> anyhow::Result<Outcome> {
     Ok(o)
 }
 
-fn report(opts: &Options, o: &Outcome, instances: &[(&str, StatusSnapshot)], events: usize, elapsed: Duration) -> Summary {
+fn report(opts: &Options, o: &Outcome, instances: &[(&str, StatusSnapshot)], events: (usize, usize), elapsed: Duration) -> Summary {
     let n = opts.documents;
+    let (events, broken) = events;
     let mut expected: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..n {
         *expected.entry(simulated::expected_final(i).to_owned()).or_default() += 1;
     }
-    let broken = events - n;
-    let manual = (0..n).filter(|&i| simulated::needs_review(i)).count();
-    // One write-back and one notice per document, plus a notice per escalation; every reviewed
-    // document's first task completed (an escalated one has a second, which may be too).
+    let fates: Vec<simulated::Fate> = (0..n).map(simulated::fate).collect();
+    let revised_after = fates.iter().filter(|f| f.revised_after).count();
+    let revised_in_review = fates.iter().filter(|f| f.revised_in_review).count();
+    let deleted = fates.iter().filter(|f| f.deleted).count();
+    let manual = (0..n).filter(|&i| simulated::needs_review(i) && !fates[i].deleted).count();
+    // Each run that ends (not deleted) writes back once and notifies once, plus a notice per
+    // escalation. A task is withdrawn for each run superseded or deleted in review, and for
+    // each escalation (the run ends with one of its two tasks answered).
+    let write_backs = n - deleted + revised_after;
+    let withdrawn = revised_in_review + deleted + o.escalated;
     let mut problems = Vec::new();
     if o.finals != expected {
         problems.push(format!("final states {:?}, expected {expected:?}", o.finals));
@@ -398,11 +427,20 @@ fn report(opts: &Options, o: &Outcome, instances: &[(&str, StatusSnapshot)], eve
     if o.dead_letters != broken {
         problems.push(format!("{} dead letters, expected {broken}", o.dead_letters));
     }
-    if o.write_backs != n {
-        problems.push(format!("{} write-backs, expected {n}", o.write_backs));
+    if o.write_backs != write_backs {
+        problems.push(format!("{} write-backs, expected {write_backs}", o.write_backs));
     }
-    if o.notifications != n + o.escalated {
-        problems.push(format!("{} notifications, expected {}", o.notifications, n + o.escalated));
+    if o.notifications != write_backs + o.escalated {
+        problems.push(format!("{} notifications, expected {}", o.notifications, write_backs + o.escalated));
+    }
+    if o.new_runs != revised_after + revised_in_review {
+        problems.push(format!("{} runs after the first, expected {}", o.new_runs, revised_after + revised_in_review));
+    }
+    if o.superseded != revised_in_review {
+        problems.push(format!("{} runs superseded, expected {revised_in_review}", o.superseded));
+    }
+    if o.tasks_withdrawn != withdrawn {
+        problems.push(format!("{} tasks withdrawn, expected {withdrawn}", o.tasks_withdrawn));
     }
     if o.tasks_completed < manual {
         problems.push(format!("{} tasks completed, expected at least {manual}", o.tasks_completed));
@@ -427,7 +465,8 @@ fn report(opts: &Options, o: &Outcome, instances: &[(&str, StatusSnapshot)], eve
             .map(|(name, s)| json!({"instance": name, "processed": s.processed, "dead_lettered": s.dead_lettered, "timers_fired": s.timers_fired, "commits": s.commits, "mean_commit_ms": s.mean_commit_micros as f64 / 1000.0}))
             .collect();
         let json_summary = json!({"ok": ok, "documents": n, "repository_events": events, "final_states": o.finals, "expected_final_states": expected,
-            "decisions": o.decisions, "tasks_opened": o.tasks_opened, "tasks_completed": o.tasks_completed, "escalated": o.escalated,
+            "decisions": o.decisions, "tasks_opened": o.tasks_opened, "tasks_completed": o.tasks_completed, "tasks_withdrawn": o.tasks_withdrawn,
+            "escalated": o.escalated, "runs_after_the_first": o.new_runs, "runs_superseded": o.superseded,
             "write_backs": o.write_backs, "notifications": o.notifications, "dead_letters": o.dead_letters, "dead_letter_reasons": o.dead_letter_reasons, "expected_dead_letters": broken,
             "records_processed": processed, "elapsed_s": elapsed.as_secs_f64(), "records_per_s": rate, "instances": per});
         println!("{}", serde_json::to_string_pretty(&json_summary).expect("JSON"));
@@ -442,9 +481,23 @@ fn report(opts: &Options, o: &Outcome, instances: &[(&str, StatusSnapshot)], eve
     println!("  routing decisions      {:>7}   (every document not quarantined)", o.decisions);
     println!("  tasks opened           {:>7}   ({manual} documents needed a person; escalations open a second task)", o.tasks_opened);
     println!("  tasks completed        {:>7}", o.tasks_completed);
+    println!(
+        "  tasks withdrawn        {:>7}   ({withdrawn}: a new version or a deletion during the review, the second task of an escalation)",
+        o.tasks_withdrawn
+    );
+    println!(
+        "  new versions reviewed  {:>7}   ({revised_after} after their review ended, {revised_in_review} during it: runs superseded {})",
+        o.new_runs, o.superseded
+    );
     println!("  reviews escalated      {:>7}   (slow reviewers; escalation after {:?} instead of 48 h)", o.escalated, opts.escalate_after);
-    println!("  write-backs, notices   {:>7}, {}   (one each per document, plus a notice per escalation)", o.write_backs, o.notifications);
-    println!("  dead letters           {:>7}   ({broken} malformed repository events sent)", o.dead_letters);
+    println!(
+        "  write-backs, notices   {:>7}, {}   (one each per run that ended, {deleted} documents deleted in review; a notice per escalation)",
+        o.write_backs, o.notifications
+    );
+    println!(
+        "  dead letters           {:>7}   ({broken} malformed repository events sent; write-backs, edits and deletions are none)",
+        o.dead_letters
+    );
     for (reason, count) in &o.dead_letter_reasons {
         println!("    {count:>5} × {reason}");
     }

@@ -224,7 +224,12 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
 ///
 /// # Errors
 /// A guard that fails to evaluate, with why.
-pub(super) fn choose<'d>(def: &'d Definition, inst: &Instance, event: &Event, guards: &mut Guards) -> Result<Option<&'d Transition>, String> {
+pub(super) fn choose<'d>(
+    def: &'d Definition,
+    inst: &Instance,
+    event: &Event,
+    guards: &mut Guards,
+) -> Result<Option<&'d Transition>, String> {
     for t in &def.transitions {
         let tr = t.get_ref();
         let matches_event = match (&tr.on, &tr.on_error, &event.error) {

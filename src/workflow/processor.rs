@@ -227,9 +227,7 @@ impl WorkflowProcessor {
             // A finished instance needs no rules of its own version: the machine drops
             // duplicates and late events with the newest version's names, and a new run of it
             // (`restart_on`) starts on the newest version, as a new instance would.
-            VersionOf::Known(_) | VersionOf::Finished(_) if before.as_ref().is_some_and(|b| b.finished) => {
-                self.versions.newest().clone()
-            }
+            VersionOf::Known(_) | VersionOf::Finished(_) if before.as_ref().is_some_and(|b| b.finished) => self.versions.newest().clone(),
             VersionOf::Known(d) => d,
             VersionOf::Finished(why) => unreachable!("only a finished instance is Finished: {why}"),
             VersionOf::Missing(reason) => return Err(Error::Backoff { reason, after: UNKNOWN_VERSION_RETRY }),
