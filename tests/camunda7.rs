@@ -420,12 +420,30 @@ fn a_superseded_runs_task_is_withdrawn_from_the_engine_and_cannot_be_completed()
     assert!(refused.is_err(), "completing a withdrawn task is refused: {refused:?}");
     c7.withdraw(&process).expect("withdrawing again is no error");
 
-    // The poller forgot the task: nothing of run 1 comes back, and run 2 goes on.
+    // The poller forgot the task: nothing of run 1 comes back.
+    assert!(conn.store_entries(connectors::executor::OPEN_TASKS).is_empty(), "no open task left to poll for");
+
+    // Run 2 reviews 1.1: a new task in the engine, completed there, answered to run 2.
+    wf.pipe_json("document-services.results", "doc-9", &json!({"id": "s-2", "service": "virus-scan", "status": "OK"}), now);
+    wf.pipe_json(
+        "document-services.results",
+        "doc-9",
+        &json!({"id": "c-2", "service": "classification", "result": {"class": "contract"}}),
+        now,
+    );
+    wf.pipe_json(DECISION_RESULTS, "doc-9", &json!({"id": "d-2", "outcome": {"route": "manual"}}), now);
+    assert_eq!(shuttle(&mut wf, TASKS, &mut conn), 1);
+    let running = engine.get("process-instance", &[("processDefinitionKey", PROCESS)]).unwrap();
+    assert_eq!(running.as_array().unwrap().len(), 1, "only run 2's task is open in the engine: {running}");
+    let process_2 = running[0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(process_2, process);
+    let task_2 = engine.get("task", &[("processInstanceId", &process_2)]).unwrap()[0]["id"].as_str().unwrap().to_owned();
+    engine.post(&format!("task/{task_2}/complete"), &json!({"variables": {"approved": {"value": true, "type": "Boolean"}}})).unwrap();
     for _ in 0..3 {
         conn.advance_wall_clock(1500);
     }
-    assert_eq!(shuttle(&mut conn, TASK_RESULTS, &mut wf), 0);
-    assert!(conn.store_entries(connectors::executor::OPEN_TASKS).is_empty(), "no open task left to poll for");
+    assert_eq!(shuttle(&mut conn, TASK_RESULTS, &mut wf), 1, "run 2's answer, once");
     let i: keyflow::workflow::Instance = serde_json::from_slice(&wf.store_get("instances", b"doc-9").unwrap()).unwrap();
-    assert_eq!((i.state.as_str(), i.run), ("scanning", 2));
+    assert_eq!((i.state.as_str(), i.run), ("approved", 2));
+    assert!(i.history.iter().any(|h| h.run == 1 && h.note.as_deref().is_some_and(|n| n.contains("withdrew 1 open task(s)"))));
 }

@@ -87,6 +87,9 @@ impl Camunda {
             Mock::given(method("GET")).and(path(p)).respond_with(ResponseTemplate::new(200).set_body_json(body)).mount(&self.server),
         );
     }
+    fn answer_delete(&self, p: &str, status: u16) {
+        self.rt.block_on(Mock::given(method("DELETE")).and(path(p)).respond_with(ResponseTemplate::new(status)).mount(&self.server));
+    }
     fn calls(&self, p: &str) -> usize {
         self.rt.block_on(self.server.received_requests()).unwrap_or_default().iter().filter(|r| r.url.path() == p).count()
     }
@@ -404,4 +407,77 @@ fn the_completion_poller_pages_through_its_own_open_tasks_and_backs_off_through_
         conn.advance_wall_clock(1000);
     }
     assert_eq!(camunda.calls(history), queries, "no open task, no poll");
+}
+
+/// A new version of a document in review: the workflow withdraws run 1's task, and the
+/// connectors cancel its process instance in Camunda 7 and stop polling for it. A cancellation
+/// the engine refuses for good is logged and forgotten; one that keeps failing ends as a dead
+/// letter, never as a `task_failed` answer to the workflow (whose run has moved on).
+#[test]
+fn a_superseded_runs_camunda_task_is_cancelled_and_forgotten_by_the_poller() {
+    let camunda = Camunda::start();
+    let start = "/engine-rest/process-definition/key/keyflow-human-task/start";
+    camunda.answer_get("/engine-rest/history/process-instance", json!([]));
+    camunda.answer("/engine-rest/history/task", 200, json!([]));
+    let mut wf = workflow_driver();
+    let mut conn = connectors_driver(&format!(
+        "[tasks]\nbackend = \"camunda7\"\nurl = \"{}/engine-rest\"\npoll_interval_ms = 5000\n",
+        camunda.server.uri()
+    ));
+    let new_version = |wf: &mut TopologyTestDriver, node: &str| {
+        let now = wf.wall_clock();
+        wf.pipe_json("alfresco.node-events", node, &json!({"id": format!("{node}-v2"), "type": "org.alfresco.event.node.Updated",
+            "data": {"resource": {"id": node, "nodeType": "cm:content", "name": "f.pdf", "content": {"mimeType": "application/pdf", "sizeInBytes": 1300},
+                     "properties": {"cm:versionLabel": "1.1"}, "modifiedByUser": {"id": "jdoe"}}, "resourceBefore": {"content": {"sizeInBytes": 1200}}}}), now);
+    };
+    // Each partition's poller state, as last committed to its changelog.
+    let poller_open = |conn: &mut TopologyTestDriver| -> u64 {
+        conn.commit();
+        let mut latest = std::collections::BTreeMap::new();
+        for (p, r) in conn.committed_records("docs-connectors-task-poller-changelog") {
+            if let (Some(b"state"), Some(v)) = (r.key.as_deref(), r.value.as_deref()) {
+                latest.insert(p, serde_json::from_slice::<Value>(v).unwrap()["open"].as_u64().unwrap());
+            }
+        }
+        latest.values().sum()
+    };
+    // Three documents in review, each with a task in the engine.
+    for (n, node) in ["doc-1", "doc-2", "doc-3"].into_iter().enumerate() {
+        camunda.answer(start, 200, json!({"id": format!("pi-{n}"), "businessKey": format!("{node}:4:0"), "ended": false}));
+        to_deciding(&mut wf, node, "contract");
+        let now = wf.wall_clock();
+        wf.pipe_json(DECISION_RESULTS, node, &json!({"id": format!("{node}:3:0"), "outcome": {"route": "manual"}}), now);
+        wf.commit();
+        shuttle(&mut wf, TASKS, &mut conn);
+        camunda.reset();
+        camunda.answer_get("/engine-rest/history/process-instance", json!([]));
+        camunda.answer("/engine-rest/history/task", 200, json!([]));
+    }
+    assert_eq!((conn.store_entries(connectors::executor::OPEN_TASKS).len(), poller_open(&mut conn)), (3, 3));
+
+    camunda.answer_delete("/engine-rest/process-instance/pi-0", 204);
+    camunda.answer_delete("/engine-rest/process-instance/pi-1", 403);
+    camunda.answer_delete("/engine-rest/process-instance/pi-2", 500);
+    for node in ["doc-1", "doc-2", "doc-3"] {
+        new_version(&mut wf, node);
+    }
+    wf.commit();
+    let withdrawals = shuttle(&mut wf, TASKS, &mut conn);
+    assert_eq!(withdrawals.iter().filter(|c| c["command"] == "withdraw").count(), 3, "{withdrawals:?}");
+    // The failing one is retried with backoff (its partition waits), then given up.
+    for _ in 0..20 {
+        conn.advance_wall_clock(60_000);
+    }
+    assert_eq!(camunda.calls("/engine-rest/process-instance/pi-0"), 1);
+    assert_eq!(camunda.calls("/engine-rest/process-instance/pi-1"), 1);
+    assert!(camunda.calls("/engine-rest/process-instance/pi-2") > 1, "retried");
+    let open: Vec<String> =
+        conn.store_entries(connectors::executor::OPEN_TASKS).keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    assert_eq!(open, ["pi-2"], "the cancelled and the refused task are forgotten; the one never cancelled is still asked about");
+    assert_eq!(poller_open(&mut conn), 1, "the poller's count agrees with its store");
+    assert!(conn.read_output(TASK_RESULTS).is_empty(), "a withdrawal answers nobody");
+    let dead = conn.read_output("docs-connectors-dlq");
+    assert_eq!(dead.len(), 1, "the withdrawal that kept failing is a dead letter, to redrive");
+    let letter: Value = serde_json::from_slice(dead[0].value.as_deref().unwrap()).unwrap();
+    assert_eq!((letter["command"].as_str(), letter["instanceId"].as_str()), (Some("withdraw"), Some("doc-3")));
 }

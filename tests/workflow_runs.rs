@@ -65,22 +65,40 @@ fn service(d: &mut TopologyTestDriver, id: &str, body: Value) {
     pipe(d, "document-services.results", v);
 }
 
-/// Scan and classify, then the routing decision says `route`; answers name run `run`.
-fn to_decision(d: &mut TopologyTestDriver, run: u32, route: &str) {
-    service(d, &format!("scan-{run}"), json!({"service": "virus-scan", "status": "OK", "run": run}));
-    service(d, &format!("class-{run}"), json!({"service": "classification", "status": "OK", "result": {"class": "contract"}, "run": run}));
-    pipe(d, "document-approval.decision-results", json!({"id": format!("d-{run}"), "outcome": {"route": route}, "run": run}));
+/// The idempotency key of the last command the workflow sent to `topic` (from what it
+/// committed, so `read_output` still sees it).
+fn last_key(d: &mut TopologyTestDriver, topic: &str) -> String {
+    d.commit();
+    let (_, last) = d.committed_records(topic).pop().expect("a command");
+    let v: Value = serde_json::from_slice(last.value.as_deref().unwrap()).unwrap();
+    v["idempotencyKey"].as_str().unwrap().to_owned()
 }
 
-fn trail(i: &Instance) -> Vec<(u32, String, String, Option<String>)> {
-    i.history.iter().map(|h| (h.run, h.from.clone(), h.to.clone(), h.note.clone())).collect()
+/// Answers the scan, then the classification, each naming its command as the services do
+/// (`<key>:result`).
+fn scanned_and_classified(d: &mut TopologyTestDriver) {
+    let scan = last_key(d, "document-services.commands");
+    service(d, &format!("{scan}:result"), json!({"service": "virus-scan", "status": "OK"}));
+    let classify = last_key(d, "document-services.commands");
+    service(d, &format!("{classify}:result"), json!({"service": "classification", "status": "OK", "result": {"class": "contract"}}));
+}
+
+/// Scan and classify, then the routing decision says `route` (answered by its key, as the
+/// connectors answer).
+fn to_decision(d: &mut TopologyTestDriver, _run: u32, route: &str) {
+    scanned_and_classified(d);
+    let request = last_key(d, "document-approval.decision-requests");
+    pipe(d, "document-approval.decision-results", json!({"id": request, "outcome": {"route": route}}));
 }
 
 /// Drives run 1 of the document to `end` (approved, rejected or quarantined).
 fn finish_run_1(d: &mut TopologyTestDriver, end: &str) {
     upload(d);
     match end {
-        "quarantined" => service(d, "scan-1", json!({"service": "virus-scan", "status": "INFECTED", "error": "virus_found", "run": 1})),
+        "quarantined" => {
+            let scan = last_key(d, "document-services.commands");
+            service(d, &format!("{scan}:result"), json!({"service": "virus-scan", "status": "INFECTED", "error": "virus_found"}))
+        }
         "approved" => to_decision(d, 1, "auto-approve"),
         "rejected" => to_decision(d, 1, "reject"),
         other => unreachable!("{other}"),
@@ -95,8 +113,8 @@ fn a_new_version_restarts_a_finished_instance_after_each_end_state() {
         finish_run_1(&mut d, end);
         let run_1 = values(d.read_output("document-approval.document-updates"));
         assert_eq!((run_1[0]["version"].as_str(), run_1[0]["run"].as_u64()), (Some("1.0"), Some(1)), "{end}");
-        let commands_before = values(d.read_output("document-services.commands"));
-        let keys_before: Vec<&str> = commands_before.iter().filter_map(|c| c["idempotencyKey"].as_str()).collect();
+        let steps_of_run_1 = instance(&d).step;
+        d.read_output("document-services.commands");
 
         new_version(&mut d, "ev-2", "1.1");
         let i = instance(&d);
@@ -109,7 +127,8 @@ fn a_new_version_restarts_a_finished_instance_after_each_end_state() {
         assert_eq!(i.history.last().unwrap().from, "new", "run 2 starts at the initial state");
         let scan = values(d.read_output("document-services.commands"));
         assert_eq!((scan.len(), scan[0]["service"].as_str(), scan[0]["run"].as_u64()), (1, Some("virus-scan"), Some(2)));
-        assert!(!keys_before.contains(&scan[0]["idempotencyKey"].as_str().unwrap()), "run 2's keys never meet run 1's");
+        let key = format!("node-1:{}:0", steps_of_run_1 + 1);
+        assert_eq!(scan[0]["idempotencyKey"].as_str(), Some(key.as_str()), "steps count on: run 2's keys never meet run 1's");
         let last = values(d.read_output("document-approval.transitions")).pop().unwrap();
         assert_eq!((last["run"].as_u64(), last["to"].as_str(), last["final"].as_bool()), (Some(2), Some("scanning"), Some(false)));
 
@@ -128,11 +147,11 @@ fn a_new_version_supersedes_the_run_in_flight_from_each_state() {
     type Reach = fn(&mut TopologyTestDriver);
     let paths: [(&str, Reach); 5] = [
         ("scanning", |_| {}),
-        ("classifying", |d| service(d, "scan-1", json!({"service": "virus-scan", "status": "OK", "run": 1}))),
-        ("deciding", |d| {
-            service(d, "scan-1", json!({"service": "virus-scan", "status": "OK", "run": 1}));
-            service(d, "class-1", json!({"service": "classification", "status": "OK", "result": {"class": "contract"}, "run": 1}));
+        ("classifying", |d| {
+            let scan = last_key(d, "document-services.commands");
+            service(d, &format!("{scan}:result"), json!({"service": "virus-scan", "status": "OK"}));
         }),
+        ("deciding", scanned_and_classified),
         ("review", |d| to_decision(d, 1, "manual")),
         ("escalated", |d| {
             to_decision(d, 1, "manual");
@@ -181,35 +200,115 @@ fn a_new_version_supersedes_the_run_in_flight_from_each_state() {
 
 #[test]
 fn late_answers_of_a_superseded_run_are_recorded_and_never_applied() {
+    // Run 1 waits for its routing decision when version 1.1 arrives.
+    let mut d = driver();
+    upload(&mut d);
+    scanned_and_classified(&mut d);
+    let run_1_decision = last_key(&mut d, "document-approval.decision-requests");
+    new_version(&mut d, "ev-2", "1.1");
+    let run_2_scan = last_key(&mut d, "document-services.commands");
+    // The decision service answers run 1 now, by its key, with nothing else to tell the runs
+    // apart (no `run`): recorded, not applied.
+    pipe(&mut d, "document-approval.decision-results", json!({"id": run_1_decision, "outcome": {"route": "auto-approve"}}));
+    let i = instance(&d);
+    assert_eq!((i.state.as_str(), i.run), ("scanning", 2), "run 1's decision did not approve 1.1 unscanned");
+    let note = i.history.last().unwrap().note.clone().unwrap();
+    assert_eq!(note, "a late answer of an earlier run, ignored: the instance is on run 2");
+    assert!(d.read_output("document-approval.document-updates").is_empty(), "run 1's outcome is never written");
+    assert!(d.read_output(DLQ).is_empty(), "late answers are not dead letters");
+
+    // A service result of run 1 that names its run as well.
+    service(&mut d, "node-1:1:0:result-again", json!({"service": "virus-scan", "status": "INFECTED", "error": "virus_found", "run": 1}));
+    let i = instance(&d);
+    assert_eq!(i.state, "scanning");
+    assert_eq!(i.history.last().unwrap().note.as_deref(), Some("a late answer of run 1, ignored: the instance is on run 2"));
+
+    // Run 2's own answers apply; a field named `run` in an event that answers no command of
+    // this instance is just a field.
+    service(&mut d, &format!("{run_2_scan}:result"), json!({"service": "virus-scan", "status": "OK", "run": 0}));
+    assert_eq!(instance(&d).state, "classifying");
+    let classify = last_key(&mut d, "document-services.commands");
+    service(&mut d, &format!("{classify}:result"), json!({"service": "classification", "status": "OK", "result": {"class": "x"}}));
+    let request = last_key(&mut d, "document-approval.decision-requests");
+    pipe(&mut d, "document-approval.decision-results", json!({"id": request, "outcome": {"route": "auto-approve"}}));
+    assert_eq!((instance(&d).state.as_str(), instance(&d).run), ("approved", 2));
+    assert_eq!(values(d.read_output("document-approval.document-updates"))[0]["version"], "1.1");
+}
+
+#[test]
+fn a_late_task_completion_of_a_superseded_run_is_recorded_and_never_applied() {
     let mut d = driver();
     upload(&mut d);
     to_decision(&mut d, 1, "manual");
-    let task = values(d.read_output(TASKS)).remove(0);
+    let task = last_key(&mut d, TASKS);
     new_version(&mut d, "ev-2", "1.1");
-    service(&mut d, "scan-2", json!({"service": "virus-scan", "status": "OK", "run": 2}));
-    service(&mut d, "class-2", json!({"service": "classification", "status": "OK", "result": {"class": "contract"}, "run": 2}));
-    assert_eq!(instance(&d).state, "deciding");
-
-    // Run 1's reviewer answers after all, and a decision of run 1 arrives late.
+    to_decision(&mut d, 2, "manual");
+    assert_eq!(instance(&d).state, "review");
+    let run_2_task = last_key(&mut d, TASKS);
+    // Run 1's reviewer answers after all, as `keyflow tasks complete` would have before the
+    // task was withdrawn (its answer: `<key>:completed`).
     pipe(
         &mut d,
         "document-approval.task-results",
-        json!({"id": format!("{}:completed", task["idempotencyKey"].as_str().unwrap()), "idempotencyKey": task["idempotencyKey"],
-               "run": 1, "completedBy": "rev", "variables": {"approved": "true"}}),
+        json!({"id": format!("{task}:completed"), "completedBy": "rev", "variables": {"approved": "true"}}),
     );
-    pipe(&mut d, "document-approval.decision-results", json!({"id": "d-1-again", "outcome": {"route": "auto-approve"}, "run": 1}));
     let i = instance(&d);
-    assert_eq!((i.state.as_str(), i.run), ("deciding", 2), "neither answer moved run 2");
-    let notes: Vec<&str> = i.history.iter().rev().take(2).filter_map(|h| h.note.as_deref()).collect();
-    assert_eq!(notes.len(), 2, "both recorded: {:?}", trail(&i));
-    assert!(notes.iter().all(|n| n.starts_with("a late answer of run 1, ignored")), "{notes:?}");
-    assert!(d.read_output("document-approval.document-updates").is_empty(), "run 1's approval is never written");
-    assert!(d.read_output(DLQ).is_empty(), "late answers are not dead letters");
+    assert_eq!((i.state.as_str(), i.run), ("review", 2), "run 1's approval is not run 2's");
+    assert!(i.open_tasks.contains_key(&run_2_task), "run 2's task is still open");
+    assert!(i.history.last().unwrap().note.as_deref().unwrap().starts_with("a late answer of an earlier run"));
+    assert!(d.read_output(DLQ).is_empty());
+    d.read_output(TASKS);
+    pipe(
+        &mut d,
+        "document-approval.task-results",
+        json!({"id": format!("{run_2_task}:completed"), "completedBy": "rev", "variables": {"approved": "false"}}),
+    );
+    assert_eq!((instance(&d).state.as_str(), instance(&d).run), ("rejected", 2));
+    assert!(instance(&d).open_tasks.is_empty());
+    let left = values(d.read_output(TASKS));
+    assert!(left.is_empty(), "nothing left to withdraw: {left:?}");
+}
 
-    // Run 2's own decision still applies.
-    pipe(&mut d, "document-approval.decision-results", json!({"id": "d-2", "outcome": {"route": "auto-approve"}, "run": 2}));
-    assert_eq!(instance(&d).state, "approved");
-    assert_eq!(values(d.read_output("document-approval.document-updates"))[0]["version"], "1.1");
+#[test]
+fn a_new_run_of_an_instance_finished_on_an_older_version_starts_on_the_newest() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let load = |f: &str| workflow::load(&root.join(f)).unwrap();
+    let mut d = driver();
+    finish_run_1(&mut d, "approved");
+    assert_eq!(instance(&d).version, 1);
+    let both =
+        workflow::Versions::new(vec![load("topologies/document-approval.toml"), load("topologies/document-approval.v2.toml")]).unwrap();
+    d.redeploy(workflow::compile_versions(both, None).unwrap());
+    new_version(&mut d, "ev-2", "1.1");
+    let i = instance(&d);
+    assert_eq!((i.version, i.run, i.state.as_str()), (2, 2, "scanning"));
+    to_decision(&mut d, 2, "manual");
+    assert_eq!(instance(&d).state, "in-review", "version 2's name for the review");
+    let mut counts = std::collections::BTreeMap::new();
+    for (_, r) in d.committed_records("docs-instances-per-state-changelog") {
+        let (Some(k), Some(v)) = (r.key, r.value) else { continue };
+        let Some(key) = workflow::parse_count_key(&k) else { continue };
+        counts.insert(key, serde_json::from_slice::<i64>(&v).unwrap());
+    }
+    counts.retain(|_, n| *n != 0);
+    let in_review = ("document-approval".to_owned(), 2, "in-review".to_owned());
+    assert_eq!(counts, std::collections::BTreeMap::from([(in_review, 1)]), "moved from version 1's `approved` to version 2's count");
+}
+
+#[test]
+fn restart_on_is_validated() {
+    let def = |states: &str| {
+        let text = format!(
+            "name = \"w\"\nkey = \"record.key\"\ninitial = \"new\"\n[[inputs]]\ntopic = \"t\"\nevent_field = \"type\"\n{states}\n\
+             [[transitions]]\nfrom = \"new\"\non = \"go\"\nto = \"done\"\n"
+        );
+        workflow::Definition::parse(&text, "w.toml").map(drop).map_err(|e| e.to_string())
+    };
+    assert_eq!(def("[states.new]\n[states.done]\nterminal = true\nrestart_on = [\"go\"]"), Ok(()));
+    let err = def("[states.new]\n[states.done]\nterminal = true\nrestart_on = [\"again\"]").unwrap_err();
+    assert!(err.contains("restart_on `again` needs a transition from the initial state `new` on `again`"), "{err}");
+    let err = def("[states.new]\nrestart_on = [\"go\"]\n[states.done]\nterminal = true").unwrap_err();
+    assert!(err.contains("state `new` is the initial state"), "{err}");
 }
 
 #[test]
@@ -218,17 +317,35 @@ fn replayed_inputs_of_an_old_run_change_nothing() {
     finish_run_1(&mut d, "approved");
     new_version(&mut d, "ev-2", "1.1");
     let before = instance(&d);
-    d.read_output("document-services.commands");
-    d.read_output("document-approval.document-updates");
-    // The whole of run 1 delivered again (a replay of the topics): the same event ids.
+    for topic in ["document-services.commands", "document-approval.decision-requests", "document-approval.document-updates", TASKS] {
+        d.read_output(topic);
+    }
+    // The whole of run 1 and the start of run 2 delivered again (a replay of the topics): the
+    // same events, the same ids.
     upload(&mut d);
-    to_decision(&mut d, 1, "auto-approve");
+    service(&mut d, "node-1:1:0:result", json!({"service": "virus-scan", "status": "OK"}));
+    service(&mut d, "node-1:2:0:result", json!({"service": "classification", "status": "OK", "result": {"class": "contract"}}));
+    pipe(&mut d, "document-approval.decision-results", json!({"id": "node-1:3:0", "outcome": {"route": "auto-approve"}}));
     new_version(&mut d, "ev-2", "1.1");
     let after = instance(&d);
-    assert_eq!((after.state.as_str(), after.run, after.step), (before.state.as_str(), before.run, before.step));
-    assert!(d.read_output("document-services.commands").is_empty(), "no command sent twice");
-    assert!(d.read_output("document-approval.document-updates").is_empty());
+    assert_eq!(after, before, "state, runs, history: all as they were");
+    for topic in ["document-services.commands", "document-approval.decision-requests", "document-approval.document-updates", TASKS] {
+        assert!(d.read_output(topic).is_empty(), "nothing sent again to {topic}");
+    }
     assert!(d.read_output(DLQ).is_empty());
+}
+
+#[test]
+fn a_new_version_redelivered_after_the_duplicate_window_starts_no_other_run() {
+    let mut d = driver();
+    finish_run_1(&mut d, "approved");
+    new_version(&mut d, "ev-2", "1.1");
+    // Many late answers later (each remembered), the event that started run 2 comes again.
+    for n in 0..100 {
+        service(&mut d, &format!("node-1:1:0:result-{n}"), json!({"service": "virus-scan", "status": "OK"}));
+    }
+    new_version(&mut d, "ev-2", "1.1");
+    assert_eq!(instance(&d).run, 2);
 }
 
 #[test]

@@ -117,7 +117,9 @@ impl Alfresco {
     /// Sets `properties` and adds `aspects` on the node, if it is still at `version` (when
     /// given). `aspectNames` in a PUT replaces the whole list, so the node is read first and its
     /// aspects kept; the same read tells its current version. Setting the same values again is
-    /// harmless: the call is idempotent.
+    /// harmless, and a node at a later version that already holds them is not refused: the call
+    /// is idempotent. (The read and the write are two calls: a version that lands between them
+    /// is not seen. Alfresco's API has no conditional update.)
     ///
     /// # Errors
     /// [`CallError`]; a node that no longer exists is `Rejected` (404), and so (409) is a node
@@ -134,8 +136,11 @@ impl Alfresco {
         if !aspects.is_empty() || version.is_some() {
             let node = self.credentials.send_json(SERVICE, &self.http, || self.http.get(&url).query(&[("include", "aspectNames")]))?;
             let current = node.pointer("/entry/properties/cm:versionLabel").and_then(Value::as_str);
+            // A node that already holds these values took this write-back before (a retry after
+            // a lost answer, or a repository that versions on property updates).
+            let written = properties.iter().all(|(k, v)| node.pointer("/entry/properties").and_then(|p| p.get(k)) == Some(v));
             if let (Some(wanted), Some(current)) = (version, current) {
-                if wanted != current {
+                if wanted != current && !written {
                     let outcome = match properties.get("kf:status").and_then(Value::as_str) {
                         Some("approved") => "approval",
                         Some("rejected") => "rejection",

@@ -196,15 +196,23 @@ impl CommandProcessor {
             }
             Perform::Task(service, _) => {
                 let keys: std::collections::BTreeSet<&str> = listed.iter().map(|(k, _)| *k).collect();
-                let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or_default();
                 for task_id in self.open_tasks_with(ctx, &keys)? {
-                    if let Err(e) = service.withdraw(&task_id) {
-                        return Ok(Err(e));
+                    match service.withdraw(&task_id) {
+                        Ok(()) => {}
+                        // Refused for good (not found is withdrawn already): nothing a retry
+                        // can change; the task is no longer the workflow's either way.
+                        Err(CallError::Rejected { message, .. }) => {
+                            tracing::warn!(task = task_id, reason = message, "the task service refused to withdraw a task; forgotten");
+                        }
+                        Err(e) => return Ok(Err(e)),
                     }
+                    // Each task forgotten with the poller's count, so a retry of the rest
+                    // (after a transient failure) finds the store and the count agreeing.
                     ctx.store(OPEN_TASKS)?.delete(task_id.as_bytes())?;
+                    let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or_default();
                     p.open = p.open.saturating_sub(1);
+                    ctx.put_json(POLLER, "state", &p)?;
                 }
-                ctx.put_json(POLLER, "state", &p)?;
                 Ok(Ok(None))
             }
             _ => Err(Error::BadRecord(format!("a withdraw command on the {} channel: only human tasks are withdrawn", self.channel))),
@@ -259,15 +267,17 @@ impl CommandProcessor {
     /// dead-letter topic.
     fn give_up(&self, ctx: &mut Context<'_>, key: &str, cmd: &Value, idem: &str, reason: &str, attempts: u32) -> Result<(), Error> {
         tracing::warn!(channel = self.channel, instance = key, idempotency_key = idem, attempts, reason, "command failed for good");
+        // A withdrawal answers nobody: the run it is about has ended.
+        let withdraw = cmd.get("command").and_then(Value::as_str) == Some("withdraw");
         match &self.result_sink {
-            Some(sink) => {
+            Some(sink) if !withdraw => {
                 let error = format!("{}_failed", self.channel.trim_end_matches('s'));
                 let answer =
                     json!({"id": idem, "error": error, "reason": reason, "attempts": attempts, "instanceId": key, "run": cmd.get("run")});
                 ctx.forward_to(sink, Record::new(key.to_owned(), answer, ctx.metadata().timestamp));
                 Ok(())
             }
-            None => Err(Error::BadRecord(format!("{} command failed after {attempts} attempt(s): {reason}", self.channel))),
+            _ => Err(Error::BadRecord(format!("{} command failed after {attempts} attempt(s): {reason}", self.channel))),
         }
     }
 }

@@ -393,7 +393,7 @@ impl TaskService for Camunda7Tasks {
     }
 
     /// `DELETE /process-instance/{id}`: 204, or 404 for an instance no longer running. The
-    /// engine keeps it in the history as deleted, with the reason.
+    /// history keeps it, `EXTERNALLY_TERMINATED`.
     fn withdraw(&self, task_id: &str) -> Result<(), CallError> {
         let url = self.url(&format!("process-instance/{task_id}"));
         gone_already(self.credentials.send(C7, &self.http, || self.http.delete(&url)).map(drop))

@@ -159,7 +159,8 @@ pub struct TopologyTestDriver {
     rng: SmallRng,
     crashes: u32,
     aborts: u32,
-    output_cursors: BTreeMap<String, usize>,
+    /// Per topic and partition, the committed records `read_output` has returned.
+    output_cursors: BTreeMap<(String, i32), usize>,
     restarted_stats: TaskStats,
     last_fault: Option<Fault>,
     hits: Vec<Fault>,
@@ -494,12 +495,21 @@ impl TopologyTestDriver {
         candidates.into_iter().min_by_key(|r| (r.timestamp, r.partition, r.topic.clone(), r.offset))
     }
 
-    /// Committed records written to `topic` since the previous call.
+    /// Committed records written to `topic` since the previous call, partition by partition
+    /// (a cursor per partition: a record committed to one never hides or repeats another's).
     pub fn read_output(&mut self, topic: &str) -> Vec<StoredRecord> {
-        let all: Vec<StoredRecord> = self.broker.borrow().committed_records(topic).into_iter().map(|(_, r)| r).collect();
-        let cursor = self.output_cursors.entry(topic.to_owned()).or_insert(0);
-        let new = all[(*cursor).min(all.len())..].to_vec();
-        *cursor = all.len();
+        let mut new = Vec::new();
+        let mut seen: BTreeMap<i32, usize> = BTreeMap::new();
+        for (p, r) in self.broker.borrow().committed_records(topic) {
+            let n = seen.entry(p).or_insert(0);
+            *n += 1;
+            if *n > self.output_cursors.get(&(topic.to_owned(), p)).copied().unwrap_or(0) {
+                new.push(r);
+            }
+        }
+        for (p, n) in seen {
+            self.output_cursors.insert((topic.to_owned(), p), n);
+        }
         new
     }
 

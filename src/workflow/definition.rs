@@ -373,6 +373,9 @@ impl Definition {
             }
         }
         for (name, state) in &def.states {
+            if name == def.initial.get_ref() && !state.get_ref().restart_on.is_empty() {
+                return Err(err(state.span(), format!("state `{name}` is the initial state: a run that has not started cannot restart")));
+            }
             for event in &state.get_ref().restart_on {
                 let starts = def.transitions.iter().any(|t| {
                     let tr = t.get_ref();

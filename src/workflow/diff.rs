@@ -151,6 +151,18 @@ pub fn diff(old: &Definition, new: &Definition) -> Diff {
             push("state terminal changed", format!("{name}: {before} -> {after}"), Impact::Noticed, Some(why));
         }
     }
+    // New runs: what restarts a state's instances (a finished one's by its own version).
+    for (name, s) in new.states.iter().filter(|(n, _)| old.states.contains_key(*n)) {
+        let (before, after) = (&old.states[name].get_ref().restart_on, &s.get_ref().restart_on);
+        for e in after.iter().filter(|e| !before.contains(e)) {
+            let why = format!("instances in `{name}` now start a new run on `{e}`");
+            push("restart added", format!("{name}: {e}"), Impact::Noticed, Some(why));
+        }
+        for e in before.iter().filter(|e| !after.contains(e)) {
+            let why = format!("instances in `{name}` no longer start a new run on `{e}`");
+            push("restart removed", format!("{name}: {e}"), Impact::Noticed, Some(why));
+        }
+    }
     // Transitions of the states both versions have (a renamed state's are compared under its new name).
     let rename = |s: &str| renamed.get(s).map_or(s.to_owned(), |n| (*n).to_owned());
     let old_t: BTreeMap<(String, String), (String, String)> =
@@ -216,6 +228,14 @@ pub fn diff(old: &Definition, new: &Definition) -> Diff {
     }
     for t in nt.difference(&ot) {
         push("input added", t.clone(), Impact::None, None);
+    }
+    let filter = |d: &Definition, t: &str| d.inputs.iter().map(|i| i.get_ref()).find(|i| i.topic == t).and_then(|i| i.filter);
+    for t in ot.intersection(&nt) {
+        let (before, after) = (filter(old, t), filter(new, t));
+        if before != after {
+            let why = format!("instances hear {} of `{t}`", if after.is_some() { "fewer events" } else { "every event" });
+            push("input filter changed", format!("{t}: {before:?} -> {after:?}"), Impact::Noticed, Some(why));
+        }
     }
     Diff { changes }
 }

@@ -56,6 +56,18 @@ pub struct Instance {
     /// name. Withdrawn when the run ends or is superseded.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub open_tasks: BTreeMap<String, String>,
+    /// The first step of this run: an answer to a command of an earlier step answers an
+    /// earlier run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub run_started_step: u64,
+    /// Ids of the events that started runs after the first: a redelivered one, however late,
+    /// never starts another.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub run_events: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub(super) fn first_run() -> u32 {
@@ -97,6 +109,13 @@ pub struct Event {
     pub id: Option<String>,
     pub payload: Value,
     pub at: i64,
+}
+
+impl Event {
+    /// The event as the audit trail names it: its name, or `error:<code>`.
+    pub fn label(&self) -> String {
+        self.error.as_ref().map_or_else(|| self.name.clone(), |e| format!("error:{e}"))
+    }
 }
 
 /// What the runtime must do. Data only: the processor performs them.
@@ -167,6 +186,19 @@ impl Guards {
 
 /// [`apply`] with a cache of compiled guards.
 pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, event: &Event, guards: &mut Guards) -> Outcome {
+    apply_versions(def, def, key, instance, event, guards)
+}
+
+/// [`apply_with`] for an instance that runs by `def` while `newest` is the workflow's newest
+/// version: a new run (`restart_on`) starts on `newest`, as a new instance would.
+pub fn apply_versions(
+    def: &Definition,
+    newest: &Definition,
+    key: &str,
+    instance: Option<&Instance>,
+    event: &Event,
+    guards: &mut Guards,
+) -> Outcome {
     let mut inst = instance.cloned().unwrap_or_else(|| Instance {
         id: key.into(),
         workflow: def.name.clone(),
@@ -176,17 +208,17 @@ pub fn apply_with(def: &Definition, key: &str, instance: Option<&Instance>, even
         ..Default::default()
     });
     if let Some(id) = &event.id {
-        if inst.recent_events.contains(id) {
+        if inst.recent_events.contains(id) || inst.run_events.contains(id) {
             return Outcome::Duplicate;
         }
     }
     // An answer to a command of an earlier run is never applied to this one.
-    if let Some(run) = runs::answered_run(event).filter(|r| *r < inst.run) {
+    if let Some(run) = runs::earlier_run(&inst, event) {
         return runs::late_answer(inst, event, run);
     }
     let state = def.states.get(&inst.state).map(|s| s.get_ref());
-    if state.is_some_and(|s| event.error.is_none() && s.restart_on.contains(&event.name)) {
-        if let Some(outcome) = runs::restart(def, &inst, event, guards) {
+    if instance.is_some() && state.is_some_and(|s| event.error.is_none() && s.restart_on.contains(&event.name)) {
+        if let Some(outcome) = runs::restart(def, newest, &inst, event, guards) {
             return outcome;
         }
     }
@@ -260,9 +292,9 @@ pub(super) fn take(def: &Definition, inst: &mut Instance, tr: &Transition, event
     let leaving = def.states[&from].get_ref();
     let to = tr.to.as_ref().expect("validated: every transition has a target").get_ref().clone();
     inst.step += 1;
-    // The answer of a task this run opened closes it.
-    if let Some(answered) = event.payload.get("idempotencyKey").and_then(Value::as_str) {
-        inst.open_tasks.remove(answered);
+    // The answer of a task this run opened (or the news that it could not be opened) closes it.
+    if let Some(answered) = runs::answered_task(inst, event) {
+        inst.open_tasks.remove(&answered);
     }
     for (name, template) in &tr.set {
         let v = render(template, inst, event);
@@ -290,16 +322,13 @@ pub(super) fn take(def: &Definition, inst: &mut Instance, tr: &Transition, event
     inst.state = to.clone();
     inst.finished = target.terminal;
     let mut note = None;
-    if inst.finished && !inst.open_tasks.is_empty() {
-        let reason = format!("run {} ended in `{to}`", inst.run);
-        note = Some(format!("withdrew {} open task(s): {reason}", inst.open_tasks.len()));
-        actions.push(runs::withdraw(def, inst, &reason, event));
-        inst.open_tasks.clear();
+    if inst.finished {
+        note = runs::withdraw_open_tasks(def, inst, &format!("run {} ended in `{to}`", inst.run), event.at, actions);
     }
     inst.history.push(HistoryEntry {
         from: from.clone(),
         to: to.clone(),
-        event: event.error.clone().map_or(event.name.clone(), |e| format!("error:{e}")),
+        event: event.label(),
         at: event.at,
         step: inst.step,
         run: inst.run,

@@ -125,6 +125,13 @@ pub fn apply(from: &Definition, to: &Definition, inst: &Instance, m: &Migration,
     next.finished = target_state.terminal;
     next.step += 1;
     let event = format!("migration:v{}->v{}", from.version, to.version);
+    // A migration that ends the run ends its open tasks too.
+    let note = if next.finished {
+        let reason = format!("run {} ended in `{target}` by migration `{}`", next.run, m.migration);
+        super::runs::withdraw_open_tasks(to, &mut next, &reason, at, &mut actions)
+    } else {
+        None
+    };
     next.history.push(HistoryEntry {
         from: inst.state.clone(),
         to: target.to_owned(),
@@ -132,13 +139,13 @@ pub fn apply(from: &Definition, to: &Definition, inst: &Instance, m: &Migration,
         at,
         step: next.step,
         run: next.run,
-        note: None,
+        note,
     });
     next.remember(id);
     actions.push(Action::Emit {
         topic: to.channel("transitions"),
         value: json!({"instanceId": next.id, "workflow": to.name, "from": inst.state, "to": target, "event": event,
-                      "step": next.step, "final": next.finished, "at": at, "fromVersion": from.version, "toVersion": to.version}),
+                      "step": next.step, "run": next.run, "final": next.finished, "at": at, "fromVersion": from.version, "toVersion": to.version}),
     });
     Outcome::Transitioned { instance: next, actions }
 }

@@ -224,12 +224,13 @@ impl WorkflowProcessor {
     fn handle(&mut self, ctx: &mut Context<'_>, key: &str, record: &Record) -> Result<(), Error> {
         let before = self.stored(ctx, key)?;
         let def = match self.definition_of(key, before.as_ref()) {
-            // A finished instance needs no rules of its own version: the machine drops
-            // duplicates and late events with the newest version's names, and a new run of it
-            // (`restart_on`) starts on the newest version, as a new instance would.
-            VersionOf::Known(_) | VersionOf::Finished(_) if before.as_ref().is_some_and(|b| b.finished) => self.versions.newest().clone(),
             VersionOf::Known(d) => d,
-            VersionOf::Finished(why) => unreachable!("only a finished instance is Finished: {why}"),
+            // A finished instance needs no rules of its own: the machine drops duplicates and
+            // late events as for any finished instance, with the newest version's names.
+            VersionOf::Finished(why) => {
+                tracing::debug!(key, why, "an event for a finished instance of a version not kept");
+                self.versions.newest().clone()
+            }
             VersionOf::Missing(reason) => return Err(Error::Backoff { reason, after: UNKNOWN_VERSION_RETRY }),
         };
         let topic = ctx.metadata().topic.clone();
@@ -244,7 +245,9 @@ impl WorkflowProcessor {
         };
         let _span =
             tracing::info_span!("workflow", workflow = %def.name, version = def.version, instance = key, event = %event.name).entered();
-        let outcome = machine::apply_with(&def, key, before.as_ref(), &event, &mut self.guards);
+        // A new run (`restart_on`) starts on the newest version, as a new instance would.
+        let newest = self.versions.newest().clone();
+        let outcome = machine::apply_versions(&def, &newest, key, before.as_ref(), &event, &mut self.guards);
         self.perform(ctx, key, before.as_ref(), outcome, &def, event.at)
     }
 

@@ -1,5 +1,6 @@
 //! Runs of an instance: an event of a state's `restart_on` starts the instance again from the
-//! initial state, as run N+1 of the same instance (one key, one audit trail).
+//! initial state, as run N+1 of the same instance (one key, one audit trail), on the newest
+//! version of the workflow.
 //!
 //! ```text
 //!   run 1: new ──> scanning ──> ... ──> review ─┐ restart_on (in flight): run 1 superseded,
@@ -9,31 +10,55 @@
 //!                                                   instance starts again
 //! ```
 //!
-//! Every command carries its run (`run`), and keyflow's connectors answer with it: an answer
-//! naming an earlier run is recorded in the audit trail and never applied. Steps count on across
-//! runs, so the idempotency keys of two runs never meet.
+//! Steps count on across runs, so the idempotency keys of two runs (`<instance>:<step>:<n>`)
+//! never meet, and an answer names the command it answers by its key: as `idempotencyKey`, or
+//! as its id (`<key>` or `<key>:<suffix>`, as keyflow's connectors answer). An answer to a
+//! command of a step before the run started is a late answer of an earlier run: recorded in the
+//! audit trail, applied to nothing. Commands also carry `run`, for people and services to read.
+//! A new run keeps the instance's variables; its transitions `set` what they need afresh.
 
 use serde_json::{json, Value};
 
 use super::definition::Definition;
 use super::machine::{choose, take, Action, Event, Guards, HistoryEntry, Instance, Outcome};
 
-/// The run an event answers, when it is an answer to a command (commands carry `run`, and the
-/// connectors and well-behaved services echo it).
-pub(super) fn answered_run(event: &Event) -> Option<u32> {
-    event.payload.get("run").and_then(Value::as_u64).and_then(|r| u32::try_from(r).ok())
+/// The idempotency key of the command `event` answers, if it names one of `inst`'s.
+fn answered_key<'e>(inst: &Instance, event: &'e Event) -> Option<&'e str> {
+    let key = event.payload.get("idempotencyKey").and_then(Value::as_str).or(event.id.as_deref())?;
+    key.strip_prefix(inst.id.as_str())?.strip_prefix(':').is_some().then_some(key)
 }
 
-/// A late answer of run `run`: kept in the audit trail, applied to nothing.
-pub(super) fn late_answer(mut inst: Instance, event: &Event, run: u32) -> Outcome {
+/// The step of the command `key` (`<instance>:<step>:...`) of `inst`.
+fn step_of(inst: &Instance, key: &str) -> Option<u64> {
+    let rest = key.strip_prefix(inst.id.as_str())?.strip_prefix(':')?;
+    rest.split(':').next()?.parse().ok()
+}
+
+/// When `event` answers a command of an earlier run of `inst`: which run it says it was, if it
+/// says (`run`).
+pub(super) fn earlier_run(inst: &Instance, event: &Event) -> Option<Option<u64>> {
+    let step = step_of(inst, answered_key(inst, event)?)?;
+    (step < inst.run_started_step).then(|| event.payload.get("run").and_then(Value::as_u64))
+}
+
+/// The open task of `inst` that `event` answers (its completion, or its failure to open).
+pub(super) fn answered_task(inst: &Instance, event: &Event) -> Option<String> {
+    let key = answered_key(inst, event)?;
+    inst.open_tasks.keys().find(|k| key == k.as_str() || key.strip_prefix(k.as_str()).is_some_and(|r| r.starts_with(':'))).cloned()
+}
+
+/// A late answer of an earlier run: kept in the audit trail, applied to nothing.
+pub(super) fn late_answer(mut inst: Instance, event: &Event, run: Option<u64>) -> Outcome {
+    let which = run.map_or_else(|| "an earlier run".to_owned(), |r| format!("run {r}"));
+    let note = format!("a late answer of {which}, ignored: the instance is on run {}", inst.run);
     inst.history.push(HistoryEntry {
         from: inst.state.clone(),
         to: inst.state.clone(),
-        event: event.error.clone().map_or(event.name.clone(), |e| format!("error:{e}")),
+        event: event.label(),
         at: event.at,
         step: inst.step,
         run: inst.run,
-        note: Some(format!("a late answer of run {run}, ignored: the instance is on run {}", inst.run)),
+        note: Some(note),
     });
     if let Some(id) = &event.id {
         inst.remember(id.clone());
@@ -41,16 +66,18 @@ pub(super) fn late_answer(mut inst: Instance, event: &Event, run: u32) -> Outcom
     Outcome::Noted { instance: inst }
 }
 
-/// Starts run N+1 with `event`, if a transition from the initial state takes it (else `None`:
-/// the event is handled as any other). A run still in flight is superseded first.
-pub(super) fn restart(def: &Definition, inst: &Instance, event: &Event, guards: &mut Guards) -> Option<Outcome> {
+/// Starts run N+1 with `event` on `newest`, if a transition from its initial state takes it
+/// (else `None`: the event is handled as any other). A run still in flight (by `own`) is
+/// superseded first.
+pub(super) fn restart(own: &Definition, newest: &Definition, inst: &Instance, event: &Event, guards: &mut Guards) -> Option<Outcome> {
     let mut next = inst.clone();
     next.run = inst.run + 1;
-    next.state = def.initial.get_ref().clone();
-    next.version = def.version;
+    next.run_started_step = inst.step + 1;
+    next.state = newest.initial.get_ref().clone();
+    next.version = newest.version;
     next.finished = false;
     next.open_tasks.clear();
-    let tr = match choose(def, &next, event, guards) {
+    let tr = match choose(newest, &next, event, guards) {
         Ok(Some(tr)) => tr,
         Ok(None) => return None,
         Err(reason) => return Some(Outcome::Unmatched(reason)),
@@ -58,39 +85,52 @@ pub(super) fn restart(def: &Definition, inst: &Instance, event: &Event, guards: 
     let mut actions = Vec::new();
     if !inst.finished {
         let reason = format!("run {} superseded by run {} (`{}`)", inst.run, next.run, event.name);
-        let mut note = format!("superseded by run {}", next.run);
-        if !inst.open_tasks.is_empty() {
-            note = format!("{note}; withdrew {} open task(s)", inst.open_tasks.len());
-            actions.push(withdraw(def, inst, &reason, event));
-        }
+        let withdrew = withdraw_open_tasks(own, &mut inst.clone(), &reason, event.at, &mut actions);
         // Every timer the run may have set, not only its state's: none of them is run 2's.
-        actions.extend(def.timers().into_keys().map(|name| Action::CancelTimer { name: name.to_owned() }));
+        actions.extend(own.timers().into_keys().map(|name| Action::CancelTimer { name: name.to_owned() }));
+        let note = format!("superseded by run {}{}", next.run, withdrew.map(|w| format!("; {w}")).unwrap_or_default());
         next.history.push(HistoryEntry {
             from: inst.state.clone(),
             to: inst.state.clone(),
-            event: event.name.clone(),
+            event: event.label(),
             at: event.at,
             step: inst.step,
             run: inst.run,
             note: Some(note),
         });
         actions.push(Action::Emit {
-            topic: def.channel("transitions"),
-            value: json!({"instanceId": inst.id, "workflow": def.name, "from": inst.state, "to": inst.state, "event": event.name,
-                          "step": inst.step, "run": inst.run, "final": true, "superseded": true, "at": event.at}),
+            topic: own.channel("transitions"),
+            value: json!({"instanceId": inst.id, "workflow": own.name, "from": inst.state, "to": inst.state, "event": event.name,
+                          "step": inst.step, "run": inst.run, "final": false, "superseded": true, "at": event.at}),
         });
     }
-    take(def, &mut next, tr, event, &mut actions);
+    if let Some(id) = &event.id {
+        next.run_events.push(id.clone());
+    }
+    take(newest, &mut next, tr, event, &mut actions);
     Some(Outcome::Transitioned { instance: next, actions })
 }
 
-/// The command withdrawing the human tasks `inst`'s run left open (they are named by their
-/// idempotency keys, so the connectors find them in Camunda or on the embedded task topic).
-pub(super) fn withdraw(def: &Definition, inst: &Instance, reason: &str, event: &Event) -> Action {
+/// Withdraws the human tasks `inst`'s run left open, if any, with the command that names them
+/// by their idempotency keys (so the connectors find them in Camunda or on the embedded task
+/// topic); returns the note for the audit trail.
+pub(super) fn withdraw_open_tasks(
+    def: &Definition,
+    inst: &mut Instance,
+    reason: &str,
+    at: i64,
+    actions: &mut Vec<Action>,
+) -> Option<String> {
+    if inst.open_tasks.is_empty() {
+        return None;
+    }
     let tasks: Vec<Value> = inst.open_tasks.iter().map(|(key, name)| json!({"idempotencyKey": key, "name": name})).collect();
-    Action::Emit {
+    actions.push(Action::Emit {
         topic: def.channel("tasks"),
         value: json!({"command": "withdraw", "tasks": tasks, "reason": reason, "instanceId": inst.id, "workflow": def.name,
-                      "idempotencyKey": format!("{}:{}:withdraw", inst.id, inst.step), "run": inst.run, "retry": Value::Null, "at": event.at}),
-    }
+                      "idempotencyKey": format!("{}:{}:withdraw", inst.id, inst.step), "run": inst.run, "retry": Value::Null, "at": at}),
+    });
+    let note = format!("withdrew {} open task(s): {reason}", inst.open_tasks.len());
+    inst.open_tasks.clear();
+    Some(note)
 }
