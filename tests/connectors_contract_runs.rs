@@ -125,10 +125,18 @@ fn alfresco_write_back_of_a_superseded_version_is_refused_after_reading_the_node
         other => panic!("{other:?}"),
     }
     assert_eq!(s.calls(NODES), ["GET"], "read, and nothing written");
+    // An outcome that only adds an aspect is refused the same way.
+    match repo(&s).update_node(NODE, &Map::new(), &["kf:approved".into()], Some("1.0")) {
+        Err(CallError::Rejected { status: 409, message, .. }) => {
+            assert!(message.starts_with("outcome of 1.0 superseded by 1.1"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.calls(NODES), ["GET", "GET"], "nothing written");
 
     // The version it names is the current one: written, the node's aspects kept.
     repo(&s).update_node(NODE, &approved(), &["kf:workflow".into()], Some("1.1")).unwrap();
-    assert_eq!(s.calls(NODES), ["GET", "GET", "PUT"]);
+    assert_eq!(s.calls(NODES), ["GET", "GET", "GET", "PUT"]);
     let put = s.rt.block_on(s.server.received_requests()).unwrap().into_iter().find(|r| r.method.as_str() == "PUT").unwrap();
     let body: Value = serde_json::from_slice(&put.body).unwrap();
     assert_eq!(body["aspectNames"], json!(["cm:versionable", "cm:titled", "kf:workflow"]));

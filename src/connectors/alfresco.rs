@@ -138,7 +138,8 @@ impl Alfresco {
             let current = node.pointer("/entry/properties/cm:versionLabel").and_then(Value::as_str);
             // A node that already holds these values took this write-back before (a retry after
             // a lost answer, or a repository that versions on property updates).
-            let written = properties.iter().all(|(k, v)| node.pointer("/entry/properties").and_then(|p| p.get(k)) == Some(v));
+            let written = !properties.is_empty()
+                && properties.iter().all(|(k, v)| node.pointer("/entry/properties").and_then(|p| p.get(k)) == Some(v));
             if let (Some(wanted), Some(current)) = (version, current) {
                 if wanted != current && !written {
                     let outcome = match properties.get("kf:status").and_then(Value::as_str) {

@@ -206,8 +206,10 @@ impl CommandProcessor {
                         }
                         Err(e) => return Ok(Err(e)),
                     }
-                    // Each task forgotten with the poller's count, so a retry of the rest
-                    // (after a transient failure) finds the store and the count agreeing.
+                    // Each task forgotten with the poller's count. A transient failure of a later
+                    // one discards these writes with the record's, and its retry withdraws the
+                    // earlier ones again (gone already: no error); a withdrawal that fails past its
+                    // retries is a dead letter, and keeps them all until it is redriven.
                     ctx.store(OPEN_TASKS)?.delete(task_id.as_bytes())?;
                     let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or_default();
                     p.open = p.open.saturating_sub(1);

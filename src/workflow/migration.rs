@@ -128,7 +128,8 @@ pub fn apply(from: &Definition, to: &Definition, inst: &Instance, m: &Migration,
     // A migration that ends the run ends its open tasks too.
     let note = if next.finished {
         let reason = format!("run {} ended in `{target}` by migration `{}`", next.run, m.migration);
-        super::runs::withdraw_open_tasks(to, &mut next, &reason, at, &mut actions)
+        // On the source version's tasks channel: its connectors opened them.
+        super::runs::withdraw_open_tasks(from, &mut next, &reason, at, &mut actions)
     } else {
         None
     };

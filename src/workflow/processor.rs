@@ -342,7 +342,8 @@ impl Processor for WorkflowProcessor {
         let _span =
             tracing::info_span!("workflow", workflow = %def.name, version = def.version, instance = %timer.key, event = %event.name)
                 .entered();
-        let outcome = machine::apply_with(&def, &timer.key, before.as_ref(), &event, &mut self.guards);
+        let newest = self.versions.newest().clone();
+        let outcome = machine::apply_versions(&def, &newest, &timer.key, before.as_ref(), &event, &mut self.guards);
         self.perform(ctx, &timer.key, before.as_ref(), outcome, &def, event.at)
     }
 }

@@ -86,8 +86,6 @@ pub(super) fn restart(own: &Definition, newest: &Definition, inst: &Instance, ev
     if !inst.finished {
         let reason = format!("run {} superseded by run {} (`{}`)", inst.run, next.run, event.name);
         let withdrew = withdraw_open_tasks(own, &mut inst.clone(), &reason, event.at, &mut actions);
-        // Every timer the run may have set, not only its state's: none of them is run 2's.
-        actions.extend(own.timers().into_keys().map(|name| Action::CancelTimer { name: name.to_owned() }));
         let note = format!("superseded by run {}{}", next.run, withdrew.map(|w| format!("; {w}")).unwrap_or_default());
         next.history.push(HistoryEntry {
             from: inst.state.clone(),
@@ -104,6 +102,9 @@ pub(super) fn restart(own: &Definition, newest: &Definition, inst: &Instance, ev
                           "step": inst.step, "run": inst.run, "final": false, "superseded": true, "at": event.at}),
         });
     }
+    // Every timer the old run may have set, not only its state's (a `set_timer` action's outlives
+    // the state, and an end state cancels none): none of them is the new run's.
+    actions.extend(own.timers().into_keys().map(|name| Action::CancelTimer { name: name.to_owned() }));
     if let Some(id) = &event.id {
         next.run_events.push(id.clone());
     }
