@@ -30,6 +30,29 @@ fn keyflow(args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// The task records on the task topic of a broker of this test's own (the workflow's topic names
+/// are fixed), as the connectors' producer would have written them, and a directory holding the
+/// connectors' configuration for it (`connectors.toml`, from the `[tasks]` section `text`).
+fn on_a_broker(records: &[keyflow::testing::StoredRecord], text: &str) -> (KafkaCluster, tempfile::TempDir) {
+    let kafka = KafkaCluster::start(1);
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &kafka.bootstrap).create().unwrap();
+    for r in records {
+        producer.send(BaseRecord::to(TASKS).key(r.key.as_deref().unwrap()).payload(r.value.as_deref().unwrap())).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("connectors.toml"),
+        format!(
+            "application.id = \"docs-connectors\"\nbootstrap.servers = \"{}\"\n[topology]\nbuiltin = \"connectors\"\n{}",
+            kafka.bootstrap,
+            text.replace("[tasks]", "[connectors.tasks]").replacen("workflow", "[connectors]\nworkflow", 1)
+        ),
+    )
+    .unwrap();
+    (kafka, dir)
+}
+
 #[test]
 fn a_person_completes_an_embedded_task_and_the_workflow_moves_once() {
     // The workflow asks for a review; the connectors turn the command into a task record.
@@ -70,26 +93,9 @@ fn a_person_completes_an_embedded_task_and_the_workflow_moves_once() {
     );
     assert_eq!(task["candidateGroups"], json!(["reviewers"]));
 
-    // The task topic on a broker, as the connectors' producer would have written it.
-    // A broker of this test's own: the workflow's topic names are fixed.
-    let kafka = KafkaCluster::start(1);
+    let (kafka, dir) = on_a_broker(&task_records, &text);
     let bootstrap = kafka.bootstrap.clone();
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
-    producer
-        .send(BaseRecord::to(TASKS).key(task_records[0].key.as_deref().unwrap()).payload(task_records[0].value.as_deref().unwrap()))
-        .unwrap();
-    producer.flush(Duration::from_secs(10)).unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("connectors.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "application.id = \"docs-connectors\"\nbootstrap.servers = \"{bootstrap}\"\n[topology]\nbuiltin = \"connectors\"\n{}",
-            text.replace("[tasks]", "[connectors.tasks]").replacen("workflow", "[connectors]\nworkflow", 1)
-        ),
-    )
-    .unwrap();
     let cfg = cfg.to_str().unwrap();
 
     let (ok, out, err) = keyflow(&["tasks", "list", "--config", cfg]);
@@ -192,23 +198,9 @@ fn a_superseded_runs_embedded_task_is_withdrawn_and_completing_it_is_refused() {
         "run 1's task opened, then withdrawn; run 2's opened"
     );
 
-    let kafka = KafkaCluster::start(1);
+    let (kafka, dir) = on_a_broker(&records, &text);
     let bootstrap = kafka.bootstrap.clone();
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
-    for r in &records {
-        producer.send(BaseRecord::to(TASKS).key(r.key.as_deref().unwrap()).payload(r.value.as_deref().unwrap())).unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("connectors.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "application.id = \"docs-connectors\"\nbootstrap.servers = \"{bootstrap}\"\n[topology]\nbuiltin = \"connectors\"\n{}",
-            text.replace("[tasks]", "[connectors.tasks]").replacen("workflow", "[connectors]\nworkflow", 1)
-        ),
-    )
-    .unwrap();
     let cfg = cfg.to_str().unwrap();
     let (ok, out, _) = keyflow(&["tasks", "list", "--config", cfg]);
     assert!(ok && out.contains(run_2) && !out.contains(run_1), "only run 2's task is open: {out}");

@@ -47,11 +47,9 @@ pub(super) fn answered_task(inst: &Instance, event: &Event) -> Option<String> {
     inst.open_tasks.keys().find(|k| key == k.as_str() || key.strip_prefix(k.as_str()).is_some_and(|r| r.starts_with(':'))).cloned()
 }
 
-/// A late answer of an earlier run: kept in the audit trail, applied to nothing.
-pub(super) fn late_answer(mut inst: Instance, event: &Event, run: Option<u64>) -> Outcome {
-    let which = run.map_or_else(|| "an earlier run".to_owned(), |r| format!("run {r}"));
-    let note = format!("a late answer of {which}, ignored: the instance is on run {}", inst.run);
-    inst.history.push(HistoryEntry {
+/// The audit entry of an event that moved `inst` nowhere, with what happened.
+fn stayed(inst: &Instance, event: &Event, note: String) -> HistoryEntry {
+    HistoryEntry {
         from: inst.state.clone(),
         to: inst.state.clone(),
         event: event.label(),
@@ -59,7 +57,15 @@ pub(super) fn late_answer(mut inst: Instance, event: &Event, run: Option<u64>) -
         step: inst.step,
         run: inst.run,
         note: Some(note),
-    });
+    }
+}
+
+/// A late answer of an earlier run: kept in the audit trail, applied to nothing.
+pub(super) fn late_answer(mut inst: Instance, event: &Event, run: Option<u64>) -> Outcome {
+    let which = run.map_or_else(|| "an earlier run".to_owned(), |r| format!("run {r}"));
+    let note = format!("a late answer of {which}, ignored: the instance is on run {}", inst.run);
+    let entry = stayed(&inst, event, note);
+    inst.history.push(entry);
     if let Some(id) = &event.id {
         inst.remember(id.clone());
     }
@@ -87,15 +93,7 @@ pub(super) fn restart(own: &Definition, newest: &Definition, inst: &Instance, ev
         let reason = format!("run {} superseded by run {} (`{}`)", inst.run, next.run, event.name);
         let withdrew = withdraw_open_tasks(own, &mut inst.clone(), &reason, event.at, &mut actions);
         let note = format!("superseded by run {}{}", next.run, withdrew.map(|w| format!("; {w}")).unwrap_or_default());
-        next.history.push(HistoryEntry {
-            from: inst.state.clone(),
-            to: inst.state.clone(),
-            event: event.label(),
-            at: event.at,
-            step: inst.step,
-            run: inst.run,
-            note: Some(note),
-        });
+        next.history.push(stayed(inst, event, note));
         actions.push(Action::Emit {
             topic: own.channel("transitions"),
             value: json!({"instanceId": inst.id, "workflow": own.name, "from": inst.state, "to": inst.state, "event": event.name,
