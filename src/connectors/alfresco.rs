@@ -158,14 +158,7 @@ impl Alfresco {
                 }
             }
             if !aspects.is_empty() {
-                let mut names: Vec<String> = node
-                    .pointer("/entry/aspectNames")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect();
+                let mut names = super::strings(node.pointer("/entry/aspectNames"));
                 for a in aspects {
                     if !names.contains(a) {
                         names.push(a.clone());

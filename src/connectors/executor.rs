@@ -145,14 +145,7 @@ impl CommandProcessor {
             }
             Perform::Document(alfresco) => {
                 let node = need("nodeId")?;
-                let aspects: Vec<String> = cmd
-                    .get("aspects")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect();
+                let aspects = super::strings(cmd.get("aspects"));
                 let version = cmd.get("version").and_then(Value::as_str);
                 alfresco
                     .update_node(&node, &object("properties"), &aspects, version)
@@ -294,14 +287,7 @@ fn task_request(key: &str, idem: &str, cmd: &Value) -> Result<TaskRequest, Error
             .and_then(Value::as_str)
             .ok_or_else(|| Error::BadRecord("task command has no string field `name`".into()))?
             .to_owned(),
-        candidate_groups: cmd
-            .get("candidateGroups")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
+        candidate_groups: super::strings(cmd.get("candidateGroups")),
         assignee: cmd.get("assignee").and_then(Value::as_str).map(str::to_owned),
         run: cmd.get("run").and_then(Value::as_u64),
     })

@@ -170,6 +170,12 @@ pub fn topology(config: &ConnectorsConfig, registry: Option<&Arc<Registry>>) -> 
     b.build().map_err(|e| e.to_string())
 }
 
+/// The strings of a JSON array (aspect names, candidate groups); anything else in it, or a value
+/// that is no array, gives none.
+pub(crate) fn strings(v: Option<&serde_json::Value>) -> Vec<String> {
+    v.and_then(serde_json::Value::as_array).into_iter().flatten().filter_map(serde_json::Value::as_str).map(str::to_owned).collect()
+}
+
 /// The embedded task topic of a workflow.
 pub fn embedded_task_topic(t: &config::TasksConfig, workflow: &str) -> String {
     t.topic.clone().unwrap_or_else(|| format!("{workflow}.human-tasks"))
