@@ -85,6 +85,14 @@ pub struct OpenTask {
     pub run: Option<u64>,
 }
 
+impl OpenTask {
+    /// An entry of [`OPEN_TASKS`].
+    fn read(value: &[u8]) -> Result<Self, Error> {
+        serde_json::from_slice(value)
+            .map_err(|e| Error::State(crate::state::Error::Corrupt { store: OPEN_TASKS.into(), what: "open task", detail: e.to_string() }))
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct PollerState {
     /// Open tasks of this partition; polling stops at zero.
@@ -189,6 +197,7 @@ impl CommandProcessor {
             }
             Perform::Task(service, _) => {
                 let keys: std::collections::BTreeSet<&str> = listed.iter().map(|(k, _)| *k).collect();
+                let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or_default();
                 for task_id in self.open_tasks_with(ctx, &keys)? {
                     match service.withdraw(&task_id) {
                         Ok(()) => {}
@@ -199,15 +208,14 @@ impl CommandProcessor {
                         }
                         Err(e) => return Ok(Err(e)),
                     }
-                    // Each task forgotten with the poller's count. A transient failure of a later
-                    // one discards these writes with the record's, and its retry withdraws the
-                    // earlier ones again (gone already: no error); a withdrawal that fails past its
-                    // retries is a dead letter, and keeps them all until it is redriven.
                     ctx.store(OPEN_TASKS)?.delete(task_id.as_bytes())?;
-                    let mut p: PollerState = ctx.get_json(POLLER, "state")?.unwrap_or_default();
                     p.open = p.open.saturating_sub(1);
-                    ctx.put_json(POLLER, "state", &p)?;
                 }
+                // The tasks forgotten and the poller's count commit with the command. A transient
+                // failure discards both with the record's writes, and its retry withdraws the
+                // earlier tasks again (gone already: no error); a withdrawal that fails past its
+                // retries is a dead letter, and keeps them all until it is redriven.
+                ctx.put_json(POLLER, "state", &p)?;
                 Ok(Ok(None))
             }
             _ => Err(Error::BadRecord(format!("a withdraw command on the {} channel: only human tasks are withdrawn", self.channel))),
@@ -222,9 +230,7 @@ impl CommandProcessor {
         loop {
             let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], PAGE)?;
             for (id, value) in &page {
-                let task: OpenTask = serde_json::from_slice(value).map_err(|e| {
-                    Error::State(crate::state::Error::Corrupt { store: OPEN_TASKS.into(), what: "open task", detail: e.to_string() })
-                })?;
+                let task = OpenTask::read(value)?;
                 if keys.contains(task.idempotency_key.as_str()) {
                     found.push(String::from_utf8_lossy(id).into_owned());
                 }
@@ -418,9 +424,7 @@ impl CommandProcessor {
             let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], COMPLETED_PAGE)?;
             let mut open = Vec::with_capacity(page.len());
             for (id, value) in &page {
-                let task: OpenTask = serde_json::from_slice(value).map_err(|e| {
-                    Error::State(crate::state::Error::Corrupt { store: OPEN_TASKS.into(), what: "open task", detail: e.to_string() })
-                })?;
+                let task = OpenTask::read(value)?;
                 open.push(Opened { task_id: String::from_utf8_lossy(id).into_owned(), idempotency_key: task.idempotency_key });
             }
             if !open.is_empty() {

@@ -344,7 +344,7 @@ pub(super) fn take(def: &Definition, inst: &mut Instance, tr: &Transition, event
     });
 }
 
-pub(super) fn action(def: &Definition, spec: &ActionSpec, inst: &Instance, event: &Event, idempotency: &str) -> Action {
+fn action(def: &Definition, spec: &ActionSpec, inst: &Instance, event: &Event, idempotency: &str) -> Action {
     let fields =
         |m: &BTreeMap<String, Value>| -> Map<String, Value> { m.iter().map(|(k, v)| (k.clone(), render(v, inst, event))).collect() };
     let retry = |r: &Option<RetrySpec>| r.as_ref().map_or(Value::Null, |r| json!(r));
@@ -397,7 +397,7 @@ pub(super) fn action(def: &Definition, spec: &ActionSpec, inst: &Instance, event
 }
 
 /// A template: `$key`, `$state`, `$step`, `$event.<path>`, `$vars.<name>`; else the literal.
-pub(super) fn render(template: &Value, inst: &Instance, event: &Event) -> Value {
+fn render(template: &Value, inst: &Instance, event: &Event) -> Value {
     let Value::String(s) = template else { return template.clone() };
     let path = |root: &Value, p: &str| p.split('.').try_fold(root, |v, k| v.get(k)).cloned().unwrap_or(Value::Null);
     match s.as_str() {

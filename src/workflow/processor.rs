@@ -246,8 +246,7 @@ impl WorkflowProcessor {
         let _span =
             tracing::info_span!("workflow", workflow = %def.name, version = def.version, instance = key, event = %event.name).entered();
         // A new run (`restart_on`) starts on the newest version, as a new instance would.
-        let newest = self.versions.newest().clone();
-        let outcome = machine::apply_versions(&def, &newest, key, before.as_ref(), &event, &mut self.guards);
+        let outcome = machine::apply_versions(&def, self.versions.newest(), key, before.as_ref(), &event, &mut self.guards);
         self.perform(ctx, key, before.as_ref(), outcome, &def, event.at)
     }
 
@@ -342,8 +341,7 @@ impl Processor for WorkflowProcessor {
         let _span =
             tracing::info_span!("workflow", workflow = %def.name, version = def.version, instance = %timer.key, event = %event.name)
                 .entered();
-        let newest = self.versions.newest().clone();
-        let outcome = machine::apply_versions(&def, &newest, &timer.key, before.as_ref(), &event, &mut self.guards);
+        let outcome = machine::apply_versions(&def, self.versions.newest(), &timer.key, before.as_ref(), &event, &mut self.guards);
         self.perform(ctx, &timer.key, before.as_ref(), outcome, &def, event.at)
     }
 }

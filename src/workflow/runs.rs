@@ -22,28 +22,24 @@ use serde_json::{json, Value};
 use super::definition::Definition;
 use super::machine::{choose, take, Action, Event, Guards, HistoryEntry, Instance, Outcome};
 
-/// The idempotency key of the command `event` answers, if it names one of `inst`'s.
-fn answered_key<'e>(inst: &Instance, event: &'e Event) -> Option<&'e str> {
+/// The idempotency key of the command `event` answers, if it names one of `inst`'s, and the
+/// key past `<instance>:` (`<step>:...`).
+fn answered_key<'e>(inst: &Instance, event: &'e Event) -> Option<(&'e str, &'e str)> {
     let key = event.payload.get("idempotencyKey").and_then(Value::as_str).or(event.id.as_deref())?;
-    key.strip_prefix(inst.id.as_str())?.strip_prefix(':').is_some().then_some(key)
-}
-
-/// The step of the command `key` (`<instance>:<step>:...`) of `inst`.
-fn step_of(inst: &Instance, key: &str) -> Option<u64> {
-    let rest = key.strip_prefix(inst.id.as_str())?.strip_prefix(':')?;
-    rest.split(':').next()?.parse().ok()
+    Some((key, key.strip_prefix(inst.id.as_str())?.strip_prefix(':')?))
 }
 
 /// When `event` answers a command of an earlier run of `inst`: which run it says it was, if it
 /// says (`run`).
 pub(super) fn earlier_run(inst: &Instance, event: &Event) -> Option<Option<u64>> {
-    let step = step_of(inst, answered_key(inst, event)?)?;
+    let (_, rest) = answered_key(inst, event)?;
+    let step: u64 = rest.split(':').next()?.parse().ok()?;
     (step < inst.run_started_step).then(|| event.payload.get("run").and_then(Value::as_u64))
 }
 
 /// The open task of `inst` that `event` answers (its completion, or its failure to open).
 pub(super) fn answered_task(inst: &Instance, event: &Event) -> Option<String> {
-    let key = answered_key(inst, event)?;
+    let (key, _) = answered_key(inst, event)?;
     inst.open_tasks.keys().find(|k| key == k.as_str() || key.strip_prefix(k.as_str()).is_some_and(|r| r.starts_with(':'))).cloned()
 }
 
