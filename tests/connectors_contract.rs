@@ -13,31 +13,11 @@ use keyflow::connectors::tasks::{Camunda7Tasks, Camunda8Tasks, Opened, TaskReque
 use keyflow::serde::{AvroSerde, Registry, RegistryConfig, SubjectStrategy};
 use serde_json::{json, Map, Value};
 use wiremock::matchers::{body_json, body_partial_json, body_string_contains, header, method, path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, ResponseTemplate};
 
-/// A recorded-HTTP server; the blocking clients call it from the test thread.
-struct Recorded {
-    rt: tokio::runtime::Runtime,
-    server: MockServer,
-}
-
-impl Recorded {
-    fn start() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let server = rt.block_on(MockServer::start());
-        Self { rt, server }
-    }
-    fn url(&self) -> String {
-        self.server.uri()
-    }
-    fn mount(&self, mock: Mock) {
-        self.rt.block_on(mock.mount(&self.server));
-    }
-    fn requests(&self, p: &str) -> Vec<Value> {
-        let all = self.rt.block_on(self.server.received_requests()).unwrap_or_default();
-        all.into_iter().filter(|r| r.url.path() == p).map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null)).collect()
-    }
-}
+#[path = "common/recorded.rs"]
+mod recorded;
+use recorded::Recorded;
 
 fn vars(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()

@@ -14,27 +14,11 @@ use keyflow::connectors::tasks::{Camunda7Tasks, Camunda8Tasks, TaskService};
 use keyflow::workflow::definition::InputFilter;
 use serde_json::{json, Map, Value};
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, ResponseTemplate};
 
-struct Recorded {
-    rt: tokio::runtime::Runtime,
-    server: MockServer,
-}
-
-impl Recorded {
-    fn start() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let server = rt.block_on(MockServer::start());
-        Self { rt, server }
-    }
-    fn mount(&self, m: Mock) {
-        self.rt.block_on(m.mount(&self.server));
-    }
-    fn calls(&self, p: &str) -> Vec<String> {
-        let all = self.rt.block_on(self.server.received_requests()).unwrap_or_default();
-        all.iter().filter(|r| r.url.path() == p).map(|r| r.method.to_string()).collect()
-    }
-}
+#[path = "common/recorded.rs"]
+mod recorded;
+use recorded::Recorded;
 
 fn http() -> reqwest::blocking::Client {
     client(Duration::from_secs(5)).unwrap()
@@ -61,8 +45,7 @@ fn camunda8_withdraws_a_task_by_cancelling_its_process_instance_once_or_finds_it
         "RESOURCE_EXHAUSTED",
         "Expected to handle REST API request, but the broker is out of resources",
     ))));
-    let c8 =
-        Camunda8Tasks { base_url: s.server.uri(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
+    let c8 = Camunda8Tasks { base_url: s.url(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
     c8.withdraw("2251799813690001").unwrap();
     c8.withdraw("2251799813690001").expect("already cancelled: withdrawn all the same");
     assert_eq!(s.calls(cancel), ["POST", "POST"]);
@@ -81,7 +64,7 @@ fn camunda7_withdraws_a_task_by_deleting_its_process_instance_and_a_gone_one_is_
         json!({"type": "InvalidRequestException", "message": "No process instance found for id 'c7d1e0a4-ed37-11f1-9420-02fc00000001'"}),
     )));
     let c7 = Camunda7Tasks {
-        base_url: format!("{}/engine-rest", s.server.uri()),
+        base_url: format!("{}/engine-rest", s.url()),
         http: http(),
         credentials: Credentials::Basic { user: "demo".into(), password: "demo".into() },
         process_key: "keyflow-human-task".into(),
@@ -106,7 +89,7 @@ fn node_at(version: &str) -> Value {
 }
 
 fn repo(s: &Recorded) -> Alfresco {
-    Alfresco { base_url: s.server.uri(), http: http(), credentials: Credentials::Basic { user: "admin".into(), password: "admin".into() } }
+    Alfresco { base_url: s.url(), http: http(), credentials: Credentials::Basic { user: "admin".into(), password: "admin".into() } }
 }
 
 fn approved() -> Map<String, Value> {
@@ -137,7 +120,7 @@ fn alfresco_write_back_of_a_superseded_version_is_refused_after_reading_the_node
     // The version it names is the current one: written, the node's aspects kept.
     repo(&s).update_node(NODE, &approved(), &["kf:workflow".into()], Some("1.1")).unwrap();
     assert_eq!(s.calls(NODES), ["GET", "GET", "GET", "PUT"]);
-    let put = s.rt.block_on(s.server.received_requests()).unwrap().into_iter().find(|r| r.method.as_str() == "PUT").unwrap();
+    let put = s.received().into_iter().find(|r| r.method.as_str() == "PUT").unwrap();
     let body: Value = serde_json::from_slice(&put.body).unwrap();
     assert_eq!(body["aspectNames"], json!(["cm:versionable", "cm:titled", "kf:workflow"]));
 }

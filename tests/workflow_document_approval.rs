@@ -4,24 +4,16 @@
 use std::path::Path;
 
 use keyflow::dlq;
-use keyflow::testing::{DriverConfig, StoredRecord, TopologyTestDriver};
+use keyflow::testing::{DriverConfig, TopologyTestDriver};
 use keyflow::workflow::{self, Instance};
 use serde_json::{json, Value};
 
 const NODE: &str = "node-1";
 const HOUR: i64 = 3_600_000;
 
-fn driver() -> TopologyTestDriver {
-    let def = workflow::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/document-approval.toml")).unwrap();
-    TopologyTestDriver::new(
-        workflow::compile(def, None).unwrap(),
-        DriverConfig { application_id: "docs".into(), ..DriverConfig::default() },
-    )
-}
-
-fn values(records: Vec<StoredRecord>) -> Vec<Value> {
-    records.into_iter().map(|r| serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()).collect()
-}
+#[path = "common/document_approval.rs"]
+mod document_approval;
+use document_approval::{driver, values};
 
 fn instance(d: &TopologyTestDriver, node: &str) -> Instance {
     serde_json::from_slice(&d.store_get("instances", node.as_bytes()).expect("instance exists")).unwrap()
