@@ -481,3 +481,44 @@ fn a_superseded_runs_camunda_task_is_cancelled_and_forgotten_by_the_poller() {
     let letter: Value = serde_json::from_slice(dead[0].value.as_deref().unwrap()).unwrap();
     assert_eq!((letter["command"].as_str(), letter["instanceId"].as_str()), (Some("withdraw"), Some("doc-3")));
 }
+
+/// A withdrawal finds its tasks among more open tasks than one page of the store's scan (1,000):
+/// 2,500 open tasks on two partitions, and the tasks withdrawn sort last and first.
+#[test]
+fn a_withdrawal_finds_its_tasks_past_a_page_of_open_tasks() {
+    let camunda = Camunda::start();
+    let start = "/engine-rest/process-definition/key/keyflow-human-task/start";
+    let business_key =
+        |r: &wiremock::Request| serde_json::from_slice::<Value>(&r.body).unwrap()["businessKey"].as_str().unwrap().to_owned();
+    camunda.answer_get("/engine-rest/history/process-instance", json!([]));
+    camunda.answer("/engine-rest/history/task", 200, json!([]));
+    camunda.rt.block_on(
+        Mock::given(method("POST"))
+            .and(path(start))
+            .respond_with(move |r: &wiremock::Request| {
+                ResponseTemplate::new(200).set_body_json(json!({"id": format!("p-{}", business_key(r))}))
+            })
+            .mount(&camunda.server),
+    );
+    let mut conn = connectors_driver(&format!(
+        "[tasks]\nbackend = \"camunda7\"\nurl = \"{}/engine-rest\"\npoll_interval_ms = 600000\n",
+        camunda.server.uri()
+    ));
+    let docs = 2500;
+    for i in 0..docs {
+        let command = json!({"name": "Review document", "idempotencyKey": format!("doc-{i}:4:0"), "instanceId": format!("doc-{i}"), "workflow": "document-approval"});
+        conn.pipe_json(TASKS, &format!("doc-{i}"), &command, conn.wall_clock());
+    }
+    assert_eq!(conn.store_entries(connectors::executor::OPEN_TASKS).len(), docs);
+    // `p-doc-999:4:0` sorts last of its partition's ids, `p-doc-0:4:0` first.
+    for doc in ["doc-999", "doc-0"] {
+        camunda.answer_delete(&format!("/engine-rest/process-instance/p-{doc}:4:0"), 204);
+        let withdraw = json!({"command": "withdraw", "tasks": [{"idempotencyKey": format!("{doc}:4:0"), "name": "Review document"}],
+                              "reason": "run 1 superseded by run 2", "instanceId": doc, "idempotencyKey": format!("{doc}:6:withdraw"), "run": 1});
+        conn.pipe_json(TASKS, doc, &withdraw, conn.wall_clock());
+        assert_eq!(camunda.calls(&format!("/engine-rest/process-instance/p-{doc}:4:0")), 1, "{doc} cancelled");
+    }
+    let open = conn.store_entries(connectors::executor::OPEN_TASKS);
+    assert_eq!(open.len(), docs - 2);
+    assert!(!open.contains_key(b"p-doc-999:4:0".as_slice()) && !open.contains_key(b"p-doc-0:4:0".as_slice()));
+}
