@@ -131,6 +131,48 @@ fn stop(mut child: Child) {
     assert!(!err.contains("panicked"), "a member panicked:\n{err}");
 }
 
+/// Whether the members behind `consoles` own every partition of the input once between them and
+/// none is restoring: a listing asked meanwhile may be refused with 503 (ask again).
+fn settled(consoles: &[u16]) -> bool {
+    let mut owned = Vec::new();
+    for port in consoles {
+        let r = reqwest::blocking::Client::new().get(format!("http://127.0.0.1:{port}/api/health")).bearer_auth(TOKEN).send();
+        let Ok(r) = r else { return false };
+        let Ok(h) = r.json::<Value>() else { return false };
+        let me = &h["instances"][0];
+        if me["restoring"] != false || me["running"] != true {
+            return false;
+        }
+        owned.extend(me["partitions"].as_array().into_iter().flatten().filter_map(Value::as_i64));
+    }
+    owned.sort();
+    owned == [0, 1, 2, 3]
+}
+
+/// Every id a console lists at `path`, page by page. A page answered 503 is asked again, as the
+/// console asks its users to; any other refusal fails the test with what the console said.
+fn list_all(port: u16, path: &str) -> Vec<String> {
+    let (mut ids, mut after) = (Vec::new(), String::new());
+    loop {
+        let url = format!("http://127.0.0.1:{port}{path}&after={after}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let page: Value = loop {
+            let r = reqwest::blocking::Client::new().get(&url).bearer_auth(TOKEN).send().unwrap();
+            let (code, body) = (r.status().as_u16(), r.text().unwrap());
+            match code {
+                200 => break serde_json::from_str(&body).unwrap(),
+                503 if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                _ => panic!("the console refused {url}: {code} {body}"),
+            }
+        };
+        ids.extend(page["instances"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => return ids,
+        }
+    }
+}
+
 fn paid(keys: &[String]) -> Vec<(&str, &str)> {
     keys.iter().map(|k| (k.as_str(), "paid")).collect()
 }
@@ -175,23 +217,16 @@ fn a_rolling_deploy_of_a_new_version_and_a_migration_while_events_flow_lose_and_
         assert!(matches!((now[k].version, now[k].state.as_str()), (1, "paid") | (2, "payment-received")), "{k}: {:?}", now[k]);
     }
 
-    // The console lists the instances in a state of a version, 50 a page: the three members'
-    // lists together are exactly the version-1 orders still in `paid`.
+    // The console lists the instances in a state of a version, 50 a page: once the group has
+    // settled, the three members' lists together are exactly the version-1 orders still in `paid`.
     let in_paid: std::collections::BTreeSet<String> =
         app.instances().into_iter().filter(|(_, i)| i.version == 1 && i.state == "paid").map(|(k, _)| k).collect();
+    let consoles = [console, b_console, c_console];
+    wait_until("the group settled: each partition on one member, none restoring", Duration::from_secs(60), || settled(&consoles));
     let mut listed = std::collections::BTreeSet::new();
-    for port in [console, b_console, c_console] {
-        let mut after = String::new();
-        loop {
-            let url = format!("http://127.0.0.1:{port}/api/workflows/{}/instances?state=paid&version=1&limit=50&after={after}", app.name);
-            let page: Value = reqwest::blocking::Client::new().get(url).bearer_auth(TOKEN).send().unwrap().json().unwrap();
-            for i in page["instances"].as_array().unwrap() {
-                assert!(listed.insert(i["id"].as_str().unwrap().to_owned()), "listed twice: {i}");
-            }
-            match page["next"].as_str() {
-                Some(next) => after = next.to_owned(),
-                None => break,
-            }
+    for port in consoles {
+        for id in list_all(port, &format!("/api/workflows/{}/instances?state=paid&version=1&limit=50", app.name)) {
+            assert!(listed.insert(id.clone()), "listed twice: {id}");
         }
     }
     assert_eq!(listed, in_paid);
