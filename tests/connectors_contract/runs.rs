@@ -1,28 +1,14 @@
 //! Contract tests of the calls runs of an instance need, against recorded services whose
-//! requests and answers follow the vendors' published specs (as `connectors_contract.rs`):
+//! requests and answers follow the vendors' published specs (as the other modules):
 //! withdrawing a task (Camunda 8.8 `rest-api.yaml`: `POST /v2/process-instances/{key}/cancellation`;
 //! Camunda 7.24 REST: `DELETE /process-instance/{id}`), a write-back refused for a superseded
 //! version (Alfresco `alfresco-core.yaml`: `GET /nodes/{nodeId}`, `cm:versionLabel` in
 //! `properties`), and the one rule for which repository events are content changes.
 
-use std::time::Duration;
-
-use keyflow::connectors::alfresco::{self, Alfresco, Change};
-use keyflow::connectors::auth::Credentials;
-use keyflow::connectors::http::{client, CallError};
-use keyflow::connectors::tasks::{Camunda7Tasks, Camunda8Tasks, TaskService};
+use keyflow::connectors::alfresco::Change;
 use keyflow::workflow::definition::InputFilter;
-use serde_json::{json, Map, Value};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 
-#[path = "common/recorded.rs"]
-mod recorded;
-use recorded::Recorded;
-
-fn http() -> reqwest::blocking::Client {
-    client(Duration::from_secs(5)).unwrap()
-}
+use super::*;
 
 /// Camunda 8.8 `ProblemDetail`.
 fn problem(status: u16, title: &str, detail: &str) -> Value {
