@@ -18,6 +18,7 @@ use keyflow::connectors::auth::Credentials;
 use keyflow::connectors::decision::{Camunda7 as Camunda7Decisions, DecisionService};
 use keyflow::connectors::tasks::{Camunda7Tasks, Opened, TaskRequest, TaskService};
 use keyflow::runtime::Instance;
+use keyflow::testing::{DriverConfig, TopologyTestDriver};
 use serde_json::{json, Map, Value};
 
 fn root() -> &'static Path {
@@ -110,11 +111,11 @@ fn a_task_is_created_once_reassigned_completed_by_a_rest_call_and_read_back_from
     assert_eq!(engine.get(&format!("task/{user_task}"), &[]).unwrap()["assignee"], "bob");
 
     // Nothing completed yet.
-    assert!(c7.completed(&[opened(&id, "doc-1:4:0")]).unwrap().is_empty());
+    assert!(c7.finished(&[opened(&id, "doc-1:4:0")]).unwrap().completed.is_empty());
     // bob completes it in his task list (a REST call, as Tasklist makes it).
     let answer = json!({"variables": {"approved": {"value": true, "type": "Boolean"}, "comment": {"value": "fine", "type": "String"}}});
     engine.post(&format!("task/{user_task}/complete"), &answer).unwrap();
-    let done = c7.completed(&[opened(&id, "doc-1:4:0")]).unwrap();
+    let done = c7.finished(&[opened(&id, "doc-1:4:0")]).unwrap().completed;
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(done[0].task_id, id);
     assert_eq!(done[0].completed_by.as_deref(), Some("bob"));
@@ -135,12 +136,12 @@ fn a_task_is_created_once_reassigned_completed_by_a_rest_call_and_read_back_from
     let third = c7.create(&review("doc-3:4:0", None)).unwrap();
     c7.complete(&other, &vars(json!({"approved": false}))).unwrap();
     let asked = [opened(&id, "doc-1:4:0"), opened(&other, "doc-2:4:0"), opened(&third, "doc-3:4:0")];
-    let done = c7.completed(&asked).unwrap();
+    let done = c7.finished(&asked).unwrap().completed;
     assert_eq!(done.iter().map(|c| c.task_id.as_str()).collect::<BTreeSet<_>>(), BTreeSet::from([id.as_str(), other.as_str()]));
     assert_eq!(done.iter().find(|c| c.task_id == other).unwrap().variables, vars(json!({"approved": false})), "each its own answer");
     // A task cancelled in the engine is no completion.
     engine.delete(&format!("process-instance/{third}")).unwrap();
-    assert!(c7.completed(&asked[2..]).unwrap().is_empty());
+    assert!(c7.finished(&asked[2..]).unwrap().completed.is_empty());
     // A task with no open user task any more is refused, not retried.
     assert!(matches!(c7.assign(&other, "carol"), Err(connectors::http::CallError::Rejected { status: 404, .. })));
 }
@@ -354,13 +355,93 @@ fn five_hundred_tasks_completed_within_a_minute_are_each_answered_once_with_boun
     assert!(calls <= bound, "{calls} history calls for {docs} completions over {polls} partition polls, over the bound of {bound}");
 }
 
+/// The connectors of the reference workflow on a test driver, with their tasks in `engine`,
+/// polled for every second of the driver's wall clock.
+fn connectors_driver(engine: &Camunda7) -> TopologyTestDriver {
+    let text = format!(
+        "workflow = {:?}\n[tasks]\nbackend = \"camunda7\"\nurl = \"{}\"\npoll_interval_ms = 1000\n[tasks.auth]\ntype = \"basic\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
+        root().join("topologies/document-approval.toml").display().to_string(),
+        engine.url
+    );
+    let config: keyflow::connectors::ConnectorsConfig = toml::from_str(&text).unwrap();
+    TopologyTestDriver::new(
+        connectors::topology(&config, None).unwrap(),
+        DriverConfig { application_id: "conn".into(), ..DriverConfig::default() },
+    )
+}
+
+/// Operators end tasks in Cockpit, outside keyflow: 200 of 250 open tasks' process instances
+/// deleted, one restarted by a process instance modification (its user task ended and opened
+/// again), one completed. The poller answers each deleted one once, as a `task_cancelled` error
+/// event, and stops asking about it; the modified one stays open and its completion is answered.
+#[test]
+fn tasks_whose_process_instance_is_deleted_in_the_engine_are_answered_as_cancelled_once_and_forgotten() {
+    let engine = Camunda7::start();
+    tasks(&engine);
+    let mut conn = connectors_driver(&engine);
+    let (docs, deleted) = (250, 200);
+    let now = conn.wall_clock();
+    for i in 0..docs {
+        let (_, key, value) =
+            connectors_app::command(i, json!({"name": "Review document", "idempotencyKey": format!("doc-{i}:4:0"), "run": 1}));
+        conn.pipe_input(TASKS, Some(key.as_bytes()), Some(&value), now);
+    }
+    let process = |i: usize| {
+        let found = engine.get("history/process-instance", &[("processInstanceBusinessKey", &format!("doc-{i}:4:0"))]).unwrap();
+        found[0]["id"].as_str().unwrap_or_else(|| panic!("doc-{i}'s task is in the engine: {found}")).to_owned()
+    };
+    for i in 0..deleted {
+        engine.delete(&format!("process-instance/{}", process(i))).unwrap();
+    }
+    let (modified, completed) = (process(deleted), process(deleted + 1));
+    engine
+        .post(
+            &format!("process-instance/{modified}/modification"),
+            &json!({"instructions": [{"type": "cancel", "activityId": "task"}, {"type": "startBeforeActivity", "activityId": "task"}]}),
+        )
+        .unwrap();
+    let approve = json!({"variables": {"approved": {"value": true, "type": "Boolean"}}});
+    let user_task = |p: &str| engine.get("task", &[("processInstanceId", p)]).unwrap()[0]["id"].as_str().unwrap().to_owned();
+    engine.post(&format!("task/{}/complete", user_task(&completed)), &approve).unwrap();
+
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        conn.advance_wall_clock(1500);
+        answers.extend(conn.read_output(TASK_RESULTS));
+    }
+    let answers: Vec<Value> = answers.iter().map(|r| serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()).collect();
+    let cancelled: BTreeSet<String> =
+        answers.iter().filter(|a| a["error"] == "task_cancelled").map(|a| a["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(cancelled, (0..deleted).map(|i| format!("doc-{i}:4:0:cancelled")).collect(), "each deleted task answered");
+    assert_eq!(
+        answers.len(),
+        deleted + 1,
+        "each once, with the one completion: {:?}",
+        answers.iter().map(|a| &a["id"]).collect::<Vec<_>>()
+    );
+    let first = answers.iter().find(|a| a["id"] == "doc-0:4:0:cancelled").unwrap();
+    assert_eq!((&first["idempotencyKey"], &first["run"], &first["instanceId"]), (&json!("doc-0:4:0"), &json!(1), &json!("doc-0")));
+    let reason = first["reason"].as_str().unwrap();
+    assert!(reason.contains("Review document") && reason.contains("EXTERNALLY_TERMINATED"), "{reason}");
+    assert!(answers.iter().any(|a| a["id"] == format!("doc-{}:4:0:completed", deleted + 1) && a["variables"]["approved"] == "true"));
+    assert_eq!(conn.store_entries(connectors::executor::OPEN_TASKS).len(), docs - deleted - 1, "the cancelled are no longer asked about");
+    assert!(conn.read_output("conn-dlq").is_empty());
+
+    // The modified instance's new user task is the same keyflow task: its completion is answered.
+    engine.post(&format!("task/{}/complete", user_task(&modified)), &approve).unwrap();
+    conn.advance_wall_clock(1500);
+    let last: Vec<Value> =
+        conn.read_output(TASK_RESULTS).iter().map(|r| serde_json::from_slice(r.value.as_deref().unwrap()).unwrap()).collect();
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert_eq!(last[0]["id"], format!("doc-{deleted}:4:0:completed"));
+}
+
 /// A new version of the document supersedes the run whose review task is open in Camunda: the
 /// connectors cancel the task's process instance on the real engine, which then shows it
 /// terminated and refuses to complete its task; the run-1 answer the poller could still bring is
 /// never applied to run 2.
 #[test]
 fn a_superseded_runs_task_is_withdrawn_from_the_engine_and_cannot_be_completed() {
-    use keyflow::testing::{DriverConfig, TopologyTestDriver};
     let engine = Camunda7::start();
     let c7 = tasks(&engine);
     let definition = root().join("topologies/document-approval.toml");
@@ -368,16 +449,7 @@ fn a_superseded_runs_task_is_withdrawn_from_the_engine_and_cannot_be_completed()
         keyflow::workflow::compile(keyflow::workflow::load(&definition).unwrap(), None).unwrap(),
         DriverConfig { application_id: "docs".into(), ..DriverConfig::default() },
     );
-    let text = format!(
-        "workflow = {:?}\n[tasks]\nbackend = \"camunda7\"\nurl = \"{}\"\npoll_interval_ms = 1000\n[tasks.auth]\ntype = \"basic\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
-        definition.display().to_string(),
-        engine.url
-    );
-    let config: keyflow::connectors::ConnectorsConfig = toml::from_str(&text).unwrap();
-    let mut conn = TopologyTestDriver::new(
-        connectors::topology(&config, None).unwrap(),
-        DriverConfig { application_id: "conn".into(), ..DriverConfig::default() },
-    );
+    let mut conn = connectors_driver(&engine);
     let shuttle = |from: &mut TopologyTestDriver, topic: &str, to: &mut TopologyTestDriver| {
         let records = from.read_output(topic);
         for r in &records {

@@ -412,3 +412,34 @@ fn a_run_that_ends_withdraws_only_the_tasks_left_open() {
     let keys: Vec<&str> = withdraw["tasks"].as_array().unwrap().iter().map(|t| t["idempotencyKey"].as_str().unwrap()).collect();
     assert_eq!(keys, vec![opened[1]["idempotencyKey"].as_str().unwrap()], "the answered task is not withdrawn");
 }
+
+/// A task cancelled in the engine, outside keyflow, is answered `task_cancelled` by the poller
+/// (`tests/camunda7.rs`). The reference workflow has no transition for it: the answer of the
+/// run waiting for the task is a dead letter naming the task, and the instance waits on (its
+/// escalation still runs); the same answer for a superseded run is a late answer, noted.
+#[test]
+fn a_task_cancelled_in_the_engine_is_a_dead_letter_that_names_it_unless_its_run_is_over() {
+    let mut d = driver();
+    upload(&mut d);
+    to_decision(&mut d, 1, "manual");
+    let task = last_key(&mut d, TASKS);
+    let cancelled = |key: &str, run: u64| {
+        json!({"id": format!("{key}:cancelled"), "error": "task_cancelled", "idempotencyKey": key, "run": run, "name": "Review document",
+               "reason": "task `Review document` was cancelled in the engine: its process instance p-1 was cancelled in Camunda 7 (EXTERNALLY_TERMINATED)"})
+    };
+    pipe(&mut d, "document-approval.task-results", cancelled(&task, 1));
+    let dead = d.read_output(DLQ);
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0].headers.last_str("keyflow.dlq.error.message").unwrap_or_default().to_owned();
+    assert!(reason.contains("task_cancelled"), "{reason}");
+    assert_eq!(instance(&d).state, "review", "the instance waits on");
+    assert!(instance(&d).open_tasks.contains_key(&task));
+    d.advance_wall_clock(49 * HOUR);
+    assert_eq!(instance(&d).state, "escalated", "its escalation still runs");
+
+    // A new version supersedes run 1; the engine's cancellation of run 1's task comes after.
+    new_version(&mut d, "ev-2", "1.1");
+    pipe(&mut d, "document-approval.task-results", cancelled(&task, 1));
+    assert!(d.read_output(DLQ).is_empty(), "run 1 no longer waits for it");
+    assert!(instance(&d).history.last().unwrap().note.as_deref().unwrap().starts_with("a late answer of run 1"));
+}

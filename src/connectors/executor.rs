@@ -27,7 +27,7 @@ use super::alfresco::Alfresco;
 use super::decision::DecisionService;
 use super::http::CallError;
 use super::resilience::{Attempts, CircuitBreaker, RetryPolicy};
-use super::tasks::{Completed, Opened, TaskRequest, TaskService, COMPLETED_PAGE};
+use super::tasks::{Cancelled, Completed, Opened, TaskRequest, TaskService, COMPLETED_PAGE};
 use crate::config::Secret;
 use crate::processor::{Context, Error, Processor};
 use crate::record::Record;
@@ -428,11 +428,14 @@ impl CommandProcessor {
                 open.push(Opened { task_id: String::from_utf8_lossy(id).into_owned(), idempotency_key: task.idempotency_key });
             }
             if !open.is_empty() {
-                match service.completed(&open) {
+                match service.finished(&open) {
                     Ok(done) => {
                         asked += 1;
-                        for c in done {
+                        for c in done.completed {
                             self.answer(ctx, c, p)?;
+                        }
+                        for c in done.cancelled {
+                            self.cancelled(ctx, c, p)?;
                         }
                     }
                     Err(e @ CallError::Rejected { .. }) => {
@@ -450,15 +453,37 @@ impl CommandProcessor {
     }
 
     fn answer(&self, ctx: &mut Context<'_>, c: Completed, p: &mut PollerState) -> Result<(), Error> {
-        let Some(open) = ctx.get_json::<OpenTask>(OPEN_TASKS, &c.task_id)? else { return Ok(()) };
-        ctx.store(OPEN_TASKS)?.delete(c.task_id.as_bytes())?;
-        p.open = p.open.saturating_sub(1);
+        let Some(open) = Self::forget(ctx, &c.task_id, p)? else { return Ok(()) };
         let answer = json!({"id": format!("{}:completed", open.idempotency_key), "idempotencyKey": open.idempotency_key, "run": open.run, "taskId": c.task_id, "name": open.name,
                             "completedBy": c.completed_by, "completedAt": c.completed_at, "variables": Value::Object(stringly(&c.variables)), "instanceId": open.instance_id});
         if let Some(sink) = &self.result_sink {
             ctx.forward_to(sink, Record::new(open.instance_id, answer, c.completed_at));
         }
         Ok(())
+    }
+
+    /// A task cancelled in the engine, outside keyflow: no one can complete it now, so it is no
+    /// longer asked about, and the workflow hears of it as an error event (`task_cancelled`),
+    /// which it takes with an `on_error` transition or dead-letters with the reason.
+    fn cancelled(&self, ctx: &mut Context<'_>, c: Cancelled, p: &mut PollerState) -> Result<(), Error> {
+        let Some(open) = Self::forget(ctx, &c.task_id, p)? else { return Ok(()) };
+        tracing::warn!(task = %c.task_id, instance = %open.instance_id, name = %open.name, reason = %c.reason, "a task was cancelled in the engine, outside keyflow");
+        let reason = format!("task `{}` was cancelled in the engine: {}", open.name, c.reason);
+        let answer = json!({"id": format!("{}:cancelled", open.idempotency_key), "error": "task_cancelled", "reason": reason, "idempotencyKey": open.idempotency_key,
+                            "run": open.run, "taskId": c.task_id, "name": open.name, "instanceId": open.instance_id});
+        if let Some(sink) = &self.result_sink {
+            let now = ctx.wall_clock_time();
+            ctx.forward_to(sink, Record::new(open.instance_id, answer, now));
+        }
+        Ok(())
+    }
+
+    /// Removes an open task from the poller's store and count; the entry, if it was open.
+    fn forget(ctx: &mut Context<'_>, task_id: &str, p: &mut PollerState) -> Result<Option<OpenTask>, Error> {
+        let Some(open) = ctx.get_json::<OpenTask>(OPEN_TASKS, task_id)? else { return Ok(None) };
+        ctx.store(OPEN_TASKS)?.delete(task_id.as_bytes())?;
+        p.open = p.open.saturating_sub(1);
+        Ok(Some(open))
     }
 }
 

@@ -1,10 +1,12 @@
 //! Alfresco Content Services: the write-back, its logins, and repository events.
 
+use keyflow::connectors::alfresco;
+
 use super::*;
 
 /// Alfresco's `Error` (`alfresco-core.yaml`, definitions): `statusCode`, `briefSummary`,
 /// `stackTrace` and `descriptionURL` required, `errorKey` and `logId` optional.
-fn alfresco_error(status: u16, key: &str, summary: &str) -> Value {
+pub(super) fn alfresco_error(status: u16, key: &str, summary: &str) -> Value {
     json!({"error": {"errorKey": key, "statusCode": status, "briefSummary": summary,
         "stackTrace": "For security reasons the stack trace is no longer displayed, but the property is kept for previous versions",
         "descriptionURL": "https://api-explorer.alfresco.com", "logId": "1f3c2b6e-6d1d-4a5e-9b4f-0c8e6d2a7f11"}})

@@ -81,14 +81,31 @@ fn tasks_are_processes_keyed_by_the_idempotency_key_and_read_back_from_the_histo
     s.mount(
         Mock::given(method("POST"))
             .and(path("/engine-rest/history/task"))
-            .and(query_param("maxResults", "4"))
-            // The page of keys in the body (`HistoricTaskInstanceQueryDto.processInstanceBusinessKeyIn`).
-            .and(body_json(json!({"processDefinitionKey": "keyflow-human-task", "processInstanceBusinessKeyIn": ["node-1:4:0", "node-2:4:0"],
-                                  "finished": true, "taskDeleteReason": "completed"})))
+            .and(query_param("maxResults", "6"))
+            // The page of keys in the body (`HistoricTaskInstanceQueryDto.processInstanceBusinessKeyIn`),
+            // every finished task: completed, or deleted.
+            .and(body_json(json!({"processDefinitionKey": "keyflow-human-task", "processInstanceBusinessKeyIn": ["node-1:4:0", "node-2:4:0", "node-3:4:0"],
+                                  "finished": true})))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!([
                 {"id": user_task, "processInstanceId": id, "name": "Review document", "assignee": "alice", "startTime": "2026-11-25T10:00:00.000+0000", "endTime": "2026-11-25T11:05:00.000+0100", "deleteReason": "completed"},
-                {"id": "u-other", "processInstanceId": "p-other", "name": "Review document", "assignee": null, "endTime": "2026-11-25T10:06:00.000+0000", "deleteReason": "deleted"}
+                // Its process instance was deleted in Cockpit.
+                {"id": "u-other", "processInstanceId": "p-other", "name": "Review document", "assignee": null, "endTime": "2026-11-25T10:06:00.000+0000", "deleteReason": "deleted"},
+                // Ended by a process instance modification that started it again: still open.
+                {"id": "u-moved", "processInstanceId": "p-moved", "name": "Review document", "assignee": null, "endTime": "2026-11-25T10:07:00.000+0000", "deleteReason": "Process instance modification"}
             ]))),
+    );
+    // Which of the deleted tasks' process instances ended: `HistoricProcessInstanceQueryDto`
+    // by `processInstanceIds`; `state` of `HistoricProcessInstanceDto`.
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/engine-rest/history/process-instance"))
+            .and(query_param("maxResults", "2"))
+            .and(body_json(json!({"processInstanceIds": ["p-moved", "p-other"], "finished": true})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+                {"id": "p-other", "businessKey": "node-2:4:0", "processDefinitionKey": "keyflow-human-task", "startTime": "2026-11-25T10:00:00.000+0000",
+                 "endTime": "2026-11-25T10:06:00.000+0000", "deleteReason": null, "state": "EXTERNALLY_TERMINATED"}
+            ])))
+            .expect(1),
     );
     s.mount(
         Mock::given(method("POST"))
@@ -134,8 +151,18 @@ fn tasks_are_processes_keyed_by_the_idempotency_key_and_read_back_from_the_histo
     let asked = [
         Opened { task_id: id.into(), idempotency_key: "node-1:4:0".into() },
         Opened { task_id: "p-other".into(), idempotency_key: "node-2:4:0".into() },
+        Opened { task_id: "p-moved".into(), idempotency_key: "node-3:4:0".into() },
     ];
-    let done = c7.completed(&asked).unwrap();
+    let finished = c7.finished(&asked).unwrap();
+    assert_eq!(
+        finished.cancelled,
+        [Cancelled {
+            task_id: "p-other".into(),
+            reason: "its process instance p-other was cancelled in Camunda 7 (EXTERNALLY_TERMINATED)".into()
+        }],
+        "a modified instance's task is still open"
+    );
+    let done = finished.completed;
     assert_eq!(done.len(), 1, "a deleted task is not a completion");
     assert_eq!(done[0].task_id, id);
     assert_eq!(done[0].completed_at, since + 5 * 60_000, "+0100 offsets are read");

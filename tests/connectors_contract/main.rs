@@ -13,11 +13,11 @@ mod runs;
 
 use std::time::Duration;
 
-use keyflow::connectors::alfresco::{self, Alfresco};
+use keyflow::connectors::alfresco::Alfresco;
 use keyflow::connectors::auth::{AuthConfig, Credentials, OAuthConfig};
 use keyflow::connectors::decision::{Camunda7, Camunda8, DecisionService};
 use keyflow::connectors::http::{client, CallError};
-use keyflow::connectors::tasks::{Camunda7Tasks, Camunda8Tasks, Opened, TaskRequest, TaskService};
+use keyflow::connectors::tasks::{Camunda7Tasks, Camunda8Tasks, Cancelled, Finished, Opened, TaskRequest, TaskService};
 use keyflow::serde::{AvroSerde, Registry, RegistryConfig, SubjectStrategy};
 use serde_json::{json, Map, Value};
 use wiremock::matchers::{body_json, body_partial_json, body_string_contains, header, method, path, query_param};
@@ -80,7 +80,7 @@ fn refused_logins_wait_for_an_operator_instead_of_failing_the_command() {
 
     let s = Recorded::start();
     s.mount(Mock::given(method("POST")).and(path("/alfresco/api/-default-/public/authentication/versions/1/tickets")).respond_with(
-        ResponseTemplate::new(403).set_body_json(alfresco_error(403, "framework.exception.ApiDefault", "10250004 Login failed")),
+        ResponseTemplate::new(403).set_body_json(alfresco::alfresco_error(403, "framework.exception.ApiDefault", "10250004 Login failed")),
     ));
     s.mount(Mock::given(method("PUT")).respond_with(ResponseTemplate::new(200)).expect(0));
     let repo = Alfresco {
@@ -88,7 +88,7 @@ fn refused_logins_wait_for_an_operator_instead_of_failing_the_command() {
         http: http(),
         credentials: Credentials::new(
             &AuthConfig::Ticket { user: "keyflow".into(), password: "wrong".into() },
-            &alfresco::ticket_url(&s.url()),
+            &keyflow::connectors::alfresco::ticket_url(&s.url()),
         ),
     };
     match repo.update_node("d1e0c1a3-4b5e-4f2a-9a63-7c2f0d6b1e01", &Map::new(), &[], None) {

@@ -5,7 +5,7 @@
 //! version (Alfresco `alfresco-core.yaml`: `GET /nodes/{nodeId}`, `cm:versionLabel` in
 //! `properties`), and the one rule for which repository events are content changes.
 
-use keyflow::connectors::alfresco::Change;
+use keyflow::connectors::alfresco::{self, Change};
 use keyflow::workflow::definition::InputFilter;
 
 use super::*;
