@@ -46,6 +46,10 @@ const POLL_PAGES: usize = 10;
 /// How long one poll may go on asking (it holds the stream thread): past it, the poll ends after
 /// the page it is on, and the next one goes on from there.
 const POLL_BUDGET: Duration = Duration::from_secs(2);
+/// Every how many polls a poll also asks about one page of open tasks (its own cursor going
+/// round them all) whether the engine cancelled them: a cancellation outside keyflow is rare, and
+/// the question is one more query, so it is asked at a tenth of the completions' pace.
+const CANCELLED_EVERY: u64 = 10;
 
 /// What a command asks for.
 pub enum Perform {
@@ -105,6 +109,13 @@ struct PollerState {
     /// Polls failed in a row: the next one waits longer.
     #[serde(default)]
     failures: u32,
+    /// Polls made: every [`CANCELLED_EVERY`]th also asks which tasks were cancelled.
+    #[serde(default)]
+    polls: u64,
+    /// The last open task asked about by the last sweep for cancelled tasks, when it stopped
+    /// before the end of them.
+    #[serde(default)]
+    sweep_after: Option<String>,
 }
 
 impl CommandProcessor {
@@ -416,26 +427,23 @@ impl CommandProcessor {
     fn poll(&self, ctx: &mut Context<'_>, service: &dyn TaskService, p: &mut PollerState) -> Result<usize, PollError> {
         let started = std::time::Instant::now();
         let mut asked = 0;
+        if p.polls.is_multiple_of(CANCELLED_EVERY) {
+            self.sweep(ctx, service, p)?;
+        }
+        p.polls = p.polls.wrapping_add(1);
         for _ in 0..POLL_PAGES {
             if started.elapsed() >= POLL_BUDGET {
                 break;
             }
             let from = p.resume_after.as_ref().map_or_else(Vec::new, |last| [last.as_bytes(), b"\0"].concat());
             let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], COMPLETED_PAGE)?;
-            let mut open = Vec::with_capacity(page.len());
-            for (id, value) in &page {
-                let task = OpenTask::read(value)?;
-                open.push(Opened { task_id: String::from_utf8_lossy(id).into_owned(), idempotency_key: task.idempotency_key });
-            }
+            let open = opened(&page)?;
             if !open.is_empty() {
-                match service.finished(&open) {
+                match service.completed(&open) {
                     Ok(done) => {
                         asked += 1;
-                        for c in done.completed {
+                        for c in done {
                             self.answer(ctx, c, p)?;
-                        }
-                        for c in done.cancelled {
-                            self.cancelled(ctx, c, p)?;
                         }
                     }
                     Err(e @ CallError::Rejected { .. }) => {
@@ -462,6 +470,27 @@ impl CommandProcessor {
         Ok(())
     }
 
+    /// One page of open tasks, from where the last sweep stopped, asked whether the engine
+    /// cancelled them. Best effort: a failure holds back no completion, and a later sweep asks
+    /// about the same page again.
+    fn sweep(&self, ctx: &mut Context<'_>, service: &dyn TaskService, p: &mut PollerState) -> Result<(), Error> {
+        let from = p.sweep_after.as_ref().map_or_else(Vec::new, |last| [last.as_bytes(), b"\0"].concat());
+        let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], COMPLETED_PAGE)?;
+        let open = opened(&page)?;
+        match service.cancelled(&open) {
+            Ok(gone) => {
+                p.sweep_after = (page.len() == COMPLETED_PAGE).then(|| open.last().map(|o| o.task_id.clone())).flatten();
+                for c in gone {
+                    self.cancelled(ctx, c, p)?;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(reason = %e, tasks = open.len(), "asking which tasks were cancelled in the engine failed; asked again later")
+            }
+        }
+        Ok(())
+    }
+
     /// A task cancelled in the engine, outside keyflow: no one can complete it now, so it is no
     /// longer asked about, and the workflow hears of it as an error event (`task_cancelled`),
     /// which it takes with an `on_error` transition or dead-letters with the reason.
@@ -472,8 +501,8 @@ impl CommandProcessor {
         let answer = json!({"id": format!("{}:cancelled", open.idempotency_key), "error": "task_cancelled", "reason": reason, "idempotencyKey": open.idempotency_key,
                             "run": open.run, "taskId": c.task_id, "name": open.name, "instanceId": open.instance_id});
         if let Some(sink) = &self.result_sink {
-            let now = ctx.wall_clock_time();
-            ctx.forward_to(sink, Record::new(open.instance_id, answer, now));
+            let at = c.at.unwrap_or_else(|| ctx.wall_clock_time());
+            ctx.forward_to(sink, Record::new(open.instance_id, answer, at));
         }
         Ok(())
     }
@@ -485,6 +514,16 @@ impl CommandProcessor {
         p.open = p.open.saturating_sub(1);
         Ok(Some(open))
     }
+}
+
+/// The tasks of a page of [`OPEN_TASKS`], as a task service is asked about them.
+fn opened(page: &crate::state::Entries) -> Result<Vec<Opened>, Error> {
+    page.iter()
+        .map(|(id, value)| {
+            let task = OpenTask::read(value)?;
+            Ok(Opened { task_id: String::from_utf8_lossy(id).into_owned(), idempotency_key: task.idempotency_key })
+        })
+        .collect()
 }
 
 /// Why a poll stopped: a call to the task service (retried at the next poll), or the state

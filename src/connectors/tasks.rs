@@ -43,22 +43,17 @@ pub struct Opened {
     pub idempotency_key: String,
 }
 
-/// What became of the open tasks asked about: those a person completed, and those whose process
-/// instance was cancelled in the engine, outside keyflow (an operator in Cockpit or Operate).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Finished {
-    pub completed: Vec<Completed>,
-    pub cancelled: Vec<Cancelled>,
-}
-
-/// A task whose process instance the engine ended without its completion: it can never be
-/// completed. The poller answers it as a `task_cancelled` error event.
+/// A task whose process instance the engine ended without its completion (an operator cancelled
+/// it in Cockpit or Operate, outside keyflow): no one can complete it now. The poller answers it
+/// as a `task_cancelled` error event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cancelled {
     /// The id [`TaskService::create`] returned.
     pub task_id: String,
     /// What the engine says became of it.
     pub reason: String,
+    /// When its process instance ended, ms since the epoch, if the engine says.
+    pub at: Option<i64>,
 }
 
 /// A completed task: the poller answers it as a `task.completed` event.
@@ -78,19 +73,24 @@ pub trait TaskService: Send + Sync {
     /// # Errors
     /// [`CallError`].
     fn create(&self, task: &TaskRequest) -> Result<String, CallError>;
-    /// Those of `tasks` that ended: completed by a person, or cancelled in the engine; each once,
-    /// in no particular order. One query for the page of tasks (callers pass [`COMPLETED_PAGE`]
-    /// at most), then the answers' reads: one paged query for all of them (Camunda 7), one per
-    /// completed task (Camunda 8, whose variables are searched per user task).
+    /// Those of `tasks` a person has completed, each once, in no particular order. One query
+    /// for the page of tasks (callers pass [`COMPLETED_PAGE`] at most), then the answers' reads:
+    /// one paged query for all of them (Camunda 7), one per completed task (Camunda 8, whose
+    /// variables are searched per user task).
     ///
-    /// A user task the engine ended without a completion is not enough to call the task
-    /// cancelled: a process instance modification ends it and starts another in the same
-    /// process instance, which a person may still complete. Only a process instance that has
-    /// ended terminated is: one more query, for those tasks alone, and only when the page has any.
+    /// A task cancelled in the engine is not reported here: see [`TaskService::cancelled`].
     ///
     /// # Errors
     /// [`CallError`].
-    fn finished(&self, tasks: &[Opened]) -> Result<Finished, CallError>;
+    fn completed(&self, tasks: &[Opened]) -> Result<Vec<Completed>, CallError>;
+    /// Those of `tasks` whose process instance has ended terminated (cancelled in the engine):
+    /// one query for the page, a row per process instance. A user task ended on its own is not
+    /// enough: a process instance modification ends it and opens it again in the same process
+    /// instance, which a person may still complete.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    fn cancelled(&self, tasks: &[Opened]) -> Result<Vec<Cancelled>, CallError>;
     /// # Errors
     /// [`CallError`].
     fn assign(&self, task_id: &str, user: &str) -> Result<(), CallError>;
@@ -183,25 +183,6 @@ impl Camunda8Tasks {
         }
     }
 
-    /// Those of `tasks` (process instance keys) whose process instance was cancelled:
-    /// `TERMINATED` in the process instance search (Camunda 8.8 `ProcessInstanceStateEnum`).
-    fn terminated(&self, tasks: &[String]) -> Result<Vec<Cancelled>, CallError> {
-        if tasks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let body = json!({"filter": {"processInstanceKey": {"$in": tasks}, "state": "TERMINATED"}, "page": {"limit": tasks.len()}});
-        let r = self.post("process-instances/search", &body)?;
-        Ok(r.get("items")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|i| i.get("state").and_then(Value::as_str) == Some("TERMINATED"))
-            .filter_map(|i| i.get("processInstanceKey").and_then(key_text))
-            .filter(|k| tasks.contains(k))
-            .map(|task_id| Cancelled { reason: format!("its process instance {task_id} was cancelled in Camunda 8 (TERMINATED)"), task_id })
-            .collect())
-    }
-
     /// The open user task of a task's process instance.
     fn user_task_key(&self, task_id: &str) -> Result<String, CallError> {
         let r =
@@ -239,20 +220,17 @@ impl TaskService for Camunda8Tasks {
             .ok_or_else(|| CallError::transient(C8, "creation response has no processInstanceKey"))
     }
 
-    fn finished(&self, tasks: &[Opened]) -> Result<Finished, CallError> {
+    fn completed(&self, tasks: &[Opened]) -> Result<Vec<Completed>, CallError> {
         if tasks.is_empty() {
-            return Ok(Finished::default());
+            return Ok(Vec::new());
         }
         let keys: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
-        // Twice the page: a modified process instance holds a cancelled user task beside its
-        // current one. A page cut short leaves the rest open, asked about again next poll.
         let body = json!({
-            "filter": {"processDefinitionId": self.process_id, "processInstanceKey": {"$in": keys}, "state": {"$in": ["COMPLETED", "CANCELED"]}},
-            "page": {"limit": 2 * tasks.len()},
+            "filter": {"processDefinitionId": self.process_id, "processInstanceKey": {"$in": keys}, "state": "COMPLETED"},
+            "page": {"limit": tasks.len()},
         });
         let r = self.post("user-tasks/search", &body)?;
         let mut out = Vec::new();
-        let mut user_task_cancelled = Vec::new();
         for item in r.get("items").and_then(Value::as_array).into_iter().flatten() {
             let (Some(task_id), Some(user_task)) =
                 (item.get("processInstanceKey").and_then(key_text), item.get("userTaskKey").and_then(key_text))
@@ -260,10 +238,6 @@ impl TaskService for Camunda8Tasks {
                 continue;
             };
             if !keys.contains(&task_id.as_str()) || out.iter().any(|c: &Completed| c.task_id == task_id) {
-                continue;
-            }
-            if item.get("state").and_then(Value::as_str) == Some("CANCELED") {
-                user_task_cancelled.push(task_id);
                 continue;
             }
             // One task's answer that cannot be read (cut short, archived) holds back only that
@@ -282,11 +256,7 @@ impl TaskService for Camunda8Tasks {
                 variables,
             });
         }
-        user_task_cancelled.retain(|t| !out.iter().any(|c| &c.task_id == t));
-        user_task_cancelled.sort();
-        user_task_cancelled.dedup();
-        let cancelled = self.terminated(&user_task_cancelled)?;
-        Ok(Finished { completed: out, cancelled })
+        Ok(out)
     }
 
     fn assign(&self, task_id: &str, user: &str) -> Result<(), CallError> {
@@ -304,6 +274,30 @@ impl TaskService for Camunda8Tasks {
     fn withdraw(&self, task_id: &str) -> Result<(), CallError> {
         let url = self.url(&format!("process-instances/{task_id}/cancellation"));
         gone_already(self.credentials.send(C8, &self.http, || self.http.post(&url).json(&json!({}))).map(drop))
+    }
+
+    /// `POST /v2/process-instances/search` for the page's keys in state `TERMINATED` (8.8
+    /// `ProcessInstanceStateEnum`).
+    fn cancelled(&self, tasks: &[Opened]) -> Result<Vec<Cancelled>, CallError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        let body = json!({"filter": {"processInstanceKey": {"$in": keys}, "state": "TERMINATED"}, "page": {"limit": tasks.len()}});
+        let r = self.post("process-instances/search", &body)?;
+        Ok(r.get("items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|i| i.get("state").and_then(Value::as_str) == Some("TERMINATED"))
+            .filter_map(|i| Some((i.get("processInstanceKey").and_then(key_text)?, i)))
+            .filter(|(k, _)| keys.contains(&k.as_str()))
+            .map(|(k, i)| Cancelled {
+                reason: format!("its process instance {k} was cancelled in Camunda 8 (TERMINATED)"),
+                at: i.get("endDate").and_then(Value::as_str).and_then(parse_millis),
+                task_id: k,
+            })
+            .collect())
     }
 }
 
@@ -337,33 +331,6 @@ impl Camunda7Tasks {
         self.credentials.send_json(C7, &self.http, || self.http.post(&url).json(body))
     }
 
-    /// Those of `tasks` (process instance ids) whose process instance ended terminated:
-    /// `EXTERNALLY_TERMINATED` (deleted through the API or Cockpit) or `INTERNALLY_TERMINATED`
-    /// (a terminate end event) in the history (`POST /history/process-instance`).
-    fn terminated(&self, tasks: &[&str]) -> Result<Vec<Cancelled>, CallError> {
-        let mut ids: Vec<&str> = tasks.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let url = self.url("history/process-instance");
-        let limit = ids.len().to_string();
-        let query = json!({"processInstanceIds": ids, "finished": true});
-        let rows = self.credentials.send_json(C7, &self.http, || self.http.post(&url).query(&[("maxResults", &limit)]).json(&query))?;
-        Ok(rows
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| Some((p.get("id")?.as_str()?, p.get("state")?.as_str()?)))
-            .filter(|(id, state)| ids.contains(id) && state.ends_with("_TERMINATED"))
-            .map(|(id, state)| Cancelled {
-                task_id: id.to_owned(),
-                reason: format!("its process instance {id} was cancelled in Camunda 7 ({state})"),
-            })
-            .collect())
-    }
-
     /// The open user task of a task's process instance.
     fn user_task_id(&self, task_id: &str) -> Result<String, CallError> {
         let open = self.get("task", &[("processInstanceId", task_id)])?;
@@ -395,29 +362,24 @@ impl TaskService for Camunda7Tasks {
         started.get("id").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| CallError::transient(C7, "start response has no id"))
     }
 
-    fn finished(&self, tasks: &[Opened]) -> Result<Finished, CallError> {
+    fn completed(&self, tasks: &[Opened]) -> Result<Vec<Completed>, CallError> {
         if tasks.is_empty() {
-            return Ok(Finished::default());
+            return Ok(Vec::new());
         }
         // The task's process instance is found by its business key, the idempotency key; the
         // POST form of the query takes the whole page of keys in its body, not in the URL.
-        // Every finished user task: completed ones are answers, deleted ones (`deleteReason`
-        // other than `completed`) may be cancellations, told apart below.
         let keys: Vec<&str> = tasks.iter().map(|t| t.idempotency_key.as_str()).collect();
-        let query = json!({"processDefinitionKey": self.process_key, "processInstanceBusinessKeyIn": keys, "finished": true});
+        let query = json!({"processDefinitionKey": self.process_key, "processInstanceBusinessKeyIn": keys,
+                           "finished": true, "taskDeleteReason": "completed"});
         let url = self.url("history/task");
         let limit = (2 * tasks.len()).to_string();
         let rows = self.credentials.send_json(C7, &self.http, || self.http.post(&url).query(&[("maxResults", &limit)]).json(&query))?;
         let mut unanswered: std::collections::HashSet<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
         let mut completed = Vec::new();
-        let mut deleted = Vec::new();
         for t in rows.as_array().into_iter().flatten() {
             let Some(id) = t.get("processInstanceId").and_then(Value::as_str) else { continue };
-            if t.get("deleteReason").and_then(Value::as_str) != Some("completed") {
-                deleted.push(id);
-                continue;
-            }
-            if !unanswered.remove(id) {
+            // Deleted tasks finish too; only completions count (the filter says so, and so does this).
+            if t.get("deleteReason").and_then(Value::as_str) != Some("completed") || !unanswered.remove(id) {
                 continue;
             }
             completed.push(Completed {
@@ -427,10 +389,8 @@ impl TaskService for Camunda7Tasks {
                 variables: Map::new(),
             });
         }
-        deleted.retain(|id| unanswered.contains(id));
-        let cancelled = self.terminated(&deleted)?;
         if completed.is_empty() {
-            return Ok(Finished { completed, cancelled });
+            return Ok(completed);
         }
         // Every answer's variables in one query, a page at a time in a stable order.
         let ids: Vec<&str> = completed.iter().map(|c| c.task_id.as_str()).collect();
@@ -460,7 +420,7 @@ impl TaskService for Camunda7Tasks {
         for c in &mut completed {
             c.variables = answers.remove(&c.task_id).unwrap_or_default();
         }
-        Ok(Finished { completed, cancelled })
+        Ok(completed)
     }
 
     fn assign(&self, task_id: &str, user: &str) -> Result<(), CallError> {
@@ -481,6 +441,32 @@ impl TaskService for Camunda7Tasks {
     fn withdraw(&self, task_id: &str) -> Result<(), CallError> {
         let url = self.url(&format!("process-instance/{task_id}"));
         gone_already(self.credentials.send(C7, &self.http, || self.http.delete(&url)).map(drop))
+    }
+
+    /// `POST /history/process-instance` for the page's process instances that have finished;
+    /// those `EXTERNALLY_TERMINATED` (deleted through the API or Cockpit) or
+    /// `INTERNALLY_TERMINATED` (a terminate end event) were cancelled.
+    fn cancelled(&self, tasks: &[Opened]) -> Result<Vec<Cancelled>, CallError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        let url = self.url("history/process-instance");
+        let limit = ids.len().to_string();
+        let query = json!({"processInstanceIds": ids, "finished": true});
+        let rows = self.credentials.send_json(C7, &self.http, || self.http.post(&url).query(&[("maxResults", &limit)]).json(&query))?;
+        Ok(rows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p.get("id")?.as_str()?, p.get("state")?.as_str()?, p)))
+            .filter(|(id, state, _)| ids.contains(id) && state.ends_with("_TERMINATED"))
+            .map(|(id, state, p)| Cancelled {
+                task_id: id.to_owned(),
+                reason: format!("its process instance {id} was cancelled in Camunda 7 ({state})"),
+                at: p.get("endTime").and_then(Value::as_str).and_then(parse_millis),
+            })
+            .collect())
     }
 }
 

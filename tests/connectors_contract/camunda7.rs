@@ -81,31 +81,14 @@ fn tasks_are_processes_keyed_by_the_idempotency_key_and_read_back_from_the_histo
     s.mount(
         Mock::given(method("POST"))
             .and(path("/engine-rest/history/task"))
-            .and(query_param("maxResults", "6"))
-            // The page of keys in the body (`HistoricTaskInstanceQueryDto.processInstanceBusinessKeyIn`),
-            // every finished task: completed, or deleted.
-            .and(body_json(json!({"processDefinitionKey": "keyflow-human-task", "processInstanceBusinessKeyIn": ["node-1:4:0", "node-2:4:0", "node-3:4:0"],
-                                  "finished": true})))
+            .and(query_param("maxResults", "4"))
+            // The page of keys in the body (`HistoricTaskInstanceQueryDto.processInstanceBusinessKeyIn`).
+            .and(body_json(json!({"processDefinitionKey": "keyflow-human-task", "processInstanceBusinessKeyIn": ["node-1:4:0", "node-2:4:0"],
+                                  "finished": true, "taskDeleteReason": "completed"})))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!([
                 {"id": user_task, "processInstanceId": id, "name": "Review document", "assignee": "alice", "startTime": "2026-11-25T10:00:00.000+0000", "endTime": "2026-11-25T11:05:00.000+0100", "deleteReason": "completed"},
-                // Its process instance was deleted in Cockpit.
-                {"id": "u-other", "processInstanceId": "p-other", "name": "Review document", "assignee": null, "endTime": "2026-11-25T10:06:00.000+0000", "deleteReason": "deleted"},
-                // Ended by a process instance modification that started it again: still open.
-                {"id": "u-moved", "processInstanceId": "p-moved", "name": "Review document", "assignee": null, "endTime": "2026-11-25T10:07:00.000+0000", "deleteReason": "Process instance modification"}
+                {"id": "u-other", "processInstanceId": "p-other", "name": "Review document", "assignee": null, "endTime": "2026-11-25T10:06:00.000+0000", "deleteReason": "deleted"}
             ]))),
-    );
-    // Which of the deleted tasks' process instances ended: `HistoricProcessInstanceQueryDto`
-    // by `processInstanceIds`; `state` of `HistoricProcessInstanceDto`.
-    s.mount(
-        Mock::given(method("POST"))
-            .and(path("/engine-rest/history/process-instance"))
-            .and(query_param("maxResults", "2"))
-            .and(body_json(json!({"processInstanceIds": ["p-moved", "p-other"], "finished": true})))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!([
-                {"id": "p-other", "businessKey": "node-2:4:0", "processDefinitionKey": "keyflow-human-task", "startTime": "2026-11-25T10:00:00.000+0000",
-                 "endTime": "2026-11-25T10:06:00.000+0000", "deleteReason": null, "state": "EXTERNALLY_TERMINATED"}
-            ])))
-            .expect(1),
     );
     s.mount(
         Mock::given(method("POST"))
@@ -151,22 +134,49 @@ fn tasks_are_processes_keyed_by_the_idempotency_key_and_read_back_from_the_histo
     let asked = [
         Opened { task_id: id.into(), idempotency_key: "node-1:4:0".into() },
         Opened { task_id: "p-other".into(), idempotency_key: "node-2:4:0".into() },
-        Opened { task_id: "p-moved".into(), idempotency_key: "node-3:4:0".into() },
     ];
-    let finished = c7.finished(&asked).unwrap();
-    assert_eq!(
-        finished.cancelled,
-        [Cancelled {
-            task_id: "p-other".into(),
-            reason: "its process instance p-other was cancelled in Camunda 7 (EXTERNALLY_TERMINATED)".into()
-        }],
-        "a modified instance's task is still open"
-    );
-    let done = finished.completed;
+    let done = c7.completed(&asked).unwrap();
     assert_eq!(done.len(), 1, "a deleted task is not a completion");
     assert_eq!(done[0].task_id, id);
     assert_eq!(done[0].completed_at, since + 5 * 60_000, "+0100 offsets are read");
     assert_eq!(Value::Object(done[0].variables.clone()), json!({"approved": true}), "keyflow's own variables are not the answer");
     c7.assign(id, "bob").unwrap();
     c7.complete(id, &vars(json!({"approved": true}))).unwrap();
+}
+
+/// Which of a page of tasks were cancelled in Cockpit: their process instances finished
+/// `EXTERNALLY_TERMINATED` in the history (`HistoricProcessInstanceQueryDto.processInstanceIds`,
+/// `HistoricProcessInstanceDto.state`), a row per instance; one that completed is not.
+#[test]
+fn tasks_whose_process_instance_was_deleted_are_found_in_the_history() {
+    let s = Recorded::start();
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/engine-rest/history/process-instance"))
+            .and(query_param("maxResults", "3"))
+            .and(body_json(json!({"processInstanceIds": ["p-1", "p-2", "p-3"], "finished": true})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+                {"id": "p-2", "businessKey": "node-2:4:0", "processDefinitionKey": "keyflow-human-task", "startTime": "2026-11-25T10:00:00.000+0000",
+                 "endTime": "2026-11-25T10:06:00.000+0000", "deleteReason": "wrong document", "state": "EXTERNALLY_TERMINATED"},
+                {"id": "p-3", "businessKey": "node-3:4:0", "processDefinitionKey": "keyflow-human-task", "startTime": "2026-11-25T10:00:00.000+0000",
+                 "endTime": "2026-11-25T10:07:00.000+0000", "deleteReason": null, "state": "COMPLETED"}
+            ])))
+            .expect(1),
+    );
+    let c7 = Camunda7Tasks {
+        base_url: format!("{}/engine-rest", s.url()),
+        http: http(),
+        credentials: Credentials::None,
+        process_key: "keyflow-human-task".into(),
+    };
+    let asked = ["p-1", "p-2", "p-3"].map(|p| Opened { task_id: p.into(), idempotency_key: format!("key-{p}") });
+    let at = "2026-11-25T10:06:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    assert_eq!(
+        c7.cancelled(&asked).unwrap(),
+        [Cancelled {
+            task_id: "p-2".into(),
+            reason: "its process instance p-2 was cancelled in Camunda 7 (EXTERNALLY_TERMINATED)".into(),
+            at: Some(at)
+        }]
+    );
 }

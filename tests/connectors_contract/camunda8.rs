@@ -195,34 +195,15 @@ fn tasks_are_created_once_found_completed_and_read_back() {
     s.mount(
         Mock::given(method("POST"))
             .and(path("/v2/user-tasks/search"))
-            // Asked about the tasks keyflow opened, by key (8.8's advanced filters `$in`), the
-            // ended ones only: completed, or cancelled (`UserTaskStateEnum`).
+            // Asked about the tasks keyflow opened, by key (8.8's advanced filter `$in`), the completed ones only.
             .and(body_json(json!({"filter": {"processDefinitionId": "keyflow-human-task",
                                              "processInstanceKey": {"$in": ["2251799813690001", "2251799813690002", "2251799813690003"]},
-                                             "state": {"$in": ["COMPLETED", "CANCELED"]}},
-                                  "page": {"limit": 6}})))
+                                             "state": "COMPLETED"},
+                                  "page": {"limit": 3}})))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [
                 {"userTaskKey": "2251799813690009", "processInstanceKey": "2251799813690001", "state": "COMPLETED",
-                 "assignee": "alice", "completionDate": "2026-11-25T10:05:00.000Z", "name": "Review document", "processDefinitionId": "keyflow-human-task"},
-                // Its process instance was cancelled in Operate.
-                {"userTaskKey": "2251799813690019", "processInstanceKey": "2251799813690002", "state": "CANCELED", "name": "Review document", "processDefinitionId": "keyflow-human-task"},
-                // Ended by a process instance modification that opened it again: still open.
-                {"userTaskKey": "2251799813690029", "processInstanceKey": "2251799813690003", "state": "CANCELED", "name": "Review document", "processDefinitionId": "keyflow-human-task"}],
-                "page": {"totalItems": 3}}))),
-    );
-    // Which of the process instances whose user task was cancelled ended themselves:
-    // `ProcessInstanceStateEnum` TERMINATED (8.8 `ProcessInstanceSearchQuery`).
-    s.mount(
-        Mock::given(method("POST"))
-            .and(path("/v2/process-instances/search"))
-            .and(body_json(json!({"filter": {"processInstanceKey": {"$in": ["2251799813690002", "2251799813690003"]}, "state": "TERMINATED"},
-                                  "page": {"limit": 2}})))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [
-                {"processInstanceKey": "2251799813690002", "processDefinitionId": "keyflow-human-task", "processDefinitionName": "Human task",
-                 "processDefinitionVersion": 1, "processDefinitionKey": "2251799813686001", "state": "TERMINATED", "hasIncident": false,
-                 "startDate": "2026-11-25T10:00:00.000Z", "endDate": "2026-11-25T10:04:00.000Z", "tenantId": "<default>"}],
-                "page": {"totalItems": 1}})))
-            .expect(1),
+                 "assignee": "alice", "completionDate": "2026-11-25T10:05:00.000Z", "name": "Review document", "processDefinitionId": "keyflow-human-task"}],
+                "page": {"totalItems": 1}}))),
     );
     // `VariableSearchResult` (8.8): the task's scope sees the process instance's variables too,
     // keyflow's own among them; full values only when asked (`truncateValues=false`); read a page
@@ -278,16 +259,7 @@ fn tasks_are_created_once_found_completed_and_read_back() {
     let since = "2026-11-25T10:00:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
     let asked = ["2251799813690001", "2251799813690002", "2251799813690003"]
         .map(|k| Opened { task_id: k.into(), idempotency_key: format!("key-{k}") });
-    let finished = c8.finished(&asked).unwrap();
-    assert_eq!(
-        finished.cancelled,
-        [Cancelled {
-            task_id: "2251799813690002".into(),
-            reason: "its process instance 2251799813690002 was cancelled in Camunda 8 (TERMINATED)".into()
-        }],
-        "a modified instance's task is still open"
-    );
-    let done = finished.completed;
+    let done = c8.completed(&asked).unwrap();
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].task_id, "2251799813690001");
     assert_eq!(done[0].completed_by.as_deref(), Some("alice"));
@@ -312,6 +284,36 @@ fn never_passes_on_a_truncated_answer() {
     ));
     let c8 = Camunda8Tasks { base_url: s.url(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
     // Not reported: the task stays open and is asked about again; the page's others are not held back.
-    let done = c8.finished(&[Opened { task_id: "2251799813690001".into(), idempotency_key: "node-1:4:0".into() }]).unwrap();
-    assert_eq!(done, Finished::default());
+    let done = c8.completed(&[Opened { task_id: "2251799813690001".into(), idempotency_key: "node-1:4:0".into() }]).unwrap();
+    assert!(done.is_empty(), "{done:?}");
+}
+
+/// Which of a page of tasks were cancelled in Operate: their process instances `TERMINATED`
+/// (8.8 `ProcessInstanceSearchQuery`, `ProcessInstanceStateEnum`), a row per instance.
+#[test]
+fn tasks_whose_process_instance_was_cancelled_are_found_by_one_search() {
+    let s = Recorded::start();
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v2/process-instances/search"))
+            .and(body_json(json!({"filter": {"processInstanceKey": {"$in": ["2251799813690001", "2251799813690002"]}, "state": "TERMINATED"},
+                                  "page": {"limit": 2}})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [
+                {"processInstanceKey": "2251799813690002", "processDefinitionId": "keyflow-human-task", "processDefinitionName": "Human task",
+                 "processDefinitionVersion": 1, "processDefinitionKey": "2251799813686001", "state": "TERMINATED", "hasIncident": false,
+                 "startDate": "2026-11-25T10:00:00.000Z", "endDate": "2026-11-25T10:04:00.000Z", "tenantId": "<default>"}],
+                "page": {"totalItems": 1}})))
+            .expect(1),
+    );
+    let c8 = Camunda8Tasks { base_url: s.url(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
+    let asked = ["2251799813690001", "2251799813690002"].map(|k| Opened { task_id: k.into(), idempotency_key: format!("key-{k}") });
+    let at = "2026-11-25T10:04:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    assert_eq!(
+        c8.cancelled(&asked).unwrap(),
+        [Cancelled {
+            task_id: "2251799813690002".into(),
+            reason: "its process instance 2251799813690002 was cancelled in Camunda 8 (TERMINATED)".into(),
+            at: Some(at)
+        }]
+    );
 }

@@ -17,7 +17,7 @@ use keyflow::connectors::alfresco::Alfresco;
 use keyflow::connectors::auth::{AuthConfig, Credentials, OAuthConfig};
 use keyflow::connectors::decision::{Camunda7, Camunda8, DecisionService};
 use keyflow::connectors::http::{client, CallError};
-use keyflow::connectors::tasks::{Camunda7Tasks, Camunda8Tasks, Cancelled, Finished, Opened, TaskRequest, TaskService};
+use keyflow::connectors::tasks::{Camunda7Tasks, Camunda8Tasks, Cancelled, Opened, TaskRequest, TaskService};
 use keyflow::serde::{AvroSerde, Registry, RegistryConfig, SubjectStrategy};
 use serde_json::{json, Map, Value};
 use wiremock::matchers::{body_json, body_partial_json, body_string_contains, header, method, path, query_param};
