@@ -219,8 +219,7 @@ impl CommandProcessor {
                         }
                         Err(e) => return Ok(Err(e)),
                     }
-                    ctx.store(OPEN_TASKS)?.delete(task_id.as_bytes())?;
-                    p.open = p.open.saturating_sub(1);
+                    Self::forget(ctx, &task_id, &mut p)?;
                 }
                 // The tasks forgotten and the poller's count commit with the command. A transient
                 // failure discards both with the record's writes, and its retry withdraws the
