@@ -71,6 +71,7 @@ pub struct Context<'a> {
     pub(crate) forwarded: &'a mut Forwarded,
     pub(crate) wall_clock: i64,
     pub(crate) stream_time: i64,
+    pub(crate) application_id: &'a str,
 }
 
 impl Context<'_> {
@@ -139,6 +140,10 @@ impl Context<'_> {
     }
 
     /// The instance's wall-clock time (controllable in the test driver), ms since the epoch.
+    pub fn application_id(&self) -> &str {
+        self.application_id
+    }
+
     pub fn wall_clock_time(&self) -> i64 {
         self.wall_clock
     }

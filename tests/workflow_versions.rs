@@ -234,6 +234,7 @@ fn a_migration_command_that_cannot_place_an_instance_is_a_dead_letter_naming_the
         to_version: 2,
         mapping: BTreeMap::new(),
         states: vec![],
+        application: None,
     };
     send(&mut d, &[(p, "o-1".into(), m)]);
     d.commit();
@@ -351,17 +352,24 @@ fn hostile_and_stale_migration_commands_neither_stall_nor_move_anything_wrongly(
         to_version: to,
         mapping: BTreeMap::from([("paid".into(), "payment-received".into())]),
         states: vec![],
+        application: Some("orders".into()),
     };
     // A version that does not exist, below the newest: a dead letter, not a wait.
     send(&mut d, &[(p1, "o-1".into(), command(0))]);
     d.commit();
     assert_eq!(dead_letters(&d), 1);
-    // Another workflow's command, and a command for a finished or already moved instance: no
-    // effect, no dead letter, no wait.
+    // Another workflow's command, another application's (running the same workflow over the
+    // same input), and a command for a finished or already moved instance: no effect, no dead
+    // letter, no wait.
     let retries = d.retries();
     let mut other = command(2);
     other.workflow = "claims".into();
     send(&mut d, &[(p1, "o-1".into(), other)]);
+    let mut other_application = command(2);
+    other_application.application = Some("orders-eu".into());
+    send(&mut d, &[(p1, "o-1".into(), other_application)]);
+    d.commit();
+    assert_eq!((instance(&d, "o-1").version, dead_letters(&d)), (1, 1), "another application's migration moves nothing here");
     send(&mut d, &[(p1, "o-1".into(), command(2))]);
     let moved = instance(&d, "o-1");
     assert_eq!((moved.version, moved.state.as_str()), (2, "payment-received"));

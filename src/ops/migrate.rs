@@ -68,7 +68,10 @@ pub fn migrate(kafka: &Clients, application_id: &str, versions: &Versions, reque
     let name = request.name.clone().unwrap_or_else(|| format!("m{}", crate::runtime::now_ms()));
     let all = instances(kafka, application_id, versions)?;
     let select = Selection { from_version: request.from, states: request.states, ids: request.ids };
-    let plan = migration::plan(versions, &all, &select, to, &request.mapping, &name).map_err(Error::Refused)?;
+    let mut plan = migration::plan(versions, &all, &select, to, &request.mapping, &name).map_err(Error::Refused)?;
+    for (_, _, m) in &mut plan.commands {
+        m.application = Some(application_id.to_owned());
+    }
     let sent = !request.dry_run && !plan.commands.is_empty();
     if sent {
         send(kafka, application_id, versions, &plan.commands)?;

@@ -44,6 +44,11 @@ pub struct Migration {
     /// chosen states between the plan and its command stays where it is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub states: Vec<String>,
+    /// The application whose instances move: another application that runs the same workflow
+    /// over the same input leaves the command alone. (A command written before keyflow named
+    /// it moves any application's instance.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
 }
 
 /// The value of [`crate::record::CONTROL_HEADER`] on a migration command.
@@ -223,6 +228,7 @@ pub fn plan(
         to_version: to,
         mapping: mapping.clone(),
         states: Vec::new(),
+        application: None,
     };
     let mut missing = BTreeSet::new();
     let mut source_states = BTreeSet::new();
@@ -263,6 +269,7 @@ pub fn plan(
             to_version: to,
             mapping: mapping.clone(),
             states: select.states.clone(),
+            application: None,
         };
         let Some(t) = m.target_of(&i.state, target).map(str::to_owned) else {
             return Err(format!("instance `{}` in `{}` has no place in version {to}", i.id, i.state));

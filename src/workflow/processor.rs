@@ -250,7 +250,8 @@ impl WorkflowProcessor {
         self.perform(ctx, key, before.as_ref(), outcome, &def, event.at)
     }
 
-    /// A control record: a migration command for this workflow (another's is dropped).
+    /// A control record: a migration command for this workflow of this application (another's is
+    /// dropped).
     fn control(&mut self, ctx: &mut Context<'_>, key: &str, record: &Record) -> Result<(), Error> {
         let kind = record.headers.last(CONTROL_HEADER).map(String::from_utf8_lossy).unwrap_or_default();
         if kind != migration::CONTROL {
@@ -260,6 +261,10 @@ impl WorkflowProcessor {
             .map_err(|e| Error::BadRecord(format!("a migration command that cannot be read: {e}")))?;
         if m.workflow != self.name() {
             tracing::debug!(key, workflow = m.workflow, "a migration of another workflow; dropped");
+            return Ok(());
+        }
+        if let Some(app) = m.application.as_deref().filter(|a| *a != ctx.application_id()) {
+            tracing::debug!(key, application = app, "a migration of another application's instances; dropped");
             return Ok(());
         }
         let Some(before) = self.stored(ctx, key)? else {

@@ -104,6 +104,9 @@ pub(crate) struct Task {
     /// their data: the next commit first writes them that marker, so a later restore finds it.
     repair_markers: BTreeMap<String, Option<u64>>,
     dlq_topic: String,
+    /// The application (consumer group) this task belongs to: processors read it from their
+    /// context.
+    application_id: String,
     /// The largest record each topic takes: outputs, state writes and dead letters are checked
     /// against it before they are kept (see `runtime::limits`).
     limits: RecordLimits,
@@ -160,6 +163,7 @@ impl Task {
             stream_timers_left: false,
             repair_markers: BTreeMap::new(),
             dlq_topic: dlq_topic.to_owned(),
+            application_id: application_id.to_owned(),
             limits: limits.clone(),
             stats: TaskStats::default(),
         };
@@ -492,6 +496,7 @@ impl Task {
                         forwarded: &mut forwarded,
                         wall_clock,
                         stream_time: self.position.stream_time,
+                        application_id: &self.application_id,
                     };
                     let p = self.processors[idx].as_mut().expect("processor nodes have processors");
                     match input {
