@@ -33,8 +33,24 @@ impl Message {
 /// exist yet reads as empty.
 ///
 /// # Errors
-/// The cluster cannot be reached within `timeout`, or a read fails.
+/// As [`read_each`].
 pub fn read_to_end(kafka: impl Into<Clients>, topic: &str, timeout: Duration) -> Result<Vec<Message>, KafkaError> {
+    let mut out = Vec::new();
+    read_each(kafka, topic, timeout, |m| out.push(m))?;
+    out.sort_by_key(|m| (m.partition, m.offset));
+    Ok(out)
+}
+
+/// Every committed record of `topic` now, handed to `each` as it is read: in offset order
+/// within a partition, the partitions interleaved. What is kept of them is the caller's choice,
+/// so a topic larger than memory can be read. `idle` bounds each wait (for the cluster, for the
+/// next record), not the whole read: a long topic read at a steady pace is never cut short.
+///
+/// # Errors
+/// The cluster cannot be reached, or no record or end of a partition arrives, within `idle`;
+/// or a read fails.
+pub fn read_each(kafka: impl Into<Clients>, topic: &str, idle: Duration, mut each: impl FnMut(Message)) -> Result<(), KafkaError> {
+    let timeout = idle;
     let consumer: BaseConsumer<QuietEof> = kafka
         .into()
         .config(Role::Consumer)
@@ -52,21 +68,25 @@ pub fn read_to_end(kafka: impl Into<Clients>, topic: &str, timeout: Duration) ->
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let (mut at_end, mut out) = (std::collections::BTreeSet::new(), Vec::new());
-    let deadline = Instant::now() + timeout;
+    let mut at_end = std::collections::BTreeSet::new();
+    let mut deadline = Instant::now() + idle;
     while at_end.len() < partitions.len() {
         if Instant::now() > deadline {
             return Err(KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::OperationTimedOut));
         }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push(Message {
+        let polled = consumer.poll(Duration::from_millis(100));
+        if polled.is_some() {
+            deadline = Instant::now() + idle;
+        }
+        match polled {
+            Some(Ok(m)) => each(Message {
                 partition: m.partition(),
                 offset: m.offset(),
                 timestamp: m.timestamp().to_millis().unwrap_or(0),
@@ -87,6 +107,5 @@ pub fn read_to_end(kafka: impl Into<Clients>, topic: &str, timeout: Duration) ->
             None => {}
         }
     }
-    out.sort_by_key(|m| (m.partition, m.offset));
-    Ok(out)
+    Ok(())
 }

@@ -81,30 +81,34 @@ pub fn migrate(kafka: &Clients, application_id: &str, versions: &Versions, reque
 
 /// Every instance of `versions`' workflow in the `instances` changelog as of now, with its
 /// partition (that of its events too: a task owns partition p of every input and changelog).
+/// Each is kept as a plan needs it: where it is (version, state, finished), not how it got there
+/// (history, variables and bookkeeping are left out as the changelog is read), so a changelog of
+/// millions of instances with long histories is planned in a few hundred bytes per instance.
 ///
 /// # Errors
 /// The changelog cannot be read.
 pub fn instances(kafka: &Clients, application_id: &str, versions: &Versions) -> Result<Vec<(i32, Instance)>, Error> {
     let topic = crate::state::changelog_topic(application_id, crate::workflow::STORE);
-    let records =
-        crate::kafka::read::read_to_end(kafka.clone(), &topic, TIMEOUT).map_err(|e| Error::Kafka(format!("reading {topic}: {e}")))?;
     // As a restore reads it: the last value per key, nothing before a partition's reset marker
     // (`replay --wipe-state`), and keyflow's own markers (keys from 0xff, never UTF-8) left out.
-    let mut latest: BTreeMap<Vec<u8>, (i32, Option<Vec<u8>>)> = BTreeMap::new();
-    for m in records {
-        let Some(k) = m.key else { continue };
+    // `None`: deleted; `Some(None)`: a value this keyflow cannot read.
+    let mut latest: BTreeMap<Vec<u8>, (i32, Option<Option<Instance>>)> = BTreeMap::new();
+    crate::kafka::read::read_each(kafka.clone(), &topic, TIMEOUT, |m| {
+        let Some(k) = m.key else { return };
         if k == crate::state::RESET_KEY {
             latest.retain(|_, (p, _)| *p != m.partition);
         } else if k.first() != Some(&0xff) {
-            latest.insert(k, (m.partition, m.value));
+            let value = m.value.as_deref().map(|v| serde_json::from_slice::<Instance>(v).ok().map(summary));
+            latest.insert(k, (m.partition, value));
         }
-    }
+    })
+    .map_err(|e| Error::Kafka(format!("reading {topic}: {e}")))?;
     let mut out = Vec::new();
     let mut unreadable = 0;
     for (_, (partition, value)) in latest {
-        match value.as_deref().map(serde_json::from_slice::<Instance>) {
-            Some(Ok(i)) if i.workflow == versions.name() => out.push((partition, i)),
-            Some(Err(_)) => unreadable += 1,
+        match value {
+            Some(Some(i)) if i.workflow == versions.name() => out.push((partition, i)),
+            Some(None) => unreadable += 1,
             _ => {}
         }
     }
@@ -112,6 +116,20 @@ pub fn instances(kafka: &Clients, application_id: &str, versions: &Versions) -> 
         tracing::warn!(topic, unreadable, "stored values that are not instances this keyflow can read; left out");
     }
     Ok(out)
+}
+
+/// Where an instance is, without how it got there.
+fn summary(i: Instance) -> Instance {
+    Instance {
+        id: i.id,
+        workflow: i.workflow,
+        version: i.version,
+        state: i.state,
+        run: i.run,
+        step: i.step,
+        finished: i.finished,
+        ..Instance::default()
+    }
 }
 
 /// The commands, in one transaction: all are sent or none. They go to an input every version
