@@ -139,11 +139,13 @@ impl Context<'_> {
         self.metadata
     }
 
-    /// The instance's wall-clock time (controllable in the test driver), ms since the epoch.
+    /// The application (consumer group, `application.id`) the task belongs to, as Kafka Streams'
+    /// `ProcessorContext.applicationId()`.
     pub fn application_id(&self) -> &str {
         self.application_id
     }
 
+    /// The instance's wall-clock time (controllable in the test driver), ms since the epoch.
     pub fn wall_clock_time(&self) -> i64 {
         self.wall_clock
     }

@@ -522,3 +522,94 @@ fn a_withdrawal_finds_its_tasks_past_a_page_of_open_tasks() {
     assert_eq!(open.len(), docs - 2);
     assert!(!open.contains_key(b"p-doc-999:4:0".as_slice()) && !open.contains_key(b"p-doc-0:4:0".as_slice()));
 }
+
+/// The sweep for tasks cancelled in the engine goes round all open tasks, a page each sweep,
+/// past a page the engine refuses (before, a refused page held the sweep on it for good): of
+/// 250 open tasks, the one whose process instance was deleted, on the third page, is answered
+/// `task_cancelled` once; a task whose instance ended after its completion is answered as
+/// completed, never as cancelled.
+#[test]
+fn the_cancellation_sweep_passes_a_refused_page_and_never_calls_a_completed_task_cancelled() {
+    let camunda = Camunda::start();
+    let start = "/engine-rest/process-definition/key/keyflow-human-task/start";
+    let business_key =
+        |r: &wiremock::Request| serde_json::from_slice::<Value>(&r.body).unwrap()["businessKey"].as_str().unwrap().to_owned();
+    camunda.answer_get("/engine-rest/history/process-instance", json!([]));
+    camunda.rt.block_on(
+        Mock::given(method("POST"))
+            .and(path(start))
+            .respond_with(move |r: &wiremock::Request| {
+                ResponseTemplate::new(200).set_body_json(json!({"id": format!("p-{}", business_key(r))}))
+            })
+            .mount(&camunda.server),
+    );
+    let mut conn = connectors_driver(&format!(
+        "[tasks]\nbackend = \"camunda7\"\nurl = \"{}/engine-rest\"\npoll_interval_ms = 1000\n",
+        camunda.server.uri()
+    ));
+    for i in 0..500 {
+        let key = format!("doc-{i}:4:0");
+        let command = json!({"name": "Review document", "idempotencyKey": key, "instanceId": format!("doc-{i}"), "workflow": "document-approval", "run": 1});
+        conn.pipe_json(TASKS, &format!("doc-{i}"), &command, conn.wall_clock());
+    }
+    let open: Vec<String> =
+        conn.store_entries(connectors::executor::OPEN_TASKS).into_keys().map(|k| String::from_utf8(k).unwrap()).collect();
+    assert_eq!(open.len(), 500);
+    let mut sorted = open.clone();
+    sorted.sort();
+    // A task on the last page of its partition was deleted in Cockpit, and one more ended
+    // terminated after its completion; the engine refuses every other page of the sweep.
+    let (deleted, completed) = (sorted[sorted.len() - 1].clone(), sorted[sorted.len() - 2].clone());
+    let (d, c) = (deleted.clone(), completed.clone());
+    camunda.rt.block_on(
+        Mock::given(method("POST"))
+            .and(path("/engine-rest/history/process-instance"))
+            .respond_with(move |r: &wiremock::Request| {
+                let ids: Vec<String> = serde_json::from_slice::<Value>(&r.body).unwrap()["processInstanceIds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned())
+                    .collect();
+                if !ids.contains(&d) && !ids.contains(&c) {
+                    return ResponseTemplate::new(400).set_body_json(json!({"type": "InvalidRequestException", "message": "refused"}));
+                }
+                let rows: Vec<Value> = [&d, &c]
+                    .into_iter()
+                    .filter(|p| ids.contains(p))
+                    .map(|p| json!({"id": p, "state": "EXTERNALLY_TERMINATED", "endTime": "2026-11-25T10:06:00.000+0000"}))
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(rows)
+            })
+            .mount(&camunda.server),
+    );
+    // The history shows the completion only to the sweep's own question (the two tasks it found
+    // ended), as it would were the completion recorded between the poll and the sweep.
+    let c = completed.clone();
+    camunda.rt.block_on(
+        Mock::given(method("POST"))
+            .and(path("/engine-rest/history/task"))
+            .respond_with(move |r: &wiremock::Request| {
+                let keys = serde_json::from_slice::<Value>(&r.body).unwrap()["processInstanceBusinessKeyIn"].clone();
+                let keys: Vec<String> = keys.as_array().unwrap().iter().map(|k| format!("p-{}", k.as_str().unwrap())).collect();
+                let rows = if keys.len() <= 2 && keys.contains(&c) {
+                    json!([{"processInstanceId": c, "assignee": "alice", "endTime": "2026-11-25T10:05:00.000+0000", "deleteReason": "completed"}])
+                } else {
+                    json!([])
+                };
+                ResponseTemplate::new(200).set_body_json(rows)
+            })
+            .mount(&camunda.server),
+    );
+    camunda.answer("/engine-rest/history/variable-instance", 200, json!([]));
+    for _ in 0..60 {
+        conn.advance_wall_clock(1000);
+    }
+    let answers = values(&conn.read_output(TASK_RESULTS));
+    let got: Vec<(String, String)> =
+        answers.iter().map(|a| (a["taskId"].as_str().unwrap().to_owned(), a["error"].as_str().unwrap_or("completed").to_owned())).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.contains(&(deleted.clone(), "task_cancelled".into())), "{got:?}");
+    assert!(got.contains(&(completed.clone(), "completed".into())), "{got:?}");
+    assert_eq!(conn.store_entries(connectors::executor::OPEN_TASKS).len(), 498);
+}

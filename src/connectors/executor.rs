@@ -426,9 +426,7 @@ impl CommandProcessor {
     fn poll(&self, ctx: &mut Context<'_>, service: &dyn TaskService, p: &mut PollerState) -> Result<usize, PollError> {
         let started = std::time::Instant::now();
         let mut asked = 0;
-        if p.polls.is_multiple_of(CANCELLED_EVERY) {
-            self.sweep(ctx, service, p)?;
-        }
+        let sweep = p.polls.is_multiple_of(CANCELLED_EVERY);
         p.polls = p.polls.wrapping_add(1);
         for _ in 0..POLL_PAGES {
             if started.elapsed() >= POLL_BUDGET {
@@ -456,6 +454,10 @@ impl CommandProcessor {
                 break; // the end of the open tasks: the next poll starts from the first again
             }
         }
+        // After the completions, so a sweep that takes long holds none of them back.
+        if sweep {
+            self.sweep(ctx, service, p)?;
+        }
         Ok(asked)
     }
 
@@ -470,22 +472,42 @@ impl CommandProcessor {
     }
 
     /// One page of open tasks, from where the last sweep stopped, asked whether the engine
-    /// cancelled them. Best effort: a failure holds back no completion, and a later sweep asks
-    /// about the same page again.
+    /// cancelled them. Best effort: a failure holds back no completion; a later sweep asks about
+    /// the same page again (one the service refuses, it passes over).
+    ///
+    /// A process instance can end terminated after its task was completed (a terminate end event
+    /// or a cancellation after the task, in a process of one's own): the tasks found are asked
+    /// about once more, and a completion among them is answered as one, never as cancelled.
     fn sweep(&self, ctx: &mut Context<'_>, service: &dyn TaskService, p: &mut PollerState) -> Result<(), Error> {
         let from = p.sweep_after.as_ref().map_or_else(Vec::new, |last| [last.as_bytes(), b"\0"].concat());
         let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], COMPLETED_PAGE)?;
         let open = opened(&page)?;
-        match service.cancelled(&open) {
+        let next = (page.len() == COMPLETED_PAGE).then(|| open.last().map(|o| o.task_id.clone())).flatten();
+        let found = match service.cancelled(&open) {
+            Ok(gone) if gone.is_empty() => Ok((Vec::new(), Vec::new())),
             Ok(gone) => {
-                p.sweep_after = (page.len() == COMPLETED_PAGE).then(|| open.last().map(|o| o.task_id.clone())).flatten();
+                let asked: Vec<Opened> = open.into_iter().filter(|o| gone.iter().any(|g| g.task_id == o.task_id)).collect();
+                service.completed(&asked).map(|done| (gone, done))
+            }
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok((gone, done)) => {
+                p.sweep_after = next;
+                for c in done {
+                    self.answer(ctx, c, p)?;
+                }
+                // A task answered just above is forgotten already: `cancelled` passes it by.
                 for c in gone {
                     self.cancelled(ctx, c, p)?;
                 }
             }
-            Err(e) => {
-                tracing::warn!(reason = %e, tasks = open.len(), "asking which tasks were cancelled in the engine failed; asked again later")
+            // Refused (4xx): no retry can help that page; the next sweep goes on past it.
+            Err(e @ CallError::Rejected { .. }) => {
+                p.sweep_after = next;
+                tracing::warn!(reason = %e, "the task service refused to say which tasks were cancelled; that page is asked about next round");
             }
+            Err(e) => tracing::warn!(reason = %e, "asking which tasks were cancelled in the engine failed; asked again at the next sweep"),
         }
         Ok(())
     }

@@ -45,6 +45,8 @@ pub fn read_to_end(kafka: impl Into<Clients>, topic: &str, timeout: Duration) ->
 /// within a partition, the partitions interleaved. What is kept of them is the caller's choice,
 /// so a topic larger than memory can be read. `idle` bounds each wait (for the cluster, for the
 /// next record), not the whole read: a long topic read at a steady pace is never cut short.
+/// "Now" is the partitions' ends when the read starts: records written after are not read, so a
+/// partition written faster than it is read still ends.
 ///
 /// # Errors
 /// The cluster cannot be reached, or no record or end of a partition arrives, within `idle`;
@@ -70,6 +72,10 @@ pub fn read_each(kafka: impl Into<Clients>, topic: &str, idle: Duration, mut eac
     if partitions.is_empty() {
         return Ok(());
     }
+    let mut ends = std::collections::HashMap::new();
+    for &p in &partitions {
+        ends.insert(p, consumer.fetch_watermarks(topic, p, idle)?.1);
+    }
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
@@ -86,20 +92,29 @@ pub fn read_each(kafka: impl Into<Clients>, topic: &str, idle: Duration, mut eac
             deadline = Instant::now() + idle;
         }
         match polled {
-            Some(Ok(m)) => each(Message {
-                partition: m.partition(),
-                offset: m.offset(),
-                timestamp: m.timestamp().to_millis().unwrap_or(0),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers: m.headers().map_or_else(crate::record::Headers::new, |hs| {
-                    let mut out = crate::record::Headers::new();
-                    for h in hs.iter() {
-                        out.insert(h.key, h.value.unwrap_or_default());
-                    }
-                    out
-                }),
-            }),
+            Some(Ok(m)) if at_end.contains(&m.partition()) => {}
+            Some(Ok(m)) if m.offset() >= ends[&m.partition()] => {
+                at_end.insert(m.partition());
+            }
+            Some(Ok(m)) => {
+                if m.offset() + 1 >= ends[&m.partition()] {
+                    at_end.insert(m.partition());
+                }
+                each(Message {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp: m.timestamp().to_millis().unwrap_or(0),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers: m.headers().map_or_else(crate::record::Headers::new, |hs| {
+                        let mut out = crate::record::Headers::new();
+                        for h in hs.iter() {
+                            out.insert(h.key, h.value.unwrap_or_default());
+                        }
+                        out
+                    }),
+                });
+            }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
             }

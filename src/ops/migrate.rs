@@ -91,15 +91,19 @@ pub fn instances(kafka: &Clients, application_id: &str, versions: &Versions) -> 
     let topic = crate::state::changelog_topic(application_id, crate::workflow::STORE);
     // As a restore reads it: the last value per key, nothing before a partition's reset marker
     // (`replay --wipe-state`), and keyflow's own markers (keys from 0xff, never UTF-8) left out.
-    // `None`: deleted; `Some(None)`: a value this keyflow cannot read.
-    let mut latest: BTreeMap<Vec<u8>, (i32, Option<Option<Instance>>)> = BTreeMap::new();
+    // Deleted keys and other workflows' instances are not kept; `None`: a value this keyflow
+    // cannot read.
+    let mut latest: BTreeMap<Vec<u8>, (i32, Option<Instance>)> = BTreeMap::new();
     crate::kafka::read::read_each(kafka.clone(), &topic, TIMEOUT, |m| {
         let Some(k) = m.key else { return };
         if k == crate::state::RESET_KEY {
             latest.retain(|_, (p, _)| *p != m.partition);
         } else if k.first() != Some(&0xff) {
-            let value = m.value.as_deref().map(|v| serde_json::from_slice::<Instance>(v).ok().map(summary));
-            latest.insert(k, (m.partition, value));
+            match m.value.as_deref().map(serde_json::from_slice::<Instance>) {
+                Some(Ok(i)) if i.workflow == versions.name() => latest.insert(k, (m.partition, Some(summary(i)))),
+                Some(Err(_)) => latest.insert(k, (m.partition, None)),
+                _ => latest.remove(&k),
+            };
         }
     })
     .map_err(|e| Error::Kafka(format!("reading {topic}: {e}")))?;
@@ -107,9 +111,8 @@ pub fn instances(kafka: &Clients, application_id: &str, versions: &Versions) -> 
     let mut unreadable = 0;
     for (_, (partition, value)) in latest {
         match value {
-            Some(Some(i)) if i.workflow == versions.name() => out.push((partition, i)),
-            Some(None) => unreadable += 1,
-            _ => {}
+            Some(i) => out.push((partition, i)),
+            None => unreadable += 1,
         }
     }
     if unreadable > 0 {
