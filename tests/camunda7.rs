@@ -425,7 +425,7 @@ fn tasks_whose_process_instance_is_deleted_in_the_engine_are_answered_as_cancell
     let reason = first["reason"].as_str().unwrap();
     assert!(reason.contains("Review document") && reason.contains("EXTERNALLY_TERMINATED"), "{reason}");
     assert!(answers.iter().any(|a| a["id"] == format!("doc-{}:4:0:completed", deleted + 1) && a["variables"]["approved"] == "true"));
-    assert_eq!(conn.store_entries(connectors::executor::OPEN_TASKS).len(), docs - deleted - 1, "the cancelled are no longer asked about");
+    assert_eq!(conn.store_entries(connectors::poller::OPEN_TASKS).len(), docs - deleted - 1, "the cancelled are no longer asked about");
     assert!(conn.read_output("conn-dlq").is_empty());
 
     // The modified instance's new user task is the same keyflow task: its completion is answered.
@@ -494,7 +494,7 @@ fn a_superseded_runs_task_is_withdrawn_from_the_engine_and_cannot_be_completed()
     c7.withdraw(&process).expect("withdrawing again is no error");
 
     // The poller forgot the task: nothing of run 1 comes back.
-    assert!(conn.store_entries(connectors::executor::OPEN_TASKS).is_empty(), "no open task left to poll for");
+    assert!(conn.store_entries(connectors::poller::OPEN_TASKS).is_empty(), "no open task left to poll for");
 
     // Run 2 reviews 1.1: a new task in the engine, completed there, answered to run 2.
     wf.pipe_json("document-services.results", "doc-9", &json!({"id": "s-2", "service": "virus-scan", "status": "OK"}), now);

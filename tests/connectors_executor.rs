@@ -453,7 +453,7 @@ fn a_superseded_runs_camunda_task_is_cancelled_and_forgotten_by_the_poller() {
         camunda.answer_get("/engine-rest/history/process-instance", json!([]));
         camunda.answer("/engine-rest/history/task", 200, json!([]));
     }
-    assert_eq!((conn.store_entries(connectors::executor::OPEN_TASKS).len(), poller_open(&mut conn)), (3, 3));
+    assert_eq!((conn.store_entries(connectors::poller::OPEN_TASKS).len(), poller_open(&mut conn)), (3, 3));
 
     camunda.answer_delete("/engine-rest/process-instance/pi-0", 204);
     camunda.answer_delete("/engine-rest/process-instance/pi-1", 403);
@@ -472,7 +472,7 @@ fn a_superseded_runs_camunda_task_is_cancelled_and_forgotten_by_the_poller() {
     assert_eq!(camunda.calls("/engine-rest/process-instance/pi-1"), 1);
     assert!(camunda.calls("/engine-rest/process-instance/pi-2") > 1, "retried");
     let open: Vec<String> =
-        conn.store_entries(connectors::executor::OPEN_TASKS).keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+        conn.store_entries(connectors::poller::OPEN_TASKS).keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
     assert_eq!(open, ["pi-2"], "the cancelled and the refused task are forgotten; the one never cancelled is still asked about");
     assert_eq!(poller_open(&mut conn), 1, "the poller's count agrees with its store");
     assert!(conn.read_output(TASK_RESULTS).is_empty(), "a withdrawal answers nobody");
@@ -509,7 +509,7 @@ fn a_withdrawal_finds_its_tasks_past_a_page_of_open_tasks() {
         let command = json!({"name": "Review document", "idempotencyKey": format!("doc-{i}:4:0"), "instanceId": format!("doc-{i}"), "workflow": "document-approval"});
         conn.pipe_json(TASKS, &format!("doc-{i}"), &command, conn.wall_clock());
     }
-    assert_eq!(conn.store_entries(connectors::executor::OPEN_TASKS).len(), docs);
+    assert_eq!(conn.store_entries(connectors::poller::OPEN_TASKS).len(), docs);
     // `p-doc-999:4:0` sorts last of its partition's ids, `p-doc-0:4:0` first.
     for doc in ["doc-999", "doc-0"] {
         camunda.answer_delete(&format!("/engine-rest/process-instance/p-{doc}:4:0"), 204);
@@ -518,7 +518,7 @@ fn a_withdrawal_finds_its_tasks_past_a_page_of_open_tasks() {
         conn.pipe_json(TASKS, doc, &withdraw, conn.wall_clock());
         assert_eq!(camunda.calls(&format!("/engine-rest/process-instance/p-{doc}:4:0")), 1, "{doc} cancelled");
     }
-    let open = conn.store_entries(connectors::executor::OPEN_TASKS);
+    let open = conn.store_entries(connectors::poller::OPEN_TASKS);
     assert_eq!(open.len(), docs - 2);
     assert!(!open.contains_key(b"p-doc-999:4:0".as_slice()) && !open.contains_key(b"p-doc-0:4:0".as_slice()));
 }
@@ -552,8 +552,7 @@ fn the_cancellation_sweep_passes_a_refused_page_and_never_calls_a_completed_task
         let command = json!({"name": "Review document", "idempotencyKey": key, "instanceId": format!("doc-{i}"), "workflow": "document-approval", "run": 1});
         conn.pipe_json(TASKS, &format!("doc-{i}"), &command, conn.wall_clock());
     }
-    let open: Vec<String> =
-        conn.store_entries(connectors::executor::OPEN_TASKS).into_keys().map(|k| String::from_utf8(k).unwrap()).collect();
+    let open: Vec<String> = conn.store_entries(connectors::poller::OPEN_TASKS).into_keys().map(|k| String::from_utf8(k).unwrap()).collect();
     assert_eq!(open.len(), 500);
     let mut sorted = open.clone();
     sorted.sort();
@@ -611,5 +610,5 @@ fn the_cancellation_sweep_passes_a_refused_page_and_never_calls_a_completed_task
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(got.contains(&(deleted.clone(), "task_cancelled".into())), "{got:?}");
     assert!(got.contains(&(completed.clone(), "completed".into())), "{got:?}");
-    assert_eq!(conn.store_entries(connectors::executor::OPEN_TASKS).len(), 498);
+    assert_eq!(conn.store_entries(connectors::poller::OPEN_TASKS).len(), 498);
 }

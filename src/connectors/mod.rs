@@ -14,6 +14,7 @@ pub mod decision;
 pub mod embedded;
 pub mod executor;
 pub mod http;
+pub mod poller;
 pub mod resilience;
 pub mod tasks;
 
@@ -27,7 +28,8 @@ use crate::state::StoreSpec;
 use crate::topology::{Topology, TopologyBuilder};
 use auth::{AuthConfig, Credentials};
 use config::{DecisionBackend, TaskBackend};
-use executor::{CommandProcessor, IngestProcessor, Perform, OPEN_TASKS, POLLER};
+use executor::{CommandProcessor, IngestProcessor, Perform};
+use poller::{OPEN_TASKS, POLLER};
 use resilience::{Attempts, CircuitBreaker};
 
 /// The `DocumentUploaded` schema ingest writes (the newest version).
