@@ -82,6 +82,20 @@ impl Camunda {
             Mock::given(method("POST")).and(path(p)).respond_with(ResponseTemplate::new(status).set_body_json(body)).mount(&self.server),
         );
     }
+    /// Camunda 7 starting the one-user-task process: the instance's id is `p-<business key>`.
+    fn start_processes_by_business_key(&self) {
+        let business_key =
+            |r: &wiremock::Request| serde_json::from_slice::<Value>(&r.body).unwrap()["businessKey"].as_str().unwrap().to_owned();
+        self.rt.block_on(
+            Mock::given(method("POST"))
+                .and(path("/engine-rest/process-definition/key/keyflow-human-task/start"))
+                .respond_with(move |r: &wiremock::Request| {
+                    ResponseTemplate::new(200).set_body_json(json!({"id": format!("p-{}", business_key(r))}))
+                })
+                .mount(&self.server),
+        );
+    }
+
     fn answer_get(&self, p: &str, body: Value) {
         self.rt.block_on(
             Mock::given(method("GET")).and(path(p)).respond_with(ResponseTemplate::new(200).set_body_json(body)).mount(&self.server),
@@ -313,17 +327,8 @@ fn the_completion_poller_pages_through_its_own_open_tasks_and_backs_off_through_
     let start = "/engine-rest/process-definition/key/keyflow-human-task/start";
     let history = "/engine-rest/history/task";
     let variables = "/engine-rest/history/variable-instance";
-    let business_key =
-        |r: &wiremock::Request| serde_json::from_slice::<Value>(&r.body).unwrap()["businessKey"].as_str().unwrap().to_owned();
     camunda.answer_get("/engine-rest/history/process-instance", json!([]));
-    camunda.rt.block_on(
-        Mock::given(method("POST"))
-            .and(path(start))
-            .respond_with(move |r: &wiremock::Request| {
-                ResponseTemplate::new(200).set_body_json(json!({"id": format!("p-{}", business_key(r))}))
-            })
-            .mount(&camunda.server),
-    );
+    camunda.start_processes_by_business_key();
     camunda.answer(history, 503, json!({"type": "ProcessEngineException", "message": "the database is down"}));
     let mut conn = connectors_driver(&format!(
         "[retry]\nattempts = 1000\nbackoff_ms = 1000\nmax_backoff_ms = 8000\n[breaker]\nfailure_threshold = 3\nopen_ms = 30000\n\
@@ -487,19 +492,9 @@ fn a_superseded_runs_camunda_task_is_cancelled_and_forgotten_by_the_poller() {
 #[test]
 fn a_withdrawal_finds_its_tasks_past_a_page_of_open_tasks() {
     let camunda = Camunda::start();
-    let start = "/engine-rest/process-definition/key/keyflow-human-task/start";
-    let business_key =
-        |r: &wiremock::Request| serde_json::from_slice::<Value>(&r.body).unwrap()["businessKey"].as_str().unwrap().to_owned();
     camunda.answer_get("/engine-rest/history/process-instance", json!([]));
     camunda.answer("/engine-rest/history/task", 200, json!([]));
-    camunda.rt.block_on(
-        Mock::given(method("POST"))
-            .and(path(start))
-            .respond_with(move |r: &wiremock::Request| {
-                ResponseTemplate::new(200).set_body_json(json!({"id": format!("p-{}", business_key(r))}))
-            })
-            .mount(&camunda.server),
-    );
+    camunda.start_processes_by_business_key();
     let mut conn = connectors_driver(&format!(
         "[tasks]\nbackend = \"camunda7\"\nurl = \"{}/engine-rest\"\npoll_interval_ms = 600000\n",
         camunda.server.uri()
@@ -531,18 +526,8 @@ fn a_withdrawal_finds_its_tasks_past_a_page_of_open_tasks() {
 #[test]
 fn the_cancellation_sweep_passes_a_refused_page_and_never_calls_a_completed_task_cancelled() {
     let camunda = Camunda::start();
-    let start = "/engine-rest/process-definition/key/keyflow-human-task/start";
-    let business_key =
-        |r: &wiremock::Request| serde_json::from_slice::<Value>(&r.body).unwrap()["businessKey"].as_str().unwrap().to_owned();
     camunda.answer_get("/engine-rest/history/process-instance", json!([]));
-    camunda.rt.block_on(
-        Mock::given(method("POST"))
-            .and(path(start))
-            .respond_with(move |r: &wiremock::Request| {
-                ResponseTemplate::new(200).set_body_json(json!({"id": format!("p-{}", business_key(r))}))
-            })
-            .mount(&camunda.server),
-    );
+    camunda.start_processes_by_business_key();
     let mut conn = connectors_driver(&format!(
         "[tasks]\nbackend = \"camunda7\"\nurl = \"{}/engine-rest\"\npoll_interval_ms = 1000\n",
         camunda.server.uri()

@@ -180,7 +180,7 @@ impl CommandProcessor {
             if started.elapsed() >= POLL_BUDGET {
                 break;
             }
-            let from = p.resume_after.as_ref().map_or_else(Vec::new, |last| [last.as_bytes(), b"\0"].concat());
+            let from = after(p.resume_after.as_deref());
             let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], COMPLETED_PAGE)?;
             let open = opened(&page)?;
             if !open.is_empty() {
@@ -227,7 +227,7 @@ impl CommandProcessor {
     /// or a cancellation after the task, in a process of one's own): the tasks found are asked
     /// about once more, and a completion among them is answered as one, never as cancelled.
     fn sweep(&self, ctx: &mut Context<'_>, service: &dyn TaskService, p: &mut PollerState) -> Result<(), Error> {
-        let from = p.sweep_after.as_ref().map_or_else(Vec::new, |last| [last.as_bytes(), b"\0"].concat());
+        let from = after(p.sweep_after.as_deref());
         let page = ctx.store(OPEN_TASKS)?.range(&from, &[0xff], COMPLETED_PAGE)?;
         let open = opened(&page)?;
         let next = (page.len() == COMPLETED_PAGE).then(|| open.last().map(|o| o.task_id.clone())).flatten();
@@ -283,6 +283,11 @@ impl CommandProcessor {
         p.open = p.open.saturating_sub(1);
         Ok(Some(open))
     }
+}
+
+/// Where a page of [`OPEN_TASKS`] starts: just after the last task of the page before, if any.
+fn after(last: Option<&str>) -> Vec<u8> {
+    last.map_or_else(Vec::new, |last| [last.as_bytes(), b"\0"].concat())
 }
 
 /// The tasks of a page of [`OPEN_TASKS`], as a task service is asked about them.

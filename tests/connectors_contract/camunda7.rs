@@ -122,12 +122,7 @@ fn tasks_are_processes_keyed_by_the_idempotency_key_and_read_back_from_the_histo
             .expect(1),
     );
 
-    let c7 = Camunda7Tasks {
-        base_url: format!("{}/engine-rest", s.url()),
-        http: http(),
-        credentials: Credentials::None,
-        process_key: "keyflow-human-task".into(),
-    };
+    let c7 = c7_tasks(&s);
     assert_eq!(c7.create(&review_task()).unwrap(), id);
     assert_eq!(c7.create(&review_task()).unwrap(), id, "an existing task is not created again");
     let since = "2026-11-25T10:00:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
@@ -163,12 +158,7 @@ fn tasks_whose_process_instance_was_deleted_are_found_in_the_history() {
             ])))
             .expect(1),
     );
-    let c7 = Camunda7Tasks {
-        base_url: format!("{}/engine-rest", s.url()),
-        http: http(),
-        credentials: Credentials::None,
-        process_key: "keyflow-human-task".into(),
-    };
+    let c7 = c7_tasks(&s);
     let asked = ["p-1", "p-2", "p-3"].map(|p| Opened { task_id: p.into(), idempotency_key: format!("key-{p}") });
     let at = "2026-11-25T10:06:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
     assert_eq!(

@@ -253,7 +253,7 @@ fn tasks_are_created_once_found_completed_and_read_back() {
             .expect(1),
     );
 
-    let c8 = Camunda8Tasks { base_url: s.url(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
+    let c8 = c8_tasks(&s);
     assert_eq!(c8.create(&review_task()).unwrap(), "2251799813690001");
     assert_eq!(c8.create(&review_task()).unwrap(), "2251799813690001", "a retried creation finds the first");
     let since = "2026-11-25T10:00:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
@@ -282,7 +282,7 @@ fn never_passes_on_a_truncated_answer() {
             json!({"items": [{"name": "comment", "value": "\"a long com", "isTruncated": true}], "page": {"totalItems": 1}}),
         ),
     ));
-    let c8 = Camunda8Tasks { base_url: s.url(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
+    let c8 = c8_tasks(&s);
     // Not reported: the task stays open and is asked about again; the page's others are not held back.
     let done = c8.completed(&[Opened { task_id: "2251799813690001".into(), idempotency_key: "node-1:4:0".into() }]).unwrap();
     assert!(done.is_empty(), "{done:?}");
@@ -305,7 +305,7 @@ fn tasks_whose_process_instance_was_cancelled_are_found_by_one_search() {
                 "page": {"totalItems": 1}})))
             .expect(1),
     );
-    let c8 = Camunda8Tasks { base_url: s.url(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
+    let c8 = c8_tasks(&s);
     let asked = ["2251799813690001", "2251799813690002"].map(|k| Opened { task_id: k.into(), idempotency_key: format!("key-{k}") });
     let at = "2026-11-25T10:04:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
     assert_eq!(

@@ -35,6 +35,21 @@ fn http() -> reqwest::blocking::Client {
     client(Duration::from_secs(5)).unwrap()
 }
 
+/// keyflow's Camunda 7 tasks on `server`, without credentials.
+fn c7_tasks(server: &Recorded) -> Camunda7Tasks {
+    Camunda7Tasks {
+        base_url: format!("{}/engine-rest", server.url()),
+        http: http(),
+        credentials: Credentials::None,
+        process_key: "keyflow-human-task".into(),
+    }
+}
+
+/// keyflow's Camunda 8 tasks on `server`, without credentials.
+fn c8_tasks(server: &Recorded) -> Camunda8Tasks {
+    Camunda8Tasks { base_url: server.url(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() }
+}
+
 fn oauth(server: &Recorded) -> Credentials {
     Credentials::new(
         &AuthConfig::OAuth(OAuthConfig {

@@ -31,7 +31,7 @@ fn camunda8_withdraws_a_task_by_cancelling_its_process_instance_once_or_finds_it
         "RESOURCE_EXHAUSTED",
         "Expected to handle REST API request, but the broker is out of resources",
     ))));
-    let c8 = Camunda8Tasks { base_url: s.url(), http: http(), credentials: Credentials::None, process_id: "keyflow-human-task".into() };
+    let c8 = c8_tasks(&s);
     c8.withdraw("2251799813690001").unwrap();
     c8.withdraw("2251799813690001").expect("already cancelled: withdrawn all the same");
     assert_eq!(s.calls(cancel), ["POST", "POST"]);
